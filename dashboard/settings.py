@@ -1,0 +1,169 @@
+"""Settings for the Graphile Worker console, read from the environment.
+
+Every value comes from an environment variable with a strict parser: a malformed value stops
+the process at start with a sentence naming the variable, rather than surfacing later.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+from dashboard.env import env_bool, env_int, env_list, env_str, parse_database_url
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+DEBUG = env_bool("DEBUG", False)
+# `manage.py demo` sets CONSOLE_DEMO: a local console on 127.0.0.1 with a throwaway key.
+DEMO = env_bool("CONSOLE_DEMO", False)
+LOCAL_ONLY = DEBUG or DEMO
+SECRET_KEY = env_str("SECRET_KEY", "")
+if not SECRET_KEY:
+    if not LOCAL_ONLY:
+        raise ImproperlyConfigured(
+            "SECRET_KEY is not set. Set SECRET_KEY (or DEBUG=1 for local development)."
+        )
+    SECRET_KEY = "insecure-development-key-do-not-use-in-production"
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"] if LOCAL_ONLY else [])
+READ_ONLY = env_bool("READ_ONLY", False)
+
+# The worker schema we operate; it belongs to Graphile Worker, never to Django.
+GRAPHILE_WORKER_SCHEMA = env_str("GRAPHILE_WORKER_SCHEMA", "graphile_worker")
+# The console's own tables (users, sessions, audit log) live in this schema of the console
+# database: by default the worker database itself, or CONSOLE_DATABASE_URL when set.
+CONSOLE_SCHEMA = env_str("CONSOLE_SCHEMA", "graphile_console")
+# Reads that take longer than this are cancelled and reported as "took too long".
+READ_STATEMENT_TIMEOUT_MS = env_int("READ_STATEMENT_TIMEOUT_MS", 10_000, minimum=100)
+# Live refresh interval of the pages, in seconds; the floor keeps a forgotten tab cheap.
+POLL_INTERVAL_FLOOR_SECONDS = 2
+POLL_INTERVAL_SECONDS = max(env_int("POLL_INTERVAL_SECONDS", 5, minimum=1), 2)
+
+APPLICATION_NAME = env_str("APPLICATION_NAME", "graphile-console")
+
+
+def _database(url: str, *, search_path: str | None) -> dict:
+    config = parse_database_url(url)
+    options = [f"-c statement_timeout={READ_STATEMENT_TIMEOUT_MS}"]
+    if search_path:
+        options.append(f"-c search_path={search_path}")
+    extra = config.pop("EXTRA_OPTIONS")
+    if extra.get("options"):
+        options.insert(0, extra.pop("options"))
+    config["OPTIONS"] = {
+        **extra,
+        "application_name": extra.get("application_name", APPLICATION_NAME),
+        "options": " ".join(options),
+    }
+    config["CONN_MAX_AGE"] = env_int("CONN_MAX_AGE", 60, minimum=0)
+    config["CONN_HEALTH_CHECKS"] = True
+    return config
+
+
+DATABASE_URL = env_str("DATABASE_URL", "")
+if not DATABASE_URL:
+    raise ImproperlyConfigured(
+        "DATABASE_URL is not set. Point it at the Graphile Worker database, "
+        "or run `python3 manage.py demo` for an embedded one."
+    )
+CONSOLE_DATABASE_URL = env_str("CONSOLE_DATABASE_URL", "")
+
+# Alias `default` holds the console's tables; alias WORKER_DATABASE holds the worker schema.
+# They are one connection unless CONSOLE_DATABASE_URL points somewhere else.
+DATABASES = {"default": _database(CONSOLE_DATABASE_URL or DATABASE_URL, search_path=CONSOLE_SCHEMA)}
+WORKER_DATABASE = "default"
+if CONSOLE_DATABASE_URL:
+    DATABASES["worker"] = _database(DATABASE_URL, search_path=None)
+    WORKER_DATABASE = "worker"
+DATABASE_ROUTERS = ["worker_admin.routers.WorkerSchemaRouter"]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.humanize",
+    "django_htmx",
+    "template_partials",
+    "worker_admin",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+    "worker_admin.middleware.DatabaseErrorMiddleware",
+]
+
+ROOT_URLCONF = "dashboard.urls"
+WSGI_APPLICATION = "dashboard.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "worker_admin.context_processors.console",
+            ],
+        },
+    },
+]
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "worker_admin:overview"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env_str("TIME_ZONE", "UTC")
+USE_I18N = False
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = True
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+SESSION_COOKIE_HTTPONLY = True
+CSRF_COOKIE_HTTPONLY = False  # htmx reads the token from the page, not the cookie
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+if env_bool("HTTPS", False):
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31_536_000, minimum=0)
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+}

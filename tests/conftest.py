@@ -1,0 +1,52 @@
+"""Real PostgreSQL for every test: pytest-django's test database plus the worker schema,
+installed once per session by the project's own migrate. Each test runs in a transaction that
+is rolled back, so the schema's DDL and every job a test adds disappear after it."""
+
+from __future__ import annotations
+
+import pytest
+from django.conf import settings
+
+from tests.factories import JobFactory
+from worker_admin.schema import clear_capabilities_cache
+from worker_admin.utils import WorkerUtils
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    with django_db_blocker.unblock():
+        WorkerUtils().migrate(recovery=True)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_capabilities():
+    clear_capabilities_cache()
+    yield
+    clear_capabilities_cache()
+
+
+@pytest.fixture
+def utils(db) -> WorkerUtils:
+    return WorkerUtils()
+
+
+@pytest.fixture
+def jobs(utils) -> JobFactory:
+    return JobFactory(utils)
+
+
+@pytest.fixture
+def operator(django_user_model):
+    return django_user_model.objects.create_user("oncall", password="correct horse battery")
+
+
+@pytest.fixture
+def console(client, operator):
+    """A Django test client logged in as an ordinary user."""
+    client.force_login(operator)
+    return client
+
+
+@pytest.fixture
+def worker_schema() -> str:
+    return settings.GRAPHILE_WORKER_SCHEMA

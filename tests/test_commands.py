@@ -1,0 +1,46 @@
+"""`manage.py graphile_worker migrate` through call_command."""
+
+import json
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import connection
+
+from worker_admin.installer import Flavour, detect_flavour
+
+
+def _run(*args) -> str:
+    from io import StringIO
+
+    out = StringIO()
+    call_command("graphile_worker", *args, stdout=out)
+    return out.getvalue()
+
+
+def test_migrate__up_to_date_changes_nothing(db):
+    result = json.loads(_run("--json", "migrate"))
+    assert result["flavour_before"] == result["flavour_after"] == "rust-recovery"
+    assert not result["installed_core"] and not result["added_recovery"]
+
+
+def test_migrate__fresh_schema_then_add_recovery(db):
+    out = _run("--schema", "gw_cmd", "migrate", "--no-recovery")
+    assert "Installed the Graphile Worker schema gw_cmd." in out
+    with connection.cursor() as cursor:
+        assert detect_flavour(cursor, "gw_cmd") is Flavour.NODE
+    assert "Added the worker-recovery objects" in _run(
+        "--schema", "gw_cmd", "migrate", "--add-recovery"
+    )
+    assert "already present" in _run("--schema", "gw_cmd", "migrate", "--add-recovery")
+    with connection.cursor() as cursor:
+        assert detect_flavour(cursor, "gw_cmd") is Flavour.RUST_RECOVERY
+
+
+def test_migrate__legacy_refused(db):
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE SCHEMA gw_old; CREATE TABLE gw_old.jobs (id bigint)")
+    with pytest.raises(CommandError, match="unsupported schema version"):
+        _run("--schema", "gw_old", "migrate")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT to_regclass('gw_old._private_jobs')")
+        assert cursor.fetchone()[0] is None

@@ -1,0 +1,168 @@
+"""Pages through Django's test client: login, overview, jobs, job detail, fragments."""
+
+import html
+import re
+
+import pytest
+from django.urls import reverse
+
+
+def _text(response) -> str:
+    return html.unescape(re.sub(r"\s+", " ", response.content.decode()))
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["worker_admin:overview", "worker_admin:jobs", "worker_admin:workers", "worker_admin:audit"],
+)
+def test_pages__login_required(client, db, url):
+    response = client.get(reverse(url))
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("login"))
+
+
+def test_login__wrong_password_says_so(client, operator):
+    response = client.post(reverse("login"), {"username": "oncall", "password": "nope"})
+    assert response.status_code == 200
+    assert "do not match" in _text(response)
+
+
+def test_login__then_overview(client, operator):
+    response = client.post(
+        reverse("login"), {"username": "oncall", "password": "correct horse battery"}, follow=True
+    )
+    assert response.redirect_chain[-1][0] == reverse("worker_admin:overview")
+    assert "Overview" in _text(response)
+
+
+def test_overview__counts_per_state_task_and_queue(console, jobs):
+    jobs.ready("send_email", queue_name="emails")
+    jobs.ready("send_email")
+    jobs.scheduled("report")
+    jobs.locked(by="graphile_worker_aa")
+    jobs.failed("charge_card", queue_name="payments")
+    response = console.get(reverse("worker_admin:overview"))
+    assert response.status_code == 200
+    stats = response.context["stats"]
+    assert (
+        stats.counts.ready,
+        stats.counts.scheduled,
+        stats.counts.locked,
+        stats.counts.failed,
+    ) == (
+        2,
+        1,
+        1,
+        1,
+    )
+    by_task = {row.name: row.counts for row in stats.by_task}
+    assert by_task["send_email"].ready == 2 and by_task["send_email"].locked == 1
+    assert by_task["charge_card"].failed == 1
+    assert {row.name for row in stats.by_queue} == {"emails", "payments"}
+    assert stats.oldest_ready_age.total_seconds() >= 60
+    text = _text(response)
+    assert "Oldest ready job waiting" in text and "rust-recovery" in text
+
+
+def test_overview__htmx_gets_only_the_fragment(console, jobs):
+    jobs.ready()
+    response = console.get(reverse("worker_admin:overview"), headers={"HX-Request": "true"})
+    body = response.content.decode()
+    assert body.lstrip().startswith('<div id="overview-body"')
+    assert "<html" not in body
+
+
+def test_overview__empty_queue_says_so(console, db):
+    assert "an empty queue is a healthy one" in _text(console.get(reverse("worker_admin:overview")))
+
+
+def test_overview__rls_role_gets_the_sentence_not_zeros(console, jobs, worker_schema):
+    from django.db import connection
+
+    jobs.ready()
+    with connection.cursor() as cursor:
+        cursor.execute("DROP ROLE IF EXISTS gw_console_rls")
+        cursor.execute("CREATE ROLE gw_console_rls NOLOGIN NOBYPASSRLS")
+        cursor.execute(f"GRANT USAGE ON SCHEMA {worker_schema}, graphile_console TO gw_console_rls")
+        cursor.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA {worker_schema} TO gw_console_rls")
+        cursor.execute("GRANT SELECT ON ALL TABLES IN SCHEMA graphile_console TO gw_console_rls")
+        cursor.execute("SET LOCAL ROLE gw_console_rls")
+    response = console.get(reverse("worker_admin:overview"))
+    text = _text(response)
+    assert 'Connected role "gw_console_rls" cannot read' in text
+    assert "stats" not in response.context or response.context.get("stats") is None
+
+
+def test_jobs__tabs_count_and_filter(console, jobs):
+    a = jobs.ready("send_email", queue_name="emails")
+    jobs.failed("charge_card")
+    response = console.get(reverse("worker_admin:jobs"), {"state": "ready"})
+    assert response.context["counts"]["all"] == 2
+    assert response.context["counts"]["failed"] == 1
+    assert [job.id for job in response.context["jobs"]] == [a.id]
+    filtered = console.get(reverse("worker_admin:jobs"), {"task": "charge_card"})
+    assert [job.task.identifier for job in filtered.context["jobs"]] == ["charge_card"]
+    assert (
+        console.get(reverse("worker_admin:jobs"), {"queue": "emails"}).context["counts"]["all"] == 1
+    )
+
+
+def test_jobs__keyset_pages_forward_and_back(console, utils):
+    from worker_admin.utils import RawJobSpec
+
+    added = sorted(
+        job.id for job in utils.add_raw_jobs([RawJobSpec("t", {"i": i}) for i in range(120)])
+    )
+    first = console.get(reverse("worker_admin:jobs"))
+    ids = [job.id for job in first.context["jobs"]]
+    assert ids == added[::-1][:50]
+    assert first.context["newer_cursor"] is None
+    second = console.get(reverse("worker_admin:jobs"), {"after": first.context["older_cursor"]})
+    assert [job.id for job in second.context["jobs"]] == added[::-1][50:100]
+    back = console.get(reverse("worker_admin:jobs"), {"before": second.context["newer_cursor"]})
+    assert [job.id for job in back.context["jobs"]] == ids
+    assert back.context["newer_cursor"] is None or back.context["newer_cursor"] == ids[0]
+
+
+@pytest.mark.parametrize(
+    "bad", ["'; DROP TABLE jobs; --", "<script>alert(1)</script>", "-5", "9" * 40]
+)
+def test_jobs__hostile_query_values_are_harmless(console, jobs, bad):
+    jobs.ready()
+    response = console.get(
+        reverse("worker_admin:jobs"), {"state": bad, "task": bad, "after": bad, "before": bad}
+    )
+    assert response.status_code == 200
+    assert "<script>alert(1)</script>" not in response.content.decode()
+
+
+def test_job_detail__every_column(console, jobs):
+    job = jobs.add(
+        "send_email", {"to": "<b>x</b>"}, queue_name="emails", job_key="key-1", flags=["f1"]
+    )
+    job = jobs.locked()
+    text = _text(console.get(reverse("worker_admin:job_detail", args=[job.id])))
+    assert f"Job {job.id}" in text and "graphile_worker_abc123" in text
+    assert "Console actions skip it" in text
+    keyed = jobs.add(
+        "send_email", {"to": "<b>x</b>"}, queue_name="emails", job_key="key-2", flags=["f1"]
+    )
+    text = _text(console.get(reverse("worker_admin:job_detail", args=[keyed.id])))
+    assert "key-2" in text and "f1" in text and "emails" in text
+    assert "&lt;b&gt;x&lt;/b&gt;" in response_html(console, keyed.id)
+
+
+def test_job_detail__lock_near_four_hours_warns(console, jobs):
+    job = jobs.locked(age="3 hours 30 minutes")
+    text = _text(console.get(reverse("worker_admin:job_detail", args=[job.id])))
+    assert "nearing the 4-hour mark" in text
+
+
+def test_job_detail__unknown_id_is_a_clear_404(console, db):
+    response = console.get(reverse("worker_admin:job_detail", args=[987654321]))
+    assert response.status_code == 404
+    assert "completed jobs are deleted" in _text(response)
+
+
+def response_html(console, job_id: int) -> str:
+    return console.get(reverse("worker_admin:job_detail", args=[job_id])).content.decode()

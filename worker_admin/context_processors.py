@@ -1,0 +1,34 @@
+"""Values every page's layout needs: navigation, the schema banner, read-only mode, polling."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import DatabaseError
+from django.utils.functional import SimpleLazyObject
+
+from worker_admin.schema import capabilities
+
+NAVIGATION = [
+    ("overview", "Overview", "worker_admin:overview"),
+    ("jobs", "Jobs", "worker_admin:jobs"),
+    ("workers", "Workers", "worker_admin:workers"),
+    ("maintenance", "Maintenance", "worker_admin:maintenance"),
+    ("audit", "Audit", "worker_admin:audit"),
+]
+
+
+def _capabilities_or_none():
+    try:
+        return capabilities()
+    except DatabaseError:
+        return None  # the page itself reports the database error
+
+
+def console(request) -> dict:
+    return {
+        "navigation": NAVIGATION,
+        "capabilities": SimpleLazyObject(_capabilities_or_none),
+        "read_only": settings.READ_ONLY,
+        "poll_interval": settings.POLL_INTERVAL_SECONDS,
+        "worker_schema": settings.GRAPHILE_WORKER_SCHEMA,
+    }

@@ -1,0 +1,724 @@
+"""Install, detect and describe the Graphile Worker schema.
+
+The console can set up a worker schema itself (for a fresh database, for tests, for the Rust
+recovery extension that Node-migrated databases never receive), so it must produce exactly what the
+real packages produce: `sql/core.sql` is the graphile-worker 0.18.0 shape and `sql/recovery.sql`
+the Rust worker-recovery extension. `catalog_snapshot` describes a schema in a normalised form so
+that the test suite can prove the installer against the real npm package.
+
+Plain Python and psycopg-compatible DB-API only (no Django imports): the functions take any cursor
+whose `execute` accepts a plain SQL string plus optional `%s` parameters, which covers a raw
+psycopg 3 cursor and a Django cursor wrapper alike.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+SQL_DIR = Path(__file__).resolve().parent / "sql"
+
+# The placeholder the SQL files use for the schema; replaced by a double-quoted identifier.
+SCHEMA_PLACEHOLDER = "{{schema}}"
+# The dollar-quote tag the SQL files use for function bodies (see _render_sql).
+BODY_TAG = "$body$"
+# What catalog_snapshot writes instead of the schema name, so that schemas compare equal.
+SNAPSHOT_SCHEMA_TOKEN = "<schema>"
+
+# pg_advisory_xact_lock key pair that serialises migrate()/add_recovery() across sessions: the
+# ASCII codes of "GWCN" (Graphile Worker CoNsole) and "MIGR". It is held until the caller's
+# transaction ends, so a second migrate waits and then sees the first one's committed objects.
+# It is distinct from the Rust sweeper's (1196905043, 1398228304). Node's own migrate does not
+# take it, so it does not serialise against a Node worker installing the schema at the same time.
+MIGRATE_LOCK_KEYS = (0x4757434E, 0x4D494752)
+
+# The six functions of the Rust worker-recovery extension (GRAPHILE_WORKER.md section 5).
+RECOVERY_FUNCTIONS = (
+    "worker_heartbeat",
+    "worker_deregister",
+    "list_stale_workers",
+    "list_orphan_locked_workers",
+    "recover_dead_worker_jobs",
+    "delete_stale_workers",
+)
+
+# Everything core.sql creates by name; an ABSENT schema must hold none of them.
+CORE_RELATIONS = (
+    "_private_jobs",
+    "_private_job_queues",
+    "_private_tasks",
+    "_private_known_crontabs",
+    "migrations",
+    "jobs",
+    "job_spec",
+    "jobs_id_seq1",
+    "job_queues_id_seq",
+    "tasks_id_seq",
+    "jobs_pkey1",
+    "jobs_key_key1",
+    "jobs_main_index",
+    "jobs_no_queue_index",
+    "job_queues_pkey1",
+    "job_queues_queue_name_key",
+    "tasks_pkey",
+    "tasks_identifier_key",
+    "known_crontabs_pkey",
+    "migrations_pkey",
+)
+CORE_FUNCTIONS = (
+    "add_job",
+    "add_jobs",
+    "complete_jobs",
+    "permanently_fail_jobs",
+    "reschedule_jobs",
+    "remove_job",
+    "force_unlock_workers",
+)
+
+MAX_IDENTIFIER_BYTES = 63  # NAMEDATALEN - 1; PostgreSQL silently truncates longer names.
+
+
+class Cursor(Protocol):
+    """The part of a DB-API cursor the installer uses (psycopg 3 or Django's wrapper)."""
+
+    def execute(self, query: str, params: Sequence[Any] | None = None, /) -> Any: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> Any: ...
+
+
+class Flavour(enum.Enum):
+    """Which worker schema a database holds, judged by its objects (never by migration ids)."""
+
+    ABSENT = "absent"  # no worker tables (the schema may be missing or empty)
+    LEGACY = "legacy"  # graphile-worker <= 0.15: jobs is a table; unsupported
+    NODE = "node"  # graphile-worker 0.16+ core schema without the recovery extension
+    RUST_RECOVERY = "rust-recovery"  # the core schema plus the Rust worker-recovery extension
+
+
+class InstallerError(Exception):
+    """Base class for errors the installer raises on purpose, with a sentence for the user."""
+
+
+class UnsupportedSchemaError(InstallerError):
+    """The schema holds something the installer must not touch (a legacy or foreign layout)."""
+
+
+class TransactionRequiredError(InstallerError):
+    """The cursor runs in autocommit mode, so the installation would not be atomic."""
+
+
+@dataclass(frozen=True)
+class MigrateResult:
+    """What migrate() found and what it did, for the CLI and the audit log to report."""
+
+    flavour_before: Flavour
+    flavour_after: Flavour
+    installed_core: bool
+    added_recovery: bool
+
+
+def quote_schema(name: str) -> str:
+    """Return `name` as a double-quoted SQL identifier, refusing names PostgreSQL would alter.
+
+    Always quoting keeps the name exactly as configured (case, spaces, punctuation); the length
+    check matters because PostgreSQL would silently truncate a longer name and we would then look
+    for objects under a name that does not exist.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"schema name must be a str, not {type(name).__name__}")
+    if not name:
+        raise ValueError("schema name must not be empty")
+    if "\x00" in name:
+        raise ValueError("schema name must not contain a NUL character")
+    size = len(name.encode("utf-8"))
+    if size > MAX_IDENTIFIER_BYTES:
+        raise ValueError(
+            f"schema name is {size} bytes long; PostgreSQL identifiers are at most "
+            f"{MAX_IDENTIFIER_BYTES} bytes"
+        )
+    return '"' + name.replace('"', '""') + '"'
+
+
+def detect_flavour(cur: Cursor, schema: str) -> Flavour:
+    """Tell which worker schema `schema` holds, from the catalog.
+
+    Migration ids cannot be trusted for this (Node and Rust both number 19 and 20 with different
+    contents), so look for the objects themselves. A partially installed recovery extension counts
+    as NODE, so that add_recovery() completes it.
+    """
+    quote_schema(schema)
+    recovery_names = ", ".join(f"'{name}'" for name in RECOVERY_FUNCTIONS)
+    cur.execute(
+        f"""
+        select
+          (select c.relkind::text
+             from pg_catalog.pg_class as c
+             where c.oid = pg_catalog.to_regclass(pg_catalog.quote_ident(%s) || '.jobs'))
+            as jobs_kind,
+          pg_catalog.to_regclass(pg_catalog.quote_ident(%s) || '._private_jobs') is not null
+            as has_private_jobs,
+          pg_catalog.to_regclass(pg_catalog.quote_ident(%s) || '._private_workers') is not null
+            as has_workers,
+          (select count(distinct p.proname)
+             from pg_catalog.pg_proc as p
+             join pg_catalog.pg_namespace as n on n.oid = p.pronamespace
+             where n.nspname = %s and p.proname in ({recovery_names}))
+            as recovery_functions
+        """,
+        [schema, schema, schema, schema],
+    )
+    jobs_kind, has_private_jobs, has_workers, recovery_functions = _values(cur.fetchone())
+    if has_private_jobs:
+        if has_workers and recovery_functions == len(RECOVERY_FUNCTIONS):
+            return Flavour.RUST_RECOVERY
+        return Flavour.NODE
+    if jobs_kind == "r":
+        return Flavour.LEGACY
+    return Flavour.ABSENT
+
+
+def migrate(cur: Cursor, schema: str, *, recovery: bool = True) -> MigrateResult:
+    """Bring `schema` to the 0.18 core shape, plus the recovery extension when `recovery` is set.
+
+    The caller owns the transaction and must run this inside ONE transaction (psycopg: a
+    non-autocommit connection or `conn.transaction()`; Django: `transaction.atomic()`), then
+    commit: the core objects, the migrations rows and the recovery objects appear together or not
+    at all, and the advisory lock (MIGRATE_LOCK_KEYS) that serialises concurrent migrates is held
+    until that commit. An existing core schema is never altered: a NODE schema only gains the
+    recovery objects (when asked), a RUST_RECOVERY schema is left alone.
+
+    Raises UnsupportedSchemaError for a legacy (<= 0.15) schema or a schema that already holds
+    objects with the names the installer would create, and TransactionRequiredError in
+    autocommit mode.
+    """
+    quote_schema(schema)
+    _require_transaction(cur)
+    _take_migrate_lock(cur)
+    before = detect_flavour(cur, schema)
+    if before is Flavour.LEGACY:
+        raise UnsupportedSchemaError(_legacy_message(schema))
+
+    installed_core = False
+    if before is Flavour.ABSENT:
+        _refuse_name_clashes(cur, schema)
+        _run_sql_file(cur, "core.sql", schema)
+        installed_core = True
+
+    added_recovery = False
+    if recovery and before is not Flavour.RUST_RECOVERY:
+        added_recovery = add_recovery(cur, schema)
+
+    return MigrateResult(
+        flavour_before=before,
+        flavour_after=detect_flavour(cur, schema),
+        installed_core=installed_core,
+        added_recovery=added_recovery,
+    )
+
+
+def add_recovery(cur: Cursor, schema: str) -> bool:
+    """Add the Rust worker-recovery extension to an installed core schema.
+
+    This is the way to give a Node-migrated database the recovery objects: the Rust runner never
+    adds them there (it only applies migration ids above the highest recorded one). Returns True
+    when objects were added, False when they were already all present. Same transaction contract
+    as migrate(). Raises UnsupportedSchemaError when there is no 0.16+ core schema to extend.
+    """
+    quote_schema(schema)
+    _require_transaction(cur)
+    _take_migrate_lock(cur)
+    flavour = detect_flavour(cur, schema)
+    if flavour is Flavour.ABSENT:
+        raise UnsupportedSchemaError(
+            f"cannot add the worker-recovery extension: schema {schema} has no Graphile Worker "
+            f"tables; install the core schema first (migrate)"
+        )
+    if flavour is Flavour.LEGACY:
+        raise UnsupportedSchemaError(_legacy_message(schema))
+    if flavour is Flavour.RUST_RECOVERY:
+        return False
+    _run_sql_file(cur, "recovery.sql", schema)
+    return True
+
+
+def catalog_snapshot(cur: Cursor, schema: str) -> dict[str, Any]:
+    """Describe everything in `schema` as plain, JSON-able data, for conformance comparisons.
+
+    Covers relations, tables (columns in physical order with type, nullability, default, generated
+    expression and identity; constraints; indexes; RLS flags; policies; triggers), sequences,
+    views' columns, standalone types and functions' signatures. Function bodies and languages are
+    left out on purpose: the console's SQL is written independently and only has to be
+    interface-compatible. The schema name is replaced by SNAPSHOT_SCHEMA_TOKEN everywhere, so two
+    schemas (or databases) with the same shape compare equal.
+
+    search_path is pinned to pg_catalog while reading, because pg_get_* and format_type omit the
+    schema of objects on the search_path, which would make the output depend on the session.
+    """
+    quote_schema(schema)
+    saved_search_path = _scalar(
+        cur, "select pg_catalog.current_setting('search_path') as search_path"
+    )
+    _set_search_path(cur, "pg_catalog")
+    try:
+        snapshot = {
+            "relations": _snapshot_relations(cur, schema),
+            "tables": _snapshot_tables(cur, schema),
+            "sequences": _snapshot_sequences(cur, schema),
+            "views": _snapshot_views(cur, schema),
+            "types": _snapshot_types(cur, schema),
+            "functions": _snapshot_functions(cur, schema),
+        }
+    except Exception:
+        # In a failed transaction the SET is undone by the caller's rollback anyway.
+        with contextlib.suppress(Exception):
+            _set_search_path(cur, saved_search_path)
+        raise
+    _set_search_path(cur, saved_search_path)
+    quoted = _scalar(cur, "select pg_catalog.quote_ident(%s)", [schema])
+    return _normalise(snapshot, f"{quoted}.", f"{SNAPSHOT_SCHEMA_TOKEN}.")
+
+
+# --- migrate helpers -------------------------------------------------------------------------
+
+
+def _legacy_message(schema: str) -> str:
+    return (
+        f"unsupported schema version: {schema}.jobs is a table (graphile-worker 0.15 or older); "
+        f"upgrade it with graphile-worker 0.16+ first"
+    )
+
+
+def _require_transaction(cur: Cursor) -> None:
+    """Refuse autocommit: a transaction-local setting must survive into the next statement.
+
+    This works the same for every cursor type (psycopg, Django) and on read-only servers, unlike
+    asking the driver or assigning a transaction id.
+    """
+    token = uuid.uuid4().hex
+    cur.execute(
+        "select pg_catalog.set_config('graphile_worker_console.transaction_check', %s, true)",
+        [token],
+    )
+    cur.fetchone()
+    seen = _scalar(
+        cur, "select pg_catalog.current_setting('graphile_worker_console.transaction_check', true)"
+    )
+    if seen != token:
+        raise TransactionRequiredError(
+            "the worker schema installer must run inside one transaction (the cursor is in "
+            "autocommit mode); wrap the call in a transaction and commit afterwards"
+        )
+
+
+def _take_migrate_lock(cur: Cursor) -> None:
+    key1, key2 = MIGRATE_LOCK_KEYS
+    cur.execute(f"select pg_catalog.pg_advisory_xact_lock({key1}, {key2})")
+    cur.fetchone()
+
+
+def _refuse_name_clashes(cur: Cursor, schema: str) -> None:
+    """Stop before core.sql fails half-way on an object that is already there.
+
+    An ABSENT schema may exist and hold unrelated objects; only the names the installer would
+    create matter (for example the lone migrations table of an interrupted Node install).
+    """
+    names = ", ".join(f"'{name}'" for name in (*CORE_RELATIONS, *CORE_FUNCTIONS))
+    cur.execute(
+        f"""
+        select c.relname::text as name
+          from pg_catalog.pg_class as c
+          join pg_catalog.pg_namespace as n on n.oid = c.relnamespace
+          where n.nspname = %s and c.relname in ({names})
+        union
+        select p.proname::text as name
+          from pg_catalog.pg_proc as p
+          join pg_catalog.pg_namespace as n on n.oid = p.pronamespace
+          where n.nspname = %s and p.proname in ({names})
+        order by 1
+        """,
+        [schema, schema],
+    )
+    clashes = [_values(row)[0] for row in cur.fetchall()]
+    if clashes:
+        raise UnsupportedSchemaError(
+            f"schema {schema} has no Graphile Worker jobs table but already contains objects "
+            f"the installer would create ({', '.join(clashes)}); refusing to install over them"
+        )
+
+
+def _run_sql_file(cur: Cursor, filename: str, schema: str) -> None:
+    cur.execute(_render_sql((SQL_DIR / filename).read_text(encoding="utf-8"), schema))
+
+
+def _render_sql(text: str, schema: str) -> str:
+    """Substitute the schema into an SQL file.
+
+    The quoted identifier may contain any character, including the text of the dollar-quote tag
+    around function bodies; choose a tag it does not contain so the name cannot end a body early.
+    """
+    quoted = quote_schema(schema)
+    tag, n = BODY_TAG, 0
+    while tag in quoted:
+        n += 1
+        tag = f"$body{n}$"
+    return text.replace(BODY_TAG, tag).replace(SCHEMA_PLACEHOLDER, quoted)
+
+
+# --- snapshot helpers ------------------------------------------------------------------------
+
+
+def _snapshot_relations(cur: Cursor, schema: str) -> dict[str, str]:
+    """Every relation by kind, so that a stray table, index or sequence shows up in a diff."""
+    rows = _query(
+        cur,
+        """
+        select c.relname::text as name,
+               case c.relkind
+                 when 'r' then 'table' when 'p' then 'partitioned table'
+                 when 'v' then 'view' when 'm' then 'materialized view'
+                 when 'i' then 'index' when 'I' then 'partitioned index'
+                 when 'S' then 'sequence' when 'c' then 'composite type'
+                 when 'f' then 'foreign table' else c.relkind::text
+               end as kind
+          from pg_catalog.pg_class as c
+          join pg_catalog.pg_namespace as n on n.oid = c.relnamespace
+          where n.nspname = %s
+          order by 1
+        """,
+        [schema],
+    )
+    return {name: kind for name, kind in rows}
+
+
+def _snapshot_tables(cur: Cursor, schema: str) -> dict[str, dict[str, Any]]:
+    tables: dict[str, dict[str, Any]] = {}
+    for name, rls, force_rls in _query(
+        cur,
+        """
+        select c.relname::text as name, c.relrowsecurity as rls,
+               c.relforcerowsecurity as force_rls
+          from pg_catalog.pg_class as c
+          join pg_catalog.pg_namespace as n on n.oid = c.relnamespace
+          where n.nspname = %s and c.relkind in ('r', 'p')
+          order by 1
+        """,
+        [schema],
+    ):
+        tables[name] = {
+            "columns": [],
+            "constraints": {},
+            "indexes": {},
+            "row_security": rls,
+            "force_row_security": force_rls,
+            "policies": {},
+            "triggers": {},
+        }
+
+    for table, column, type_, not_null, default, generated, identity in _query(
+        cur,
+        """
+        select c.relname::text as table_name, a.attname::text as column_name,
+               pg_catalog.format_type(a.atttypid, a.atttypmod) as type, a.attnotnull as not_null,
+               case when a.attgenerated = '' then pg_catalog.pg_get_expr(d.adbin, d.adrelid) end
+                 as default_expression,
+               case when a.attgenerated <> '' then pg_catalog.pg_get_expr(d.adbin, d.adrelid) end
+                 as generated_expression,
+               case a.attidentity when 'a' then 'always' when 'd' then 'by default' end
+                 as identity
+          from pg_catalog.pg_attribute as a
+          join pg_catalog.pg_class as c on c.oid = a.attrelid
+          join pg_catalog.pg_namespace as n on n.oid = c.relnamespace
+          left join pg_catalog.pg_attrdef as d on d.adrelid = a.attrelid and d.adnum = a.attnum
+          where n.nspname = %s and c.relkind in ('r', 'p') and a.attnum > 0
+            and not a.attisdropped
+          order by c.relname, a.attnum
+        """,
+        [schema],
+    ):
+        tables[table]["columns"].append(
+            {
+                "name": column,
+                "type": type_,
+                "not_null": not_null,
+                "default": default,
+                "generated": generated,
+                "identity": identity,
+            }
+        )
+
+    for table, name, type_, definition, deferrable, deferred, validated in _query(
+        cur,
+        """
+        select c.relname::text as table_name, k.conname::text as name,
+               case k.contype
+                 when 'p' then 'primary key' when 'u' then 'unique' when 'c' then 'check'
+                 when 'f' then 'foreign key' when 'x' then 'exclusion' else k.contype::text
+               end as type,
+               pg_catalog.pg_get_constraintdef(k.oid) as definition,
+               k.condeferrable as deferrable, k.condeferred as deferred,
+               k.convalidated as validated
+          from pg_catalog.pg_constraint as k
+          join pg_catalog.pg_class as c on c.oid = k.conrelid
+          join pg_catalog.pg_namespace as n on n.oid = c.relnamespace
+          where n.nspname = %s
+          order by 1, 2
+        """,
+        [schema],
+    ):
+        tables[table]["constraints"][name] = {
+            "type": type_,
+            "definition": definition,
+            "deferrable": deferrable,
+            "initially_deferred": deferred,
+            "validated": validated,
+        }
+
+    for table, name, definition in _query(
+        cur,
+        """
+        select t.relname::text as table_name, i.relname::text as name,
+               pg_catalog.pg_get_indexdef(i.oid) as definition
+          from pg_catalog.pg_index as x
+          join pg_catalog.pg_class as i on i.oid = x.indexrelid
+          join pg_catalog.pg_class as t on t.oid = x.indrelid
+          join pg_catalog.pg_namespace as n on n.oid = t.relnamespace
+          where n.nspname = %s and t.relkind in ('r', 'p')
+          order by 1, 2
+        """,
+        [schema],
+    ):
+        tables[table]["indexes"][name] = definition
+
+    for table, name, command, permissive, roles, using, check in _query(
+        cur,
+        """
+        select c.relname::text as table_name, p.polname::text as name,
+               p.polcmd::text as command, p.polpermissive as permissive,
+               (select pg_catalog.array_agg(r.rolname::text order by r.rolname)
+                  from pg_catalog.pg_roles as r where r.oid = any (p.polroles)) as roles,
+               pg_catalog.pg_get_expr(p.polqual, p.polrelid) as using_expression,
+               pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid) as check_expression
+          from pg_catalog.pg_policy as p
+          join pg_catalog.pg_class as c on c.oid = p.polrelid
+          join pg_catalog.pg_namespace as n on n.oid = c.relnamespace
+          where n.nspname = %s
+          order by 1, 2
+        """,
+        [schema],
+    ):
+        tables[table]["policies"][name] = {
+            "command": command,
+            "permissive": permissive,
+            "roles": roles,
+            "using": using,
+            "with_check": check,
+        }
+
+    for table, name, definition in _query(
+        cur,
+        """
+        select c.relname::text as table_name, t.tgname::text as name,
+               pg_catalog.pg_get_triggerdef(t.oid) as definition
+          from pg_catalog.pg_trigger as t
+          join pg_catalog.pg_class as c on c.oid = t.tgrelid
+          join pg_catalog.pg_namespace as n on n.oid = c.relnamespace
+          where n.nspname = %s and not t.tgisinternal
+          order by 1, 2
+        """,
+        [schema],
+    ):
+        tables[table]["triggers"][name] = definition
+    return tables
+
+
+def _snapshot_sequences(cur: Cursor, schema: str) -> dict[str, dict[str, Any]]:
+    rows = _query(
+        cur,
+        """
+        select c.relname::text as name, pg_catalog.format_type(s.seqtypid, null) as type,
+               s.seqstart, s.seqmin, s.seqmax, s.seqincrement, s.seqcycle, s.seqcache,
+               (select t.relname::text || '.' || a.attname::text
+                  from pg_catalog.pg_depend as d
+                  join pg_catalog.pg_class as t on t.oid = d.refobjid
+                  join pg_catalog.pg_attribute as a
+                    on a.attrelid = d.refobjid and a.attnum = d.refobjsubid
+                  where d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+                    and d.objid = c.oid
+                    and d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
+                    and d.refobjsubid > 0
+                    and d.deptype in ('a', 'i')
+                  limit 1) as owned_by
+          from pg_catalog.pg_sequence as s
+          join pg_catalog.pg_class as c on c.oid = s.seqrelid
+          join pg_catalog.pg_namespace as n on n.oid = c.relnamespace
+          where n.nspname = %s
+          order by 1
+        """,
+        [schema],
+    )
+    return {
+        name: {
+            "type": type_,
+            "start": start,
+            "min": minimum,
+            "max": maximum,
+            "increment": increment,
+            "cycle": cycle,
+            "cache": cache,
+            "owned_by": owned_by,
+        }
+        for name, type_, start, minimum, maximum, increment, cycle, cache, owned_by in rows
+    }
+
+
+def _snapshot_views(cur: Cursor, schema: str) -> dict[str, dict[str, Any]]:
+    """Views by their columns in order; the definitions are ours to write and may differ."""
+    views: dict[str, dict[str, Any]] = {}
+    for view, kind, column, type_ in _query(
+        cur,
+        """
+        select c.relname::text as view_name, c.relkind::text as kind,
+               a.attname::text as column_name,
+               pg_catalog.format_type(a.atttypid, a.atttypmod) as type
+          from pg_catalog.pg_class as c
+          join pg_catalog.pg_namespace as n on n.oid = c.relnamespace
+          join pg_catalog.pg_attribute as a on a.attrelid = c.oid
+          where n.nspname = %s and c.relkind in ('v', 'm') and a.attnum > 0
+            and not a.attisdropped
+          order by c.relname, a.attnum
+        """,
+        [schema],
+    ):
+        entry = views.setdefault(view, {"materialized": kind == "m", "columns": []})
+        entry["columns"].append([column, type_])
+    return views
+
+
+def _snapshot_types(cur: Cursor, schema: str) -> dict[str, dict[str, Any]]:
+    """Standalone types; row types of tables and automatic array types are left out."""
+    types: dict[str, dict[str, Any]] = {}
+    for name, kind, detail in _query(
+        cur,
+        """
+        select t.typname::text as name, t.typtype::text as kind,
+               case t.typtype
+                 when 'd' then pg_catalog.format_type(t.typbasetype, t.typtypmod)
+                 when 'e' then (select pg_catalog.string_agg(e.enumlabel::text, ','
+                                                             order by e.enumsortorder)
+                                  from pg_catalog.pg_enum as e where e.enumtypid = t.oid)
+               end as detail
+          from pg_catalog.pg_type as t
+          join pg_catalog.pg_namespace as n on n.oid = t.typnamespace
+          left join pg_catalog.pg_class as c on c.oid = t.typrelid
+          where n.nspname = %s
+            and (t.typtype in ('d', 'e', 'r') or (t.typtype = 'c' and c.relkind = 'c'))
+          order by 1
+        """,
+        [schema],
+    ):
+        kinds = {"c": "composite", "d": "domain", "e": "enum", "r": "range"}
+        types[name] = {"kind": kinds[kind], "detail": detail, "attributes": []}
+    for type_name, attribute, type_ in _query(
+        cur,
+        """
+        select c.relname::text as type_name, a.attname::text as attribute,
+               pg_catalog.format_type(a.atttypid, a.atttypmod) as type
+          from pg_catalog.pg_class as c
+          join pg_catalog.pg_namespace as n on n.oid = c.relnamespace
+          join pg_catalog.pg_attribute as a on a.attrelid = c.oid
+          where n.nspname = %s and c.relkind = 'c' and a.attnum > 0 and not a.attisdropped
+          order by c.relname, a.attnum
+        """,
+        [schema],
+    ):
+        types[type_name]["attributes"].append([attribute, type_])
+    return types
+
+
+def _snapshot_functions(cur: Cursor, schema: str) -> dict[str, dict[str, Any]]:
+    """Functions by signature: what callers depend on, without bodies or languages."""
+    rows = _query(
+        cur,
+        """
+        select p.proname::text as name,
+               pg_catalog.pg_get_function_identity_arguments(p.oid) as identity_arguments,
+               pg_catalog.pg_get_function_arguments(p.oid) as arguments,
+               pg_catalog.pg_get_function_result(p.oid) as result,
+               p.prokind::text as kind, p.proisstrict as strict, p.proretset as returns_set,
+               p.provolatile::text as volatility, p.prosecdef as security_definer
+          from pg_catalog.pg_proc as p
+          join pg_catalog.pg_namespace as n on n.oid = p.pronamespace
+          where n.nspname = %s
+          order by 1, 2
+        """,
+        [schema],
+    )
+    kinds = {"f": "function", "p": "procedure", "a": "aggregate", "w": "window"}
+    volatility = {"v": "volatile", "s": "stable", "i": "immutable"}
+    return {
+        f"{name}({identity})": {
+            "name": name,
+            "identity_arguments": identity,
+            "arguments": arguments,
+            "result": result,
+            "kind": kinds.get(kind, kind),
+            "strict": strict,
+            "returns_set": returns_set,
+            "volatility": volatility.get(volatile, volatile),
+            "security_definer": security_definer,
+        }
+        for (
+            name,
+            identity,
+            arguments,
+            result,
+            kind,
+            strict,
+            returns_set,
+            volatile,
+            security_definer,
+        ) in rows
+    }
+
+
+def _normalise(value: Any, old: str, new: str) -> Any:
+    """Replace the qualified schema prefix in every string of a nested structure."""
+    if isinstance(value, str):
+        return value.replace(old, new)
+    if isinstance(value, dict):
+        return {_normalise(k, old, new): _normalise(v, old, new) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_normalise(v, old, new) for v in value]
+    return value
+
+
+# --- cursor helpers --------------------------------------------------------------------------
+
+
+def _values(row: Any) -> tuple[Any, ...]:
+    """A row as a tuple, whatever row factory the caller's cursor uses (tuple, dict, named)."""
+    if isinstance(row, Mapping):
+        return tuple(row.values())
+    return tuple(row)
+
+
+def _query(cur: Cursor, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
+    cur.execute(sql, params)
+    return [_values(row) for row in cur.fetchall()]
+
+
+def _scalar(cur: Cursor, sql: str, params: Sequence[Any] | None = None) -> Any:
+    cur.execute(sql, params)
+    return _values(cur.fetchone())[0]
+
+
+def _set_search_path(cur: Cursor, value: str) -> None:
+    cur.execute("select pg_catalog.set_config('search_path', %s, false)", [value])
+    cur.fetchone()

@@ -1,0 +1,94 @@
+"""`python3 manage.py demo`: the console on demo data, in one command.
+
+Without DATABASE_URL the bootstrap in manage.py has started the embedded PostgreSQL. This
+command migrates the console's tables and the worker schema, seeds demo jobs and workers into
+an empty queue (never into one that holds jobs, unless --reseed-anyway), creates the `demo`
+login with a fresh password that it prints, keeps the demo workers heartbeating, and serves the
+console on http://127.0.0.1:8000.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from datetime import timedelta
+
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError
+from django.db import close_old_connections
+
+from worker_admin.demo.seed import keep_heartbeating, seed_demo
+from worker_admin.models import Job, Worker
+from worker_admin.utils import WorkerUtils
+
+HEARTBEAT_SECONDS = 20
+
+
+class Command(BaseCommand):
+    help = "Serve the console on demo data (embedded PostgreSQL unless DATABASE_URL is set)."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--addr", default="127.0.0.1:8000", help="Where to serve.")
+        parser.add_argument("--jobs", type=int, default=2400, help="How many demo jobs to add.")
+        parser.add_argument(
+            "--seed-anyway",
+            action="store_true",
+            help="Add demo jobs even though the queue already holds jobs.",
+        )
+        parser.add_argument("--no-serve", action="store_true", help="Prepare, then exit.")
+
+    def handle(self, *args, **options) -> None:
+        call_command("migrate", interactive=False, verbosity=0)
+        utils = WorkerUtils()
+        result = utils.migrate(recovery=True)
+        self.stdout.write(f"Worker schema {utils.schema}: {result.flavour_after.value}.")
+        healthy = self._seed(utils, options)
+        password = self._demo_login()
+        if options["no_serve"]:
+            return
+        if healthy:
+            self._start_heartbeats(utils, healthy)
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"\nConsole: http://{options['addr']}/   user: demo   password: {password}\n"
+            )
+        )
+        call_command("runserver", options["addr"], use_reloader=False)
+
+    def _seed(self, utils: WorkerUtils, options: dict) -> list[str]:
+        existing = Job.objects.using(utils.alias).exists()
+        if existing and not options["seed_anyway"]:
+            self.stdout.write("The queue already holds jobs; not adding demo data (--seed-anyway).")
+            registered = Worker.objects.using(utils.alias).filter(id__startswith="graphile_worker_")
+            return [w.id for w in registered.healthy(timedelta(minutes=5))]
+        if options["jobs"] < 1 or options["jobs"] > 200_000:
+            raise CommandError("--jobs must be between 1 and 200000.")
+        seeded = seed_demo(utils, jobs=options["jobs"])
+        self.stdout.write(
+            f"Seeded {seeded.jobs} demo jobs, {len(seeded.healthy_workers) + 1} registered workers "
+            f"(one stale: {seeded.stale_worker}) and an orphan lock ({seeded.orphan_lock_holder})."
+        )
+        return seeded.healthy_workers
+
+    def _demo_login(self) -> str:
+        password = secrets.token_urlsafe(9)
+        user, _ = get_user_model().objects.get_or_create(username="demo")
+        user.is_staff = user.is_superuser = True
+        user.set_password(password)
+        user.save()
+        return password
+
+    def _start_heartbeats(self, utils: WorkerUtils, workers: list[str]) -> None:
+        def beat() -> None:
+            while True:
+                time.sleep(HEARTBEAT_SECONDS)
+                try:
+                    keep_heartbeating(utils.alias, utils.schema, workers)
+                except Exception as exc:  # the database may be restarting; try again later
+                    self.stderr.write(f"demo heartbeat failed: {exc}")
+                finally:
+                    close_old_connections()
+
+        threading.Thread(target=beat, name="demo-heartbeats", daemon=True).start()

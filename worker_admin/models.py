@@ -1,0 +1,232 @@
+"""Read-only views of the Graphile Worker tables, plus the console's own models.
+
+The worker tables belong to Graphile Worker: the models are unmanaged, and saving or deleting
+through them raises. Every change goes through `worker_admin.utils.WorkerUtils`, which calls the
+schema's own functions in one transaction each.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import models
+from django.db.models import ExpressionWrapper, Value
+from django.db.models.expressions import CombinedExpression
+from django.db.models.functions import Now
+
+from worker_admin.states import RETRYING, STATE_PREDICATES, JobState, state_case
+
+
+class ReadOnlyWorkerTableError(RuntimeError):
+    pass
+
+
+def worker_table(name: str) -> str:
+    # Django quotes db_table as one identifier; the embedded quotes make it schema.table.
+    return f'{settings.GRAPHILE_WORKER_SCHEMA}"."{name}'
+
+
+_READ_ONLY_MESSAGE = (
+    "Graphile Worker tables are read-only here; use worker_admin.utils.WorkerUtils, "
+    "which calls the schema's own functions."
+)
+
+
+class JSONColumn(models.JSONField):
+    """A `json` (not jsonb) column: psycopg decodes it already, so Django must not decode again.
+
+    Django registers a text loader only for jsonb, so JSONField would json.loads a value that
+    is already a dict (or, worse, turn the JSON string "123" into the number 123).
+    """
+
+    def from_db_value(self, value, expression, connection):
+        return value
+
+
+class ReadOnlyQuerySet(models.QuerySet):
+    def update(self, **kwargs):
+        raise ReadOnlyWorkerTableError(_READ_ONLY_MESSAGE)
+
+    def delete(self):
+        raise ReadOnlyWorkerTableError(_READ_ONLY_MESSAGE)
+
+    def bulk_create(self, *args, **kwargs):
+        raise ReadOnlyWorkerTableError(_READ_ONLY_MESSAGE)
+
+    def bulk_update(self, *args, **kwargs):
+        raise ReadOnlyWorkerTableError(_READ_ONLY_MESSAGE)
+
+    def create(self, **kwargs):
+        raise ReadOnlyWorkerTableError(_READ_ONLY_MESSAGE)
+
+
+class WorkerTable(models.Model):
+    _graphile_worker_table = True  # read by worker_admin.routers
+
+    objects = ReadOnlyQuerySet.as_manager()
+
+    class Meta:
+        abstract = True
+        managed = False
+
+    def save(self, *args, **kwargs):
+        raise ReadOnlyWorkerTableError(_READ_ONLY_MESSAGE)
+
+    def delete(self, *args, **kwargs):
+        raise ReadOnlyWorkerTableError(_READ_ONLY_MESSAGE)
+
+
+class Task(WorkerTable):
+    id = models.IntegerField(primary_key=True)
+    identifier = models.TextField(unique=True)
+
+    class Meta(WorkerTable.Meta):
+        db_table = worker_table("_private_tasks")
+        ordering = ["identifier"]
+
+    def __str__(self) -> str:
+        return self.identifier
+
+
+class JobQueue(WorkerTable):
+    id = models.IntegerField(primary_key=True)
+    queue_name = models.TextField(unique=True)
+    locked_at = models.DateTimeField(null=True)
+    locked_by = models.TextField(null=True)
+    is_available = models.BooleanField(editable=False)
+
+    class Meta(WorkerTable.Meta):
+        db_table = worker_table("_private_job_queues")
+        ordering = ["queue_name"]
+
+    def __str__(self) -> str:
+        return self.queue_name
+
+
+class JobQuerySet(ReadOnlyQuerySet):
+    def in_state(self, state: JobState | str) -> JobQuerySet:
+        return self.filter(STATE_PREDICATES[JobState(state)])
+
+    def ready(self) -> JobQuerySet:
+        return self.in_state(JobState.READY)
+
+    def scheduled(self) -> JobQuerySet:
+        return self.in_state(JobState.SCHEDULED)
+
+    def locked(self) -> JobQuerySet:
+        return self.in_state(JobState.LOCKED)
+
+    def failed(self) -> JobQuerySet:
+        return self.in_state(JobState.FAILED)
+
+    def retrying(self) -> JobQuerySet:
+        return self.filter(RETRYING)
+
+    def locked_by(self, worker_id: str) -> JobQuerySet:
+        return self.filter(locked_by=worker_id)
+
+    def for_task(self, identifier: str) -> JobQuerySet:
+        return self.filter(task__identifier=identifier)
+
+    def in_queue(self, queue_name: str) -> JobQuerySet:
+        return self.filter(job_queue__queue_name=queue_name)
+
+    def with_state(self) -> JobQuerySet:
+        return self.annotate(state=state_case())
+
+
+class Job(WorkerTable):
+    id = models.BigIntegerField(primary_key=True)
+    job_queue = models.ForeignKey(
+        JobQueue, null=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="jobs"
+    )
+    task = models.ForeignKey(
+        Task, on_delete=models.DO_NOTHING, db_constraint=False, related_name="jobs"
+    )
+    payload = JSONColumn()
+    priority = models.SmallIntegerField()
+    run_at = models.DateTimeField()
+    attempts = models.SmallIntegerField()
+    max_attempts = models.SmallIntegerField()
+    last_error = models.TextField(null=True)
+    created_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+    key = models.TextField(null=True, unique=True)
+    locked_at = models.DateTimeField(null=True)
+    locked_by = models.TextField(null=True)
+    revision = models.IntegerField()
+    flags = models.JSONField(null=True)
+    is_available = models.BooleanField(editable=False)
+
+    objects = JobQuerySet.as_manager()
+
+    class Meta(WorkerTable.Meta):
+        db_table = worker_table("_private_jobs")
+
+    def __str__(self) -> str:
+        return f"job {self.id}"
+
+    @property
+    def flag_names(self) -> list[str]:
+        return sorted(self.flags) if isinstance(self.flags, dict) else []
+
+    @property
+    def is_permanently_failed(self) -> bool:
+        return self.locked_at is None and self.attempts >= self.max_attempts
+
+
+class KnownCrontab(WorkerTable):
+    identifier = models.TextField(primary_key=True)
+    known_since = models.DateTimeField()
+    last_execution = models.DateTimeField(null=True)
+
+    class Meta(WorkerTable.Meta):
+        db_table = worker_table("_private_known_crontabs")
+
+    def __str__(self) -> str:
+        return self.identifier
+
+
+class Migration(WorkerTable):
+    id = models.IntegerField(primary_key=True)
+    ts = models.DateTimeField()
+    breaking = models.BooleanField()
+
+    class Meta(WorkerTable.Meta):
+        db_table = worker_table("migrations")
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"migration {self.id}"
+
+
+def heartbeat_cutoff(threshold: timedelta) -> CombinedExpression:
+    """The database-clock instant before which a heartbeat counts as stale."""
+    return ExpressionWrapper(Now() - Value(threshold), output_field=models.DateTimeField())
+
+
+class WorkerQuerySet(ReadOnlyQuerySet):
+    def stale(self, threshold: timedelta) -> WorkerQuerySet:
+        return self.filter(last_heartbeat_at__lt=heartbeat_cutoff(threshold))
+
+    def healthy(self, threshold: timedelta) -> WorkerQuerySet:
+        return self.filter(last_heartbeat_at__gte=heartbeat_cutoff(threshold))
+
+
+class Worker(WorkerTable):
+    """A heartbeating registration (the Rust worker-recovery extension's `_private_workers`)."""
+
+    id = models.TextField(primary_key=True)
+    last_heartbeat_at = models.DateTimeField()
+    started_at = models.DateTimeField()
+    metadata = models.JSONField(null=True)
+
+    objects = WorkerQuerySet.as_manager()
+
+    class Meta(WorkerTable.Meta):
+        db_table = worker_table("_private_workers")
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return self.id

@@ -1,0 +1,55 @@
+"""The job states, defined once (GRAPHILE_WORKER.md §3) and used by every face of the console.
+
+Each predicate is a Q object evaluated against the database clock (`now()`), never Python's,
+so a page, a count and a CLI listing agree about a job whose run_at is right now.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from django.db.models import Case, F, Q, Value, When
+from django.db.models.functions import Now
+
+
+class JobState(StrEnum):
+    READY = "ready"
+    SCHEDULED = "scheduled"
+    LOCKED = "locked"
+    FAILED = "failed"
+
+    @property
+    def label(self) -> str:
+        return self.value.capitalize()
+
+    @property
+    def description(self) -> str:
+        return _DESCRIPTIONS[self]
+
+
+_DESCRIPTIONS = {
+    JobState.READY: "Waiting for a free worker: run_at has passed.",
+    JobState.SCHEDULED: "Waiting for its run_at, including failed attempts waiting to retry.",
+    JobState.LOCKED: "Held by a worker, running or abandoned by a crashed one.",
+    JobState.FAILED: "Used every attempt; it will not run again unless rescheduled.",
+}
+
+_UNLOCKED = Q(locked_at__isnull=True)
+_ATTEMPTS_LEFT = Q(attempts__lt=F("max_attempts"))
+
+STATE_PREDICATES: dict[JobState, Q] = {
+    JobState.LOCKED: Q(locked_at__isnull=False),
+    JobState.FAILED: _UNLOCKED & Q(attempts__gte=F("max_attempts")),
+    JobState.SCHEDULED: _UNLOCKED & _ATTEMPTS_LEFT & Q(run_at__gt=Now()),
+    JobState.READY: _UNLOCKED & _ATTEMPTS_LEFT & Q(run_at__lte=Now()),
+}
+
+# Not a state: a triage view of jobs that failed at least once and will run again.
+RETRYING = _UNLOCKED & _ATTEMPTS_LEFT & Q(attempts__gt=0)
+
+
+def state_case() -> Case:
+    """An annotation giving each row its state name, in the order the predicates are checked."""
+    return Case(
+        *(When(predicate, then=Value(state.value)) for state, predicate in STATE_PREDICATES.items())
+    )

@@ -1,0 +1,14 @@
+from django.urls import path
+
+from worker_admin.views import jobs, overview, placeholders
+
+app_name = "worker_admin"
+
+urlpatterns = [
+    path("", overview.overview, name="overview"),
+    path("jobs/", jobs.job_list, name="jobs"),
+    path("jobs/<int:job_id>/", jobs.job_detail, name="job_detail"),
+    path("workers/", placeholders.coming, {"page": "workers"}, name="workers"),
+    path("maintenance/", placeholders.coming, {"page": "maintenance"}, name="maintenance"),
+    path("audit/", placeholders.coming, {"page": "audit"}, name="audit"),
+]
