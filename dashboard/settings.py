@@ -6,6 +6,7 @@ the process at start with a sentence naming the variable, rather than surfacing 
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -145,7 +146,10 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
+# Serve static files straight from the app folders until `collectstatic` has filled
+# STATIC_ROOT (demo, tests); whitenoise would otherwise warn about the missing folder.
 WHITENOISE_USE_FINDERS = True
+warnings.filterwarnings("ignore", message="No directory at", module="whitenoise")
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
