@@ -57,7 +57,8 @@ def test_settings__console_database_url_splits_aliases():
 def test_settings__single_database_by_default():
     result = _settings_probe(
         {"SECRET_KEY": "k", "DATABASE_URL": "postgresql://gw@db1/queue"},
-        "print(sorted(s.DATABASES), s.WORKER_DATABASE, s.DATABASES['default']['OPTIONS']['options'])",
+        "print(sorted(s.DATABASES), s.WORKER_DATABASE, "
+        "s.DATABASES['default']['OPTIONS']['options'])",
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split()[:3] == ["['default']", "default", "-c"]
