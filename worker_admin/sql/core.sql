@@ -23,13 +23,20 @@ create type {{schema}}.job_spec as (
   flags text[]
 );
 
+-- NOT NULL constraints carry the names the real package's tables have. PostgreSQL 18 records
+-- them in pg_constraint, named after the table a column was first created in (the upstream
+-- tables were renamed later, hence jobs_* on _private_jobs); PostgreSQL 17 and older accept
+-- and discard the names, so the same file fits both.
+
 -- Queues serialise their jobs: a worker locks the queue row while it runs one of its jobs.
 create table {{schema}}._private_job_queues (
-  id integer generated always as identity (sequence name {{schema}}.job_queues_id_seq),
-  queue_name text not null,
+  id integer generated always as identity (sequence name {{schema}}.job_queues_id_seq)
+    constraint job_queues_id_not_null not null,
+  queue_name text constraint job_queues_queue_name_not_null1 not null,
   locked_at timestamptz,
   locked_by text,
-  is_available boolean generated always as (locked_at is null) stored not null,
+  is_available boolean generated always as (locked_at is null) stored
+    constraint job_queues_is_available_not_null not null,
   constraint job_queues_pkey1 primary key (id),
   constraint job_queues_queue_name_key unique (queue_name),
   constraint job_queues_queue_name_check check (length(queue_name) <= 128)
@@ -37,8 +44,9 @@ create table {{schema}}._private_job_queues (
 
 -- Task identifiers are interned so that every job row carries a small integer instead.
 create table {{schema}}._private_tasks (
-  id integer generated always as identity (sequence name {{schema}}.tasks_id_seq),
-  identifier text not null,
+  id integer generated always as identity (sequence name {{schema}}.tasks_id_seq)
+    constraint tasks_id_not_null not null,
+  identifier text constraint tasks_identifier_not_null not null,
   constraint tasks_pkey primary key (id),
   constraint tasks_identifier_key unique (identifier),
   constraint tasks_identifier_check check (length(identifier) <= 128)
@@ -47,24 +55,26 @@ create table {{schema}}._private_tasks (
 -- job_queue_id and task_id deliberately have no foreign keys: the upstream schema has none, and
 -- workers rely on deleting queues and tasks without cascading checks on the hot jobs table.
 create table {{schema}}._private_jobs (
-  id bigint generated always as identity (sequence name {{schema}}.jobs_id_seq1),
+  id bigint generated always as identity (sequence name {{schema}}.jobs_id_seq1)
+    constraint jobs_id_not_null1 not null,
   job_queue_id integer,
-  task_id integer not null,
-  payload json default '{}'::json not null,
-  priority smallint default 0 not null,
-  run_at timestamptz default now() not null,
-  attempts smallint default 0 not null,
-  max_attempts smallint default 25 not null,
+  task_id integer constraint jobs_task_id_not_null not null,
+  payload json default '{}'::json constraint jobs_payload_not_null1 not null,
+  priority smallint default 0 constraint jobs_priority_not_null1 not null,
+  run_at timestamptz default now() constraint jobs_run_at_not_null1 not null,
+  attempts smallint default 0 constraint jobs_attempts_not_null1 not null,
+  max_attempts smallint default 25 constraint jobs_max_attempts_not_null1 not null,
   last_error text,
-  created_at timestamptz default now() not null,
-  updated_at timestamptz default now() not null,
+  created_at timestamptz default now() constraint jobs_created_at_not_null1 not null,
+  updated_at timestamptz default now() constraint jobs_updated_at_not_null1 not null,
   key text,
   locked_at timestamptz,
   locked_by text,
-  revision integer default 0 not null,
+  revision integer default 0 constraint jobs_revision_not_null1 not null,
   flags jsonb,
   is_available boolean
-    generated always as ((locked_at is null) and (attempts < max_attempts)) stored not null,
+    generated always as ((locked_at is null) and (attempts < max_attempts)) stored
+    constraint jobs_is_available_not_null not null,
   constraint jobs_pkey1 primary key (id),
   constraint jobs_key_key1 unique (key),
   constraint jobs_key_check check ((length(key) > 0) and (length(key) <= 512)),
@@ -83,8 +93,8 @@ create index jobs_no_queue_index
   where ((is_available = true) and (job_queue_id is null));
 
 create table {{schema}}._private_known_crontabs (
-  identifier text not null,
-  known_since timestamptz not null,
+  identifier text constraint known_crontabs_identifier_not_null not null,
+  known_since timestamptz constraint known_crontabs_known_since_not_null not null,
   last_execution timestamptz,
   constraint known_crontabs_pkey primary key (identifier)
 );
@@ -97,9 +107,9 @@ alter table {{schema}}._private_jobs enable row level security;
 alter table {{schema}}._private_known_crontabs enable row level security;
 
 create table {{schema}}.migrations (
-  id integer not null,
-  ts timestamptz default now() not null,
-  breaking boolean default false not null,
+  id integer constraint migrations_id_not_null not null,
+  ts timestamptz default now() constraint migrations_ts_not_null not null,
+  breaking boolean default false constraint migrations_breaking_not_null not null,
   constraint migrations_pkey primary key (id)
 );
 
