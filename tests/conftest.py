@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from django.conf import settings
 
-from tests.factories import JobFactory
+from tests.factories import JobFactory, truncate_worker_data
 from worker_admin.schema import clear_capabilities_cache
 from worker_admin.utils import WorkerUtils
 
@@ -22,6 +22,16 @@ def django_db_setup(django_db_setup, django_db_blocker):
 def _fresh_capabilities():
     clear_capabilities_cache()
     yield
+    clear_capabilities_cache()
+
+
+@pytest.fixture
+def worker_rows(transactional_db):
+    """For tests whose rows must be committed (other processes read them): every job, task,
+    queue and worker row is truncated at teardown, since pytest-django's flush empties only
+    Django's own tables. The schema itself stays."""
+    yield
+    truncate_worker_data(settings.WORKER_DATABASE, settings.GRAPHILE_WORKER_SCHEMA)
     clear_capabilities_cache()
 
 

@@ -63,3 +63,26 @@ class JobFactory:
         with connections[self.utils.alias].cursor() as cursor:
             cursor.execute(statement, params or [])
             return cursor.fetchall() if cursor.description else []
+
+
+# Every table that holds worker data (not the schema's definitions).
+WORKER_DATA_TABLES = (
+    "_private_jobs",
+    "_private_job_queues",
+    "_private_tasks",
+    "_private_known_crontabs",
+    "_private_workers",
+)
+
+
+def truncate_worker_data(alias: str, schema: str) -> None:
+    """Empty every worker table that exists, keeping the schema and its objects."""
+    q = quote_schema(schema)
+    with connections[alias].cursor() as cursor:
+        cursor.execute(
+            "SELECT t FROM unnest(%s::text[]) AS t WHERE to_regclass(%s || '.' || t) IS NOT NULL",
+            [list(WORKER_DATA_TABLES), q],
+        )
+        present = [row[0] for row in cursor.fetchall()]
+        if present:
+            cursor.execute(f"TRUNCATE {', '.join(f'{q}.{t}' for t in present)} RESTART IDENTITY")

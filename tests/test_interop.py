@@ -53,14 +53,6 @@ T = TypeVar("T")
 # The Node worker's working directory: the CLI loads ./tasks and ./graphile.config.mjs from it.
 INTEROP_DIR = NODE_DIR / "interop"
 ADD_JOBS_SCRIPT = INTEROP_DIR / "add_jobs.mjs"
-# Every table that holds worker data; truncated (never dropped) after each test here.
-WORKER_DATA_TABLES = (
-    "_private_jobs",
-    "_private_job_queues",
-    "_private_tasks",
-    "_private_known_crontabs",
-    "_private_workers",
-)
 # libpq parameters worth passing on to node-postgres (it understands these in the URL query).
 SSL_OPTIONS = ("sslmode", "sslrootcert", "sslcert", "sslkey")
 # Bounded waits for the long-running worker, in seconds.
@@ -125,20 +117,6 @@ def node_database_url(**extra: str) -> str:
         **extra,
     }
     return postgres_url({key: value for key, value in params.items() if value})
-
-
-def truncate_worker_data() -> None:
-    """Empty every worker table that exists, keeping the schema and its objects."""
-    schema = worker_schema()
-    qschema = quote_schema(schema)
-    present = [
-        table
-        for table in WORKER_DATA_TABLES
-        if sql("SELECT to_regclass(%s) IS NOT NULL", [f"{qschema}.{table}"])[0][0]
-    ]
-    if present:
-        tables = ", ".join(f"{qschema}.{table}" for table in present)
-        sql(f"TRUNCATE {tables} RESTART IDENTITY")
 
 
 def node_listener_ready(application_name: str) -> bool:
@@ -247,18 +225,6 @@ def wait_for(
 def node_cli() -> Path:
     """The real CLI, installed with `npm ci` when needed (skips without Node, fails on CI)."""
     return ensure_graphile_worker()
-
-
-@pytest.fixture
-def worker_rows(transactional_db) -> Iterator[None]:
-    """Committed worker data for the Node processes to see, all removed at teardown.
-
-    pytest-django's flush empties only Django's own tables, and these tests commit, so every job,
-    task, queue and worker row they create is truncated here (the schema itself stays).
-    """
-    yield
-    truncate_worker_data()
-    clear_capabilities_cache()
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ pytestmark = pytest.mark.browser
 
 
 @pytest.fixture
-def demo_login(transactional_db, django_user_model):
+def demo_login(worker_rows, django_user_model):
     WorkerUtils().migrate(recovery=True)
     seed_demo(WorkerUtils(), jobs=300)
     django_user_model.objects.create_user("demo", password="demo-password-123")
