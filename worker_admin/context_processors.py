@@ -11,6 +11,9 @@ from worker_admin.schema import capabilities
 NAVIGATION = [
     ("overview", "Overview", "worker_admin:overview"),
     ("jobs", "Jobs", "worker_admin:jobs"),
+    ("failures", "Failures", "worker_admin:failures"),
+    ("queues", "Queues", "worker_admin:queues"),
+    ("tasks", "Tasks", "worker_admin:tasks"),
     ("workers", "Workers", "worker_admin:workers"),
     ("maintenance", "Maintenance", "worker_admin:maintenance"),
     ("audit", "Audit", "worker_admin:audit"),
