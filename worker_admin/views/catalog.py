@@ -1,11 +1,31 @@
-"""Queues and tasks pages (being built)."""
+"""Queues and tasks: every queue and task row with its jobs counted by state."""
 
+from django.conf import settings
 from django.shortcuts import render
+
+from worker_admin import catalog
+from worker_admin.schema import capabilities
 
 
 def queue_list(request):
-    return render(request, "worker_admin/coming.html", {"title": "Queues", "active": "queues"})
+    context = {"active": "queues", "title": "Queues"}
+    if capabilities().usable:
+        name = request.GET.get("name", "").strip()[:128]
+        context.update(
+            filters={"name": name},
+            report=catalog.queue_report(settings.WORKER_DATABASE, name_contains=name),
+        )
+    template = "worker_admin/queues.html"
+    if request.htmx:
+        template += "#queue-table"
+    return render(request, template, context)
 
 
 def task_list(request):
-    return render(request, "worker_admin/coming.html", {"title": "Tasks", "active": "tasks"})
+    context = {"active": "tasks", "title": "Tasks"}
+    if capabilities().usable:
+        context["report"] = catalog.task_report(settings.WORKER_DATABASE)
+    template = "worker_admin/tasks.html"
+    if request.htmx:
+        template += "#task-table"
+    return render(request, template, context)

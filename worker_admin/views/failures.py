@@ -1,7 +1,29 @@
-"""Failures: failed and retrying jobs grouped by task and normalised error (being built)."""
+"""Failures: failed and retrying jobs grouped by task and normalised error message."""
 
+from django.conf import settings
 from django.shortcuts import render
+
+from worker_admin import failures
+from worker_admin.schema import capabilities
 
 
 def failure_groups(request):
-    return render(request, "worker_admin/coming.html", {"title": "Failures", "active": "failures"})
+    context = {"active": "failures", "title": "Failures", "states": list(failures.FailureState)}
+    if capabilities().usable:
+        task = request.GET.get("task", "").strip()[:128]
+        state = failures.FailureState.parse(request.GET.get("state", ""))
+        context.update(
+            filters={"task": task, "state": state.value},
+            filtered=bool(task) or state != failures.FailureState.BOTH,
+            usable=True,
+        )
+        try:
+            context["report"] = failures.failure_groups(
+                settings.WORKER_DATABASE, task=task, state=state
+            )
+        except failures.FailureGroupingTooSlow:
+            context["too_slow"] = True
+    template = "worker_admin/failures.html"
+    if request.htmx:
+        template += "#failure-groups"
+    return render(request, template, context)

@@ -1,106 +1,137 @@
-"""Jobs: a list by state with keyset paging, and a job's detail.
+"""Jobs: the list by state with filters, search, sort and keyset pages; and one job's detail.
 
-The full triage console (every filter, search, estimates for huge tables) builds on this; the
-essentials are here: state tabs with counts, task and queue filters, newest first, and pages
-that cost the same at any depth because they seek by id instead of counting an OFFSET.
+Pages seek from a signed cursor (the last row's sort values) instead of counting an OFFSET, so
+page 500 costs what page 1 costs; tab counts stop at a bound instead of reading every row.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from urllib.parse import urlencode
 
 from django.conf import settings
-from django.db.models import Count
 from django.http import Http404
 from django.shortcuts import render
 
+from worker_admin.counting import CountValue, bounded_count, total_count
+from worker_admin.filters import (
+    PAGE_SIZES,
+    SORTS,
+    STATE_TABS,
+    BadCursor,
+    JobFilters,
+    apply_filters,
+    filter_state,
+    make_cursor,
+    order_by,
+    parse_filters,
+    read_cursor,
+    seek,
+)
 from worker_admin.models import Job
 from worker_admin.schema import capabilities
-from worker_admin.states import RETRYING, STATE_PREDICATES, JobState
 from worker_admin.stats import database_now
 
-PAGE_SIZE = 50
-TABS = [("all", "All"), *((s.value, s.label) for s in JobState), ("retrying", "Retrying")]
+TAB_LABELS = {"all": "All", "retrying": "Retrying"} | {s: s.capitalize() for s in STATE_TABS[1:5]}
+LARGE_PAYLOAD_BYTES = 64 * 1024
 
 
-def _filtered(request) -> tuple[dict, object]:
-    filters = {
-        "task": request.GET.get("task", "").strip()[:128],
-        "queue": request.GET.get("queue", "").strip()[:128],
-    }
-    jobs = Job.objects.using(settings.WORKER_DATABASE)
-    if filters["task"]:
-        jobs = jobs.for_task(filters["task"])
-    if filters["queue"]:
-        jobs = jobs.in_queue(filters["queue"])
-    return filters, jobs
+@dataclass(frozen=True)
+class Tab:
+    key: str
+    label: str
+    count: CountValue
+    url: str
 
 
-def _tab_counts(jobs) -> dict[str, int]:
-    aggregates = {state.value: Count("id", filter=q) for state, q in STATE_PREDICATES.items()}
-    aggregates["retrying"] = Count("id", filter=RETRYING)
-    aggregates["all"] = Count("id")
-    return jobs.aggregate(**aggregates)
+@dataclass(frozen=True)
+class Page:
+    jobs: list[Job]
+    newer_url: str | None
+    older_url: str | None
+    first_url: str | None
 
 
-def _cursor(request, name: str) -> int | None:
-    raw = request.GET.get(name, "")
-    return int(raw) if raw.isdigit() and len(raw) < 19 else None
+def _jobs():
+    return Job.objects.using(settings.WORKER_DATABASE)
+
+
+def _tabs(filters: JobFilters) -> list[Tab]:
+    narrowed = apply_filters(_jobs(), filters, with_state=False)
+    unfiltered = not filters.active()
+    tabs = []
+    for key in STATE_TABS:
+        if key == "all" and unfiltered:
+            count = total_count(_jobs(), settings.WORKER_DATABASE)
+        else:
+            count = bounded_count(filter_state(narrowed, key))
+        url = "?" + urlencode(filters.query(state=key, sort=None, cursor=None))
+        tabs.append(Tab(key, TAB_LABELS[key], count, url))
+    return tabs
+
+
+def _page(request, filters: JobFilters) -> Page:
+    sort_key, sort = filters.sort_key, filters.sort
+    size = filters.page_size
+    jobs = apply_filters(_jobs(), filters).with_state().select_related("task", "job_queue")
+    jobs = jobs.defer("payload")
+    direction, values = "after", None
+    token = request.GET.get("cursor", "")
+    if token:
+        try:
+            direction, values = read_cursor(token, sort_key)
+        except BadCursor as exc:
+            filters.problems.append(f"{exc}; showing the first page.")
+    forward = direction == "after"
+    if values is not None:
+        jobs = jobs.filter(seek(sort, values, forward=forward))
+    rows = list(jobs.order_by(*order_by(sort, forward=forward))[: size + 1])
+    has_more = len(rows) > size
+    rows = rows[:size]
+    if not forward:
+        rows.reverse()
+    more_older = has_more if forward else values is not None
+    more_newer = values is not None if forward else has_more
+
+    def link(job, where: str) -> str:
+        return "?" + urlencode(filters.query(cursor=make_cursor(sort_key, job, where)))
+
+    return Page(
+        jobs=rows,
+        older_url=link(rows[-1], "after") if rows and more_older else None,
+        newer_url=link(rows[0], "before") if rows and more_newer else None,
+        first_url="?" + urlencode(filters.query(cursor=None)) if values is not None else None,
+    )
 
 
 def job_list(request):
-    context = {"active": "jobs", "title": "Jobs", "tabs": TABS}
+    context = {"active": "jobs", "title": "Jobs"}
     if not capabilities().usable:
         return render(request, "worker_admin/jobs.html", context)
-    state = request.GET.get("state", "all")
-    if state not in dict(TABS):
-        state = "all"
-    filters, jobs = _filtered(request)
-    counts = _tab_counts(jobs)
-    if state == "retrying":
-        jobs = jobs.retrying()
-    elif state != "all":
-        jobs = jobs.in_state(state)
-    jobs = jobs.with_state().select_related("task", "job_queue").defer("payload")
-    after, before = _cursor(request, "after"), _cursor(request, "before")
-    if before is not None:  # going back: the page of newer ids just above `before`
-        page = list(jobs.filter(id__gt=before).order_by("id")[: PAGE_SIZE + 1])[::-1]
-        has_newer, has_older = len(page) > PAGE_SIZE, True
-        page = page[-PAGE_SIZE:] if has_newer else page
-    else:
-        if after is not None:
-            jobs = jobs.filter(id__lt=after)
-        page = list(jobs.order_by("-id")[: PAGE_SIZE + 1])
-        has_older, has_newer = len(page) > PAGE_SIZE, after is not None
-        page = page[:PAGE_SIZE]
+    filters = parse_filters(request.GET)
+    page = _page(request, filters)
     context.update(
-        state=state,
         filters=filters,
-        counts=counts,
-        jobs=page,
+        values=filters.values,
+        state=filters.state,
+        tabs=_tabs(filters),
+        page=page,
+        sorts=SORTS,
+        sort_key=filters.sort_key,
+        sort_label=filters.sort.label,
+        page_sizes=PAGE_SIZES,
         now=database_now(settings.WORKER_DATABASE),
-        newer_cursor=page[0].id if page and has_newer else None,
-        older_cursor=page[-1].id if page and has_older else None,
-        filter_query=_query(state=state, **filters),
+        clear_url="?" + urlencode({"state": filters.state} if filters.state != "all" else {}),
     )
-    template = "worker_admin/jobs.html#job-table" if request.htmx else "worker_admin/jobs.html"
+    template = "worker_admin/jobs.html#job-results" if request.htmx else "worker_admin/jobs.html"
     return render(request, template, context)
-
-
-def _query(**params: str) -> str:
-    return urlencode({k: v for k, v in params.items() if v and v != "all"})
 
 
 def job_detail(request, job_id: int):
     if not capabilities().usable:
         return render(request, "worker_admin/job_detail.html", {"active": "jobs", "title": "Job"})
     try:
-        job = (
-            Job.objects.using(settings.WORKER_DATABASE)
-            .with_state()
-            .select_related("task", "job_queue")
-            .get(id=job_id)
-        )
+        job = _jobs().with_state().select_related("task", "job_queue").get(id=job_id)
     except Job.DoesNotExist:
         raise Http404(
             f"There is no job {job_id}: it may have completed (completed jobs are deleted)."
@@ -117,5 +148,7 @@ def job_detail(request, job_id: int):
             "now": now,
             "lock_age": lock_age,
             "lock_near_release": lock_age is not None and lock_age.total_seconds() > 3 * 3600,
+            "lock_past_release": lock_age is not None and lock_age.total_seconds() >= 4 * 3600,
+            "large_payload_bytes": LARGE_PAYLOAD_BYTES,
         },
     )

@@ -1,0 +1,539 @@
+"""The scale benchmark: server time of the console's pages on a large Graphile Worker queue.
+
+    .venv/bin/python bench/run.py            # measure the pages on the gw_bench dataset
+    .venv/bin/python bench/run.py --build    # build the 1M-job dataset first (build_dataset.py)
+
+Each page is requested in-process through Django's test client, so the time covers the whole
+request as the server sees it (every middleware, the login check, the view, its SQL and the
+template rendering) and leaves out the network, the WSGI server and the browser. Every page gets
+warm-up requests, then timed runs; the table shows the median and p95 of the timed runs. Results
+go to bench/results/latest.json (git-ignored). See bench/README.md for the figures.
+
+Built to grow: a measurement is a Probe (a name and a zero-argument function returning a status
+and a row count), so the later suites (a naive Django admin, the best single SQL query per page,
+Node workers' throughput while the console polls) are more probes in the same loop and table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the project (dashboard, worker_admin) when run as a script
+
+import build_dataset  # noqa: E402  (bench/ is sys.path[0] when this file runs as a script)
+
+DEFAULT_OUTPUT = ROOT / "bench" / "results" / "latest.json"
+BENCH_USER = "bench"
+STALE_DATASET_HOURS = 1.0  # build_dataset keeps the state mix steady for an hour, then it drifts
+TABS = ["ready", "scheduled", "locked", "failed", "retrying"]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one request returned: an HTTP status (or an error name) and the table rows shown."""
+
+    status: int | str
+    rows: int | None = None
+
+
+@dataclass(frozen=True)
+class Probe:
+    name: str
+    target: str  # the URL path (or, for later SQL probes, a label of the query)
+    fetch: Callable[[], Outcome]
+
+
+@dataclass
+class Measurement:
+    name: str
+    target: str
+    status: int | str
+    rows: int | None
+    samples_ms: list[float] = field(default_factory=list)
+    queries: int | None = None  # from one extra, instrumented request (not a timed one)
+    sql_ms: float | None = None
+    load_average: float | None = None  # the machine's 1-minute load after the runs: noise
+
+    @property
+    def median_ms(self) -> float | None:
+        return statistics.median(self.samples_ms) if self.samples_ms else None
+
+    @property
+    def p95_ms(self) -> float | None:
+        # Interpolated between the closest ranks; with 15 runs it sits between the two slowest.
+        if len(self.samples_ms) < 2:
+            return self.median_ms
+        return statistics.quantiles(self.samples_ms, n=20, method="inclusive")[18]
+
+    def as_json(self) -> dict[str, Any]:
+        return {**asdict(self), "median_ms": self.median_ms, "p95_ms": self.p95_ms}
+
+
+@dataclass(frozen=True)
+class Targets:
+    """Real values from the dataset for the filtered pages."""
+
+    hot_task: str
+    rare_task: str
+    rare_task_jobs: int
+    queue: str
+    queue_jobs: int
+    failed_job_id: int | None
+
+
+# --- setting up Django against the scratch database ------------------------------------------
+
+
+def configure_django(database_url: str) -> None:
+    """Point the console's own settings module at the scratch database and start Django."""
+    os.environ["DATABASE_URL"] = database_url
+    os.environ["DJANGO_SETTINGS_MODULE"] = "dashboard.settings"
+    os.environ["ALLOWED_HOSTS"] = "testserver"
+    os.environ["DEBUG"] = "0"  # DEBUG keeps every query in memory and would skew time and RSS
+    os.environ.setdefault("SECRET_KEY", "bench-only-secret-key-not-for-production")
+    # The console's tables (users, sessions) go into the scratch database, never elsewhere.
+    os.environ.pop("CONSOLE_DATABASE_URL", None)
+
+    import django
+
+    # whitenoise warns once per process that collectstatic has not run; irrelevant here.
+    warnings.filterwarnings("ignore", message="No directory at")
+    django.setup()
+
+
+def logged_in_client():
+    """Create the console's tables and a bench user, and return a logged-in test client."""
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+    from django.test import Client
+
+    call_command("migrate", verbosity=0, interactive=False)
+    user, _ = get_user_model().objects.get_or_create(username=BENCH_USER)
+    # A 500 must come back as a response to report, not as an exception that ends the run.
+    client = Client(raise_request_exception=False)
+    client.force_login(user)
+    return client
+
+
+def quiet_repeated_logs() -> None:
+    """Log each distinct request warning once: a failing page is repeated 17 times."""
+    seen: set[str] = set()
+
+    def first_time(record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message in seen:
+            return False
+        seen.add(message)
+        return True
+
+    for name in ("django.request", "worker_admin.middleware"):
+        logging.getLogger(name).addFilter(first_time)
+
+
+def worker_query(sql: str, params: list[Any] | None = None) -> list[tuple]:
+    from django.conf import settings
+    from django.db import connections
+
+    with connections[settings.WORKER_DATABASE].cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
+def worker_schema() -> str:
+    from django.conf import settings
+
+    from worker_admin.installer import quote_schema
+
+    return quote_schema(settings.GRAPHILE_WORKER_SCHEMA)
+
+
+def discover_targets() -> Targets:
+    """Pick a hot task, a rare task, a typical queue and a failed job from the data itself."""
+    schema = worker_schema()
+    tasks = worker_query(
+        f"""
+        select t.identifier, count(*) from {schema}._private_jobs as j
+          join {schema}._private_tasks as t on t.id = j.task_id
+         group by t.identifier order by count(*) desc, t.identifier
+        """
+    )
+    queues = worker_query(
+        f"""
+        select q.queue_name, count(*) from {schema}._private_jobs as j
+          join {schema}._private_job_queues as q on q.id = j.job_queue_id
+         group by q.queue_name order by count(*) desc, q.queue_name
+        """
+    )
+    if not tasks or not queues:
+        raise SystemExit("the benchmark database has no jobs: run with --build first")
+    # The rarest task that still has jobs, and the median queue: a typical tenant's queue.
+    rare_task, rare_jobs = tasks[-1]
+    queue, queue_jobs = queues[len(queues) // 2]
+    failed = worker_query(
+        f"""
+        select id from {schema}._private_jobs
+         where locked_at is null and attempts >= max_attempts and last_error is not null
+         order by id desc limit 1
+        """
+    )
+    return Targets(
+        hot_task=tasks[0][0],
+        rare_task=rare_task,
+        rare_task_jobs=rare_jobs,
+        queue=queue,
+        queue_jobs=queue_jobs,
+        failed_job_id=failed[0][0] if failed else None,
+    )
+
+
+# --- probes ----------------------------------------------------------------------------------
+
+TBODY = re.compile(r"<tbody\b.*?</tbody>", re.DOTALL)
+ROW = re.compile(r"<tr\b")
+
+
+def table_rows(html: str) -> int | None:
+    """Rows in the page's table bodies (None for a page without a table, such as job detail)."""
+    bodies = TBODY.findall(html)
+    return sum(len(ROW.findall(body)) for body in bodies) if bodies else None
+
+
+def page_probe(client, name: str, path: str, headers: dict[str, str] | None = None) -> Probe:
+    def fetch() -> Outcome:
+        try:
+            response = client.get(path, headers=headers or {})
+        except Exception as exc:  # a broken page is a result to report, not a reason to stop
+            return Outcome(type(exc).__name__)
+        rows = table_rows(response.content.decode(errors="replace"))
+        return Outcome(response.status_code, rows)
+
+    return Probe(name, path, fetch)
+
+
+def skipped_probe(name: str, reason: str) -> Probe:
+    return Probe(name, "-", lambda: Outcome(f"skipped: {reason}"))
+
+
+def deep_page_path(client, clicks: int) -> str | None:
+    """Follow the jobs list's "Older" link `clicks` times from the first page; return its path.
+
+    The link comes from the response context, which the test client only records in Django's
+    test environment; that instrumentation is switched on for this walk only, so that the timed
+    requests run the normal template code.
+    """
+    from django.test.utils import setup_test_environment, teardown_test_environment
+
+    setup_test_environment()
+    try:
+        path: str | None = "/jobs/"
+        for _ in range(clicks):
+            response = client.get(path)
+            path = older_path(response.context) if response.status_code == 200 else None
+            if path is None:
+                return None
+        return path
+    finally:
+        teardown_test_environment()
+
+
+def older_path(context) -> str | None:
+    """The jobs list's link to the next older page, in either shape the view has had.
+
+    The first list exposed `older_cursor` (an id, sent back as `after=`); the keyset rewrite
+    exposes `page.older_url` (a query string with a signed `cursor=`).
+    """
+    if context is None:
+        return None
+    older_url = getattr(context.get("page"), "older_url", None)
+    if older_url:
+        return urljoin("/jobs/", older_url)
+    cursor = context.get("older_cursor")
+    return f"/jobs/?after={cursor}" if cursor is not None else None
+
+
+def console_probes(client, targets: Targets, deep_pages: int) -> list[Probe]:
+    """The console's pages as they exist today, in the order of the results table."""
+    probes = [
+        page_probe(client, "overview", "/"),
+        page_probe(client, "overview (htmx refresh)", "/", {"HX-Request": "true"}),
+        page_probe(client, "jobs: all", "/jobs/"),
+        *(page_probe(client, f"jobs: {tab}", f"/jobs/?state={tab}") for tab in TABS),
+    ]
+    deep = deep_page_path(client, deep_pages)
+    deep_name = f"jobs: {deep_pages} x Older (page {deep_pages + 1})"
+    probes.append(
+        page_probe(client, deep_name, deep) if deep else skipped_probe(deep_name, "no older page")
+    )
+    probes += [
+        page_probe(client, f"jobs: hot task {targets.hot_task}", f"/jobs/?task={targets.hot_task}"),
+        page_probe(
+            client,
+            f"jobs: rare task {targets.rare_task} ({targets.rare_task_jobs} jobs)",
+            f"/jobs/?task={targets.rare_task}",
+        ),
+        page_probe(
+            client,
+            f"jobs: queue {targets.queue} ({targets.queue_jobs:,} jobs)",
+            f"/jobs/?queue={targets.queue}",
+        ),
+    ]
+    if targets.failed_job_id is not None:
+        probes.append(page_probe(client, "job detail (failed)", f"/jobs/{targets.failed_job_id}/"))
+    else:
+        probes.append(skipped_probe("job detail (failed)", "no failed job"))
+    probes += [page_probe(client, page, f"/{page}/") for page in ("failures", "queues", "tasks")]
+    return probes
+
+
+# --- measuring -------------------------------------------------------------------------------
+
+
+def measure(probe: Probe, runs: int, warmups: int) -> Measurement:
+    """Warm up, then time `runs` requests; the status is the first one that was not 200."""
+    for _ in range(warmups):
+        probe.fetch()
+    samples, statuses, outcome = [], [], Outcome("not run")
+    for _ in range(runs):
+        started = time.perf_counter()
+        outcome = probe.fetch()
+        samples.append((time.perf_counter() - started) * 1000)
+        statuses.append(outcome.status)
+    status = next((s for s in statuses if s != 200), outcome.status)
+    measurement = Measurement(probe.name, probe.target, status, outcome.rows, samples)
+    if isinstance(outcome.status, str) and outcome.status.startswith("skipped"):
+        measurement.samples_ms = []
+        return measurement
+    measurement.load_average = round(os.getloadavg()[0], 2)
+    measurement.queries, measurement.sql_ms = count_queries(probe)
+    return measurement
+
+
+def count_queries(probe: Probe) -> tuple[int, float]:
+    """Queries and their database time for one extra request, with query logging on.
+
+    Kept out of the timed runs: Django's query log adds its own overhead.
+    """
+    from django.db import connections
+    from django.test.utils import CaptureQueriesContext
+
+    captures = [CaptureQueriesContext(connection) for connection in connections.all()]
+    for capture in captures:
+        capture.__enter__()
+    try:
+        probe.fetch()
+    finally:
+        for capture in captures:
+            capture.__exit__(None, None, None)
+    queries = [query for capture in captures for query in capture.captured_queries]
+    return len(queries), sum(float(query["time"]) for query in queries) * 1000
+
+
+# --- context: the machine and the dataset ----------------------------------------------------
+
+
+def machine_info() -> dict[str, Any]:
+    def meminfo_gib() -> float:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 2**20, 1)
+        return 0.0
+
+    def cpu_model() -> str:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+        return "unknown"
+
+    settings = dict(
+        worker_query(
+            "select name, setting || coalesce(unit, '') from pg_settings where name in "
+            "('shared_buffers', 'work_mem', 'max_parallel_workers_per_gather', 'jit')"
+        )
+    )
+    (version,) = worker_query("show server_version")[0]
+    return {
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu": cpu_model(),
+        "memory_gib": meminfo_gib(),
+        "postgresql": version,
+        "postgresql_settings": settings,
+        "python": sys.version.split()[0],
+        "load_average_at_start": list(os.getloadavg()),
+    }
+
+
+def dataset_info(server_url: str, database: str) -> dict[str, Any]:
+    schema = worker_schema()
+    info = build_dataset.read_dataset_info(server_url, database) or {}
+    (jobs_bytes, database_bytes, estimated_jobs) = worker_query(
+        f"""
+        select pg_total_relation_size('{schema}._private_jobs'),
+               pg_database_size(current_database()),
+               (select reltuples::bigint from pg_class
+                 where oid = '{schema}._private_jobs'::regclass)
+        """
+    )[0]
+    built_at = info.get("built_at")
+    age_hours = (
+        (datetime.now(UTC) - datetime.fromisoformat(built_at)).total_seconds() / 3600
+        if built_at
+        else None
+    )
+    return {
+        "database": database,
+        "jobs": info.get("jobs", estimated_jobs),
+        "built_at": built_at,
+        "age_hours": round(age_hours, 2) if age_hours is not None else None,
+        "build_seconds": info.get("build_seconds"),
+        "jobs_table_bytes": jobs_bytes,
+        "database_bytes": database_bytes,
+    }
+
+
+def code_version() -> dict[str, Any]:
+    """The commit measured, and the files that differed from it (others edit the tree too)."""
+
+    def git(*args: str) -> str:
+        try:
+            done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+        except OSError:
+            return ""
+        return done.stdout
+
+    # Porcelain lines are "XY path": the two status letters, a space, then the path.
+    changed = [line[3:] for line in git("status", "--porcelain").splitlines() if line]
+    return {"commit": git("rev-parse", "--short", "HEAD").strip(), "uncommitted": changed}
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+# --- output ----------------------------------------------------------------------------------
+
+
+def fmt(value: float | int | None, pattern: str = "{:,.0f}") -> str:
+    return "-" if value is None else pattern.format(value)
+
+
+def print_table(measurements: list[Measurement]) -> None:
+    width = max(len(m.name) for m in measurements)
+    header = f"{'page':<{width}}  {'median ms':>9}  {'p95 ms':>8}  {'sql ms*':>7}  "
+    header += f"{'queries*':>8}  {'rows':>5}  {'load':>4}  status"
+    print(header)
+    print("-" * len(header))
+    for m in measurements:
+        print(
+            f"{m.name:<{width}}  {fmt(m.median_ms):>9}  {fmt(m.p95_ms):>8}  "
+            f"{fmt(m.sql_ms):>7}  {fmt(m.queries):>8}  {fmt(m.rows):>5}  "
+            f"{fmt(m.load_average, '{:.1f}'):>4}  {m.status}"
+        )
+    print("* from one extra request with query logging on (not one of the timed runs)")
+    print("load: the machine's 1-minute load average after the page's runs (2 CPUs here)")
+
+
+def write_results(path: Path, results: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2, default=str) + "\n")
+
+
+# --- main ------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--build", action="store_true", help="build the dataset first")
+    build_dataset.add_build_arguments(parser)
+    parser.add_argument("--runs", type=int, default=15, help="timed runs per page (%(default)s)")
+    parser.add_argument("--warmups", type=int, default=2, help="untimed runs first (%(default)s)")
+    parser.add_argument(
+        "--deep-pages",
+        type=int,
+        default=20,
+        help="how many times to follow the jobs list's Older link for the deep page "
+        "(%(default)s; the target of the 10M benchmark is 500)",
+    )
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.build:
+        try:
+            report = build_dataset.build(build_dataset.options_from(args))
+        except build_dataset.RefusedError as exc:
+            print(f"refused: {exc}", file=sys.stderr)
+            return 2
+        print(build_dataset.summary(report) + "\n")
+    os.environ["GRAPHILE_WORKER_SCHEMA"] = args.schema
+    configure_django(build_dataset.scratch_conninfo(args.server_url, args.database))
+    quiet_repeated_logs()
+    client = logged_in_client()
+
+    from django.conf import settings
+
+    started_at = datetime.now(UTC)
+    machine = machine_info()
+    dataset = dataset_info(args.server_url, args.database)
+    print(
+        f"{dataset['jobs']:,} jobs in {args.database}, built {dataset['built_at']}; "
+        f"{machine['nproc']} CPUs, {machine['memory_gib']} GiB, PostgreSQL {machine['postgresql']}"
+    )
+    if dataset["age_hours"] is not None and dataset["age_hours"] > STALE_DATASET_HOURS:
+        print(
+            f"note: the dataset is {dataset['age_hours']:.1f} h old; scheduled and retrying jobs "
+            f"are turning ready (rebuild with --build --rebuild for the designed mix)"
+        )
+    targets = discover_targets()
+    measurements = []
+    for probe in console_probes(client, targets, args.deep_pages):
+        print(f"  {probe.name} …", flush=True)
+        measurements.append(measure(probe, args.runs, args.warmups))
+    print()
+    print_table(measurements)
+    rss = peak_rss_mib()
+    print(f"\npeak RSS of the benchmark process: {rss:,.0f} MiB")
+    write_results(
+        args.output,
+        {
+            "started_at": started_at.isoformat(timespec="seconds"),
+            "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "machine": {**machine, "load_average_at_end": list(os.getloadavg())},
+            "dataset": dataset,
+            "code": code_version(),
+            "settings": {
+                "runs": args.runs,
+                "warmups": args.warmups,
+                "deep_pages": args.deep_pages,
+                "read_statement_timeout_ms": settings.READ_STATEMENT_TIMEOUT_MS,
+                "conn_max_age": settings.DATABASES["default"]["CONN_MAX_AGE"],
+            },
+            "targets": asdict(targets),
+            "pages": [m.as_json() for m in measurements],
+            "peak_rss_mib": round(rss, 1),
+        },
+    )
+    print(f"results written to {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

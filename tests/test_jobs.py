@@ -1,0 +1,303 @@
+"""The jobs list: tabs and their counts, every filter, search, sorts, keyset pages, bad input."""
+
+import html
+import re
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+
+from worker_admin.counting import CountValue, bounded_count
+from worker_admin.filters import make_cursor
+from worker_admin.models import Job
+from worker_admin.utils import RawJobSpec
+
+URL = "/jobs/"
+
+
+def _ids(response) -> list[int]:
+    return [job.id for job in response.context["page"].jobs]
+
+
+def _counts(response) -> dict[str, str]:
+    return {tab.key: tab.count.display for tab in response.context["tabs"]}
+
+
+def _follow(console, url: str):
+    return console.get(URL + url)
+
+
+def test_jobs__tabs_count_each_state(console, jobs):
+    jobs.ready()
+    jobs.ready()
+    jobs.scheduled()
+    jobs.locked()
+    jobs.failed()
+    jobs.retrying()
+    response = console.get(URL)
+    assert _counts(response) == {
+        "all": "6",
+        "ready": "2",
+        "scheduled": "2",
+        "locked": "1",
+        "failed": "1",
+        "retrying": "1",
+    }
+
+
+def test_jobs__tab_counts_follow_the_filters(console, jobs):
+    jobs.ready("send_email")
+    jobs.failed("send_email")
+    jobs.failed("charge_card")
+    response = console.get(URL, {"task": "send_email", "state": "failed"})
+    assert _counts(response)["all"] == "2" and _counts(response)["failed"] == "1"
+    assert len(_ids(response)) == 1
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ({"task": "charge_card"}, {"charge"}),
+        ({"queue": "emails"}, {"queued"}),
+        ({"key": "k-42"}, {"keyed"}),
+        ({"locked_by": "pool-abc"}, {"locked"}),
+        ({"priority_min": "5"}, {"urgent"}),
+        ({"priority_max": "-1"}, {"lazy"}),
+        ({"priority_min": "-1", "priority_max": "-1"}, {"lazy"}),
+        ({"has_error": "yes"}, {"failed"}),
+        ({"run_after": "2035-01-01T00:00"}, {"far"}),
+        ({"run_before": "2000-01-02T00:00"}, {"past"}),
+    ],
+)
+def test_jobs__each_filter(console, jobs, params, expected):
+    made = {
+        "charge": jobs.ready("charge_card"),
+        "queued": jobs.ready("mail", queue_name="emails"),
+        "keyed": jobs.ready("mail", job_key="k-42"),
+        "locked": jobs.locked(by="pool-abc"),
+        "urgent": jobs.ready("mail", priority=9),
+        "lazy": jobs.ready("mail", priority=-1),
+        "failed": jobs.failed("mail", error="boom"),
+    }
+    from datetime import UTC, datetime
+
+    made["far"] = jobs.add("mail", run_at=datetime(2036, 1, 1, tzinfo=UTC))
+    made["past"] = jobs.add("mail", run_at=datetime(2000, 1, 1, tzinfo=UTC))
+    by_id = {job.id: name for name, job in made.items()}
+    response = console.get(URL, params)
+    assert response.context["filters"].problems == []
+    assert {by_id[i] for i in _ids(response)} == expected
+
+
+def test_jobs__created_range_and_no_error(console, jobs):
+    old = jobs.set(jobs.ready(), created_at="now() - interval '3 days'")
+    new = jobs.ready()
+    failed = jobs.failed()
+    two_days_ago = console.get(URL).context["now"].replace(microsecond=0)
+    from datetime import timedelta
+
+    cutoff = (two_days_ago - timedelta(days=2)).strftime("%Y-%m-%dT%H:%M")
+    assert set(_ids(console.get(URL, {"created_before": cutoff}))) == {old.id}
+    assert set(_ids(console.get(URL, {"created_after": cutoff}))) == {new.id, failed.id}
+    assert set(_ids(console.get(URL, {"has_error": "no"}))) == {old.id, new.id}
+
+
+def test_jobs__search_by_id_key_error_and_payload(console, jobs):
+    by_id = jobs.ready()
+    keyed = jobs.ready(job_key="invoice:7781")
+    erring = jobs.failed(error="SMTPServerDisconnected: closed by smtp.example.net")
+    carrying = jobs.add("mail", {"to": "zoe@example.org"})
+    assert _ids(console.get(URL, {"q": str(by_id.id)})) == [by_id.id]
+    assert _ids(console.get(URL, {"q": "invoice:7781"})) == [keyed.id]
+    assert _ids(console.get(URL, {"q": "smtpserverdisconn"})) == [erring.id]
+    assert _ids(console.get(URL, {"q": "zoe@example"})) == [carrying.id]
+    assert _ids(console.get(URL, {"q": "nothing-like-this"})) == []
+
+
+def test_jobs__default_sorts(console, jobs):
+    from datetime import UTC, datetime
+
+    late = jobs.add("t", run_at=datetime(2040, 1, 2, tzinfo=UTC))
+    soon = jobs.add("t", run_at=datetime(2040, 1, 1, tzinfo=UTC))
+    assert _ids(console.get(URL)) == [soon.id, late.id]  # newest first
+    assert _ids(console.get(URL, {"state": "scheduled"})) == [soon.id, late.id]  # run_at order
+    assert _ids(console.get(URL, {"sort": "oldest"})) == [late.id, soon.id]
+    assert _ids(console.get(URL, {"state": "scheduled", "sort": "run_at_desc"})) == [
+        late.id,
+        soon.id,
+    ]
+
+
+def _walk(console, params, direction="older_url"):
+    pages = []
+    response = console.get(URL, params)
+    while True:
+        pages.append(_ids(response))
+        url = getattr(response.context["page"], direction)
+        if not url:
+            return pages, response
+        response = _follow(console, url)
+
+
+ORDERINGS = {
+    "newest": ["-id"],
+    "run_at": ["run_at", "id"],
+    "priority": ["priority", "run_at", "id"],
+    "attempts": ["-attempts", "-id"],
+    "updated": ["-updated_at", "-id"],
+}
+
+
+@pytest.mark.parametrize("sort", list(ORDERINGS))
+def test_jobs__keyset_pages_forward_and_back_with_ties(console, utils, jobs, sort):
+    from datetime import UTC, datetime
+
+    tie = datetime(2030, 5, 5, tzinfo=UTC)
+    # 63 jobs sharing run_at, priority, attempts and updated_at: only id breaks the ties.
+    utils.add_raw_jobs([RawJobSpec("t", {"i": i}) for i in range(63)])
+    jobs.sql(
+        "UPDATE graphile_worker._private_jobs SET run_at = %s, priority = 3, updated_at = %s",
+        [tie, tie],
+    )
+    expected = list(Job.objects.order_by(*ORDERINGS[sort]).values_list("id", flat=True))
+
+    forward, last = _walk(console, {"sort": sort, "size": "25"})
+    assert [len(page) for page in forward] == [25, 25, 13]
+    assert [job_id for page in forward for job_id in page] == expected
+
+    backward, first = [], last
+    while True:
+        backward.append(_ids(first))
+        url = first.context["page"].newer_url
+        if not url:
+            break
+        first = _follow(console, url)
+    assert backward == forward[::-1]
+    assert first.context["page"].first_url is not None  # reached by cursor, so "First" shows
+
+
+def test_jobs__page_sizes(console, utils):
+    utils.add_raw_jobs([RawJobSpec("t", {"i": i}) for i in range(120)])
+    for size in (25, 50, 100):
+        assert len(_ids(console.get(URL, {"size": str(size)}))) == size
+    response = console.get(URL, {"size": "7"})
+    assert len(_ids(response)) == 50
+    assert any("page size" in p for p in response.context["filters"].problems)
+
+
+def test_jobs__tampered_cursor_shows_first_page_with_a_message(console, utils):
+    added = utils.add_raw_jobs([RawJobSpec("t", {"i": i}) for i in range(60)])
+    first = console.get(URL)
+    cursor = parse_qs(urlparse(first.context["page"].older_url).query)["cursor"][0]
+    tampered = cursor[:-3] + ("abc" if not cursor.endswith("abc") else "xyz")
+    response = console.get(URL, {"cursor": tampered})
+    assert response.status_code == 200
+    assert _ids(response) == _ids(first)
+    assert "not valid" in " ".join(response.context["filters"].problems)
+    other_sort = make_cursor("run_at", added[0], "after")
+    response = console.get(URL, {"cursor": other_sort})
+    assert "another sort order" in " ".join(response.context["filters"].problems)
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"created_after": "yesterday-ish"}, "created after"),
+        ({"run_before": "2024-13-45"}, "run before"),
+        ({"priority_min": "abc"}, "priority min"),
+        ({"priority_max": "99999"}, "priority max"),
+        ({"state": "exploded"}, "state"),
+        ({"sort": "payload"}, "sort"),
+        ({"q": "x" * 10_000}, "search"),
+        ({"has_error": "perhaps"}, "has error"),
+    ],
+)
+def test_jobs__bad_filter_values_say_so_and_show_the_unfiltered_page(
+    console, jobs, params, message
+):
+    a, b = jobs.ready(), jobs.failed()
+    response = console.get(URL, params)
+    assert response.status_code == 200
+    problems = " ".join(response.context["filters"].problems)
+    assert message in problems and problems.startswith("Ignored the")
+    assert set(_ids(response)) == {a.id, b.id}
+    assert "Ignored the" in html.unescape(response.content.decode())
+
+
+def test_jobs__empty_range_is_reported(console, jobs):
+    jobs.ready()
+    response = console.get(URL, {"priority_min": "5", "priority_max": "1"})
+    assert "range is empty" in " ".join(response.context["filters"].problems)
+    assert len(_ids(response)) == 1
+
+
+@pytest.mark.parametrize(
+    "hostile", ["'; DROP TABLE graphile_worker._private_jobs; --", "<script>alert(1)</script>"]
+)
+def test_jobs__hostile_text_is_inert(console, jobs, hostile):
+    jobs.ready()
+    response = console.get(URL, {"q": hostile, "task": hostile, "key": hostile})
+    assert response.status_code == 200
+    assert "<script>alert(1)</script>" not in response.content.decode()
+    assert Job.objects.count() == 1
+
+
+def test_jobs__htmx_gets_the_results_fragment(console, jobs):
+    jobs.ready()
+    response = console.get(URL, {"state": "ready"}, headers={"HX-Request": "true"})
+    body = response.content.decode()
+    assert body.lstrip().startswith('<div id="job-results"')
+    assert 'hx-get="/jobs/?state=ready"' in body
+    assert "<form" not in body
+
+
+def test_jobs__works_without_javascript_links_keep_href(console, jobs):
+    jobs.ready()
+    body = console.get(URL, {"task": "send_email"}).content.decode()
+    hrefs = [html.unescape(h) for h in re.findall(r'<a href="([^"]*)"', body)]
+    tabs = [parse_qs(urlparse(h).query) for h in hrefs if "state=" in h]
+    assert {"state": ["ready"], "task": ["send_email"]} in tabs
+    assert {"state": ["failed"], "task": ["send_email"]} in tabs
+
+
+def test_bounded_count__exact_below_and_at_least_above(utils):
+    utils.add_raw_jobs([RawJobSpec("t", {"i": i}) for i in range(12)])
+    assert bounded_count(Job.objects.all(), bound=20) == CountValue(12, "exact")
+    over = bounded_count(Job.objects.all(), bound=10)
+    assert over == CountValue(10, "at_least") and over.display == "10+"
+    assert CountValue(1_234_567, "estimate").display == "~1.2M"
+    assert "statistics" in CountValue(5, "estimate").explanation
+
+
+def test_jobs__statement_timeout_says_narrow_the_filters(console, worker_schema):
+    """A read blocked past the statement timeout gets the message, the filters kept.
+
+    Another session holds an exclusive lock on the jobs table, so the page's read waits until
+    statement_timeout cancels it. (This test's own transaction must not touch the jobs table
+    first, or the other session's LOCK would wait for it.)
+    """
+    import psycopg
+    from django.conf import settings
+    from django.db import connection
+
+    settings_dict = connection.settings_dict
+    blocker = psycopg.connect(
+        dbname=settings_dict["NAME"],
+        user=settings_dict["USER"] or None,
+        host=settings_dict["HOST"] or None,
+        port=settings_dict["PORT"] or None,
+        autocommit=False,
+    )
+    try:
+        blocker.execute("SET lock_timeout = '5s'")
+        blocker.execute(f"LOCK TABLE {worker_schema}._private_jobs IN ACCESS EXCLUSIVE MODE")
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL statement_timeout = 300")
+        response = console.get(URL, {"task": "send_email"})
+    finally:
+        blocker.rollback()
+        blocker.close()
+    assert response.status_code == 504
+    text = html.unescape(response.content.decode())
+    assert "This query took too long" in text and "Narrow the filters" in text
+    assert "/jobs/?task=send_email" in text
+    assert settings.READ_STATEMENT_TIMEOUT_MS > 300

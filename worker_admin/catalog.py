@@ -1,0 +1,167 @@
+"""Queues and tasks: every queue row and every task row with its jobs counted by state.
+
+One grouped query per page, from the queue (or task) table through a LEFT JOIN to the jobs, so
+queues and tasks without jobs are listed too. The state predicates come from
+worker_admin.states; `_through()` only re-anchors them on the jobs relation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.db.models import Count, F, Min, Q
+
+from worker_admin.models import JobQueue, Task
+from worker_admin.states import RETRYING, STATE_PREDICATES, JobState
+from worker_admin.stats import StateCounts, database_now
+
+# The schema functions treat a lock this old as abandoned, and Node pools free such locks at
+# their next reset (GRAPHILE_WORKER.md §3 and §4).
+STALE_LOCK_AGE = timedelta(hours=4)
+
+
+def _through(relation: str, predicate: Q) -> Q:
+    """The same predicate, for a query that reaches the jobs through `relation`."""
+    children = [
+        _through(relation, child)
+        if isinstance(child, Q)
+        else (f"{relation}__{child[0]}", _through_value(relation, child[1]))
+        for child in predicate.children
+    ]
+    return Q(*children, _connector=predicate.connector, _negated=predicate.negated)
+
+
+def _through_value(relation: str, value):
+    if isinstance(value, F):
+        return F(f"{relation}__{value.name}")
+    if hasattr(value, "get_source_expressions"):
+        value = value.copy()
+        value.set_source_expressions(
+            [_through_value(relation, source) for source in value.get_source_expressions()]
+        )
+    return value
+
+
+def _job_aggregates(relation: str) -> dict:
+    aggregates = {
+        state.value: Count(f"{relation}__id", filter=_through(relation, predicate))
+        for state, predicate in STATE_PREDICATES.items()
+    }
+    aggregates["retrying"] = Count(f"{relation}__id", filter=_through(relation, RETRYING))
+    aggregates["oldest_ready_at"] = Min(
+        f"{relation}__run_at", filter=_through(relation, STATE_PREDICATES[JobState.READY])
+    )
+    return aggregates
+
+
+def _counts(row) -> StateCounts:
+    return StateCounts(
+        ready=row.ready,
+        scheduled=row.scheduled,
+        locked=row.locked,
+        failed=row.failed,
+        retrying=row.retrying,
+    )
+
+
+def _age(now: datetime, moment: datetime | None) -> timedelta | None:
+    return now - moment if moment is not None else None
+
+
+@dataclass(frozen=True)
+class QueueRow:
+    name: str
+    counts: StateCounts
+    oldest_ready_age: timedelta | None
+    locked_by: str | None
+    locked_at: datetime | None
+    lock_age: timedelta | None
+
+    @property
+    def is_locked(self) -> bool:
+        return self.locked_at is not None
+
+    @property
+    def lock_is_old(self) -> bool:
+        """Held for more than four hours: its job has most likely died with its worker."""
+        return self.lock_age is not None and self.lock_age > STALE_LOCK_AGE
+
+    @property
+    def lock_without_job(self) -> bool:
+        """Locked while none of its jobs is: nothing runs, yet every job behind it waits."""
+        return self.is_locked and self.counts.locked == 0
+
+    @property
+    def lock_is_suspect(self) -> bool:
+        return self.lock_is_old or self.lock_without_job
+
+
+@dataclass(frozen=True)
+class QueueReport:
+    now: datetime
+    queues: list[QueueRow]
+    truncated: bool  # more queues match than the limit; the first ones are shown
+
+    @property
+    def locked(self) -> int:
+        return sum(queue.is_locked for queue in self.queues)
+
+    @property
+    def suspect(self) -> int:
+        return sum(queue.lock_is_suspect for queue in self.queues)
+
+
+def queue_report(alias: str, *, name_contains: str = "", limit: int = 500) -> QueueReport:
+    """Every queue row (locked ones first, oldest lock first, then by name), counted by state."""
+    queues = JobQueue.objects.using(alias)
+    if name_contains:
+        queues = queues.filter(queue_name__contains=name_contains)
+    rows = list(
+        queues.annotate(**_job_aggregates("jobs")).order_by(
+            F("locked_at").asc(nulls_last=True), "queue_name"
+        )[: limit + 1]
+    )
+    now = database_now(alias)
+    return QueueReport(
+        now=now,
+        queues=[
+            QueueRow(
+                name=row.queue_name,
+                counts=_counts(row),
+                oldest_ready_age=_age(now, row.oldest_ready_at),
+                locked_by=row.locked_by,
+                locked_at=row.locked_at,
+                lock_age=_age(now, row.locked_at),
+            )
+            for row in rows[:limit]
+        ],
+        truncated=len(rows) > limit,
+    )
+
+
+@dataclass(frozen=True)
+class TaskRow:
+    identifier: str
+    counts: StateCounts
+    oldest_ready_age: timedelta | None  # how long the task's oldest ready job has waited
+
+
+@dataclass(frozen=True)
+class TaskReport:
+    now: datetime
+    tasks: list[TaskRow]
+
+
+def task_report(alias: str) -> TaskReport:
+    """Every task row, by identifier, counted by state, with its oldest ready job's wait."""
+    rows = list(
+        Task.objects.using(alias).annotate(**_job_aggregates("jobs")).order_by("identifier")
+    )
+    now = database_now(alias)
+    return TaskReport(
+        now=now,
+        tasks=[
+            TaskRow(row.identifier, _counts(row), _age(now, row.oldest_ready_at)) for row in rows
+        ],
+    )
