@@ -123,3 +123,15 @@ def test_job_detail__unknown_id_is_a_clear_404(console, db):
 
 def response_html(console, job_id: int) -> str:
     return console.get(reverse("worker_admin:job_detail", args=[job_id])).content.decode()
+
+
+def test_job_detail__large_payload_note(console, jobs):
+    job = jobs.add("bulk", {"blob": "x" * 70_000})
+    text = _text(console.get(reverse("worker_admin:job_detail", args=[job.id])))
+    assert "A large payload" in text
+
+
+def test_job_detail__lock_past_four_hours_is_explained(console, jobs):
+    job = jobs.locked(age="5 hours")
+    text = _text(console.get(reverse("worker_admin:job_detail", args=[job.id])))
+    assert "past the 4-hour mark" in text
