@@ -68,3 +68,11 @@ def get_count(counts, state) -> int:
 @register.filter
 def get_item(mapping, key):
     return mapping.get(key, 0)
+
+
+@register.filter
+def percent(fraction: float | None) -> str:
+    if fraction is None:
+        return "100%"
+    value = fraction * 100
+    return f"{value:.1f}%" if value < 10 else f"{value:.0f}%"
