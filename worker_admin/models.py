@@ -230,3 +230,7 @@ class Worker(WorkerTable):
 
     def __str__(self) -> str:
         return self.id
+
+
+# The console's own models live beside their logic; importing them here registers them.
+from worker_admin.audit import AuditEntry  # noqa: E402, F401

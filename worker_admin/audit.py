@@ -1,0 +1,88 @@
+"""The audit log: who did what, when, why, to which jobs, with what result.
+
+It lives in the console's own tables (never the worker schema) and is append-only through the
+application: entries are created once, with their outcome, and never updated or deleted here.
+A write that fails is recorded too, in its own transaction, so an attempt never goes missing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+
+
+class AppendOnlyError(RuntimeError):
+    pass
+
+
+class AuditQuerySet(models.QuerySet):
+    def update(self, **kwargs):
+        raise AppendOnlyError("The audit log is append-only.")
+
+    def delete(self):
+        raise AppendOnlyError("The audit log is append-only.")
+
+    def for_job(self, job_id: int) -> AuditQuerySet:
+        return self.filter(
+            models.Q(requested_ids__contains=[job_id]) | models.Q(changed_ids__contains=[job_id])
+        )
+
+
+class AuditEntry(models.Model):
+    class Outcome(models.TextChoices):
+        DONE = "done", "done"
+        FAILED = "failed", "failed"
+        REJECTED = "rejected", "rejected"
+
+    class Via(models.TextChoices):
+        WEB = "web", "console"
+        API = "api", "JSON API"
+        CLI = "cli", "command line"
+        PYTHON = "python", "Python API"
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    actor_name = models.CharField(max_length=150, help_text="Kept when the user is deleted.")
+    via = models.CharField(max_length=10, choices=Via.choices)
+    action = models.CharField(max_length=40, db_index=True)
+    reason = models.TextField(blank=True)
+    worker_schema = models.CharField(max_length=63)
+    parameters = models.JSONField(default=dict, blank=True)
+    filter = models.JSONField(null=True, blank=True, help_text="The job filter a bulk action used.")
+    requested_ids = models.JSONField(default=list, blank=True)
+    changed_ids = models.JSONField(default=list, blank=True)
+    skipped_ids = models.JSONField(default=list, blank=True)
+    missing_ids = models.JSONField(default=list, blank=True)
+    outcome = models.CharField(max_length=10, choices=Outcome.choices)
+    summary = models.TextField(blank=True)
+    error = models.TextField(blank=True)
+    before_image = models.JSONField(
+        default=list, blank=True, help_text="The changed rows as they were: enough to undo."
+    )
+    undo_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="undone_by"
+    )
+
+    objects = AuditQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        permissions = [
+            ("act_on_jobs", "Can add, complete, fail, reschedule and remove jobs"),
+            ("run_maintenance", "Can sweep, force-unlock, clean up and migrate"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor_name} {self.action} {self.outcome}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if self.pk is not None:
+            raise AppendOnlyError("Audit entries are never changed once written.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any):
+        raise AppendOnlyError("The audit log is append-only.")

@@ -1,0 +1,44 @@
+"""The console's three roles, as Django groups (created by migration 0003).
+
+viewer: reads everything, changes nothing. operator: also acts on jobs. admin: also runs
+maintenance (sweeps, force-unlocks, cleanups, migrations) and manages users. Superusers have
+every permission. READ_ONLY=1 turns every write off for everyone, at the server.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+
+VIEWER, OPERATOR, ADMIN = "viewer", "operator", "admin"
+ACT_ON_JOBS = "worker_admin.act_on_jobs"
+RUN_MAINTENANCE = "worker_admin.run_maintenance"
+
+ROLE_PERMISSIONS = {
+    VIEWER: ["worker_admin.view_auditentry"],
+    OPERATOR: ["worker_admin.view_auditentry", "worker_admin.act_on_jobs"],
+    ADMIN: [
+        "worker_admin.view_auditentry",
+        "worker_admin.act_on_jobs",
+        "worker_admin.run_maintenance",
+        "auth.view_user",
+        "auth.add_user",
+        "auth.change_user",
+        "auth.delete_user",
+    ],
+}
+
+
+def can_act_on_jobs(user) -> bool:
+    return not settings.READ_ONLY and user.has_perm(ACT_ON_JOBS)
+
+
+def can_run_maintenance(user) -> bool:
+    return not settings.READ_ONLY and user.has_perm(RUN_MAINTENANCE)
+
+
+def role_of(user) -> str:
+    if user.is_superuser or user.has_perm(RUN_MAINTENANCE):
+        return ADMIN
+    if user.has_perm(ACT_ON_JOBS):
+        return OPERATOR
+    return VIEWER
