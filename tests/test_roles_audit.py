@@ -73,3 +73,48 @@ def test_audit__entries_for_a_job(db):
     _entry(requested_ids=[9], changed_ids=[9])
     assert list(AuditEntry.objects.for_job(8)) == [first]
     assert list(AuditEntry.objects.for_job(7)) == [first]
+
+
+def test_audit_page__needs_the_view_permission(client, db, django_user_model, member):
+    nobody = django_user_model.objects.create_user("nobody", password="pw-123456789")
+    client.force_login(nobody)
+    assert client.get("/audit/").status_code == 403
+    client.force_login(member(VIEWER))
+    assert client.get("/audit/").status_code == 200
+
+
+def test_audit_page__filters_and_pages(client, db, member):
+    client.force_login(member(VIEWER))
+    for n in range(55):
+        _entry(actor_name="alice" if n % 2 else "bob", requested_ids=[n + 1])
+    _entry(action="reschedule", outcome=AuditEntry.Outcome.FAILED, error="deadlock detected")
+    first = client.get("/audit/")
+    assert len(first.context["entries"]) == 50 and first.context["older_url"]
+    second = client.get("/audit/" + first.context["older_url"])
+    assert len(second.context["entries"]) == 6
+    assert {e.actor_name for e in client.get("/audit/", {"user": "alice"}).context["entries"]} == {
+        "alice"
+    }
+    failed = client.get("/audit/", {"outcome": "failed"}).context["entries"]
+    assert [e.error for e in failed] == ["deadlock detected"]
+    assert [e.requested_ids for e in client.get("/audit/", {"job": "7"}).context["entries"]] == [
+        [7]
+    ]
+    bad = client.get("/audit/", {"job": "seven", "after": "soon"})
+    assert bad.status_code == 200 and len(bad.context["problems"]) == 2
+
+
+def test_audit_page__exports_csv_and_json(client, db, member):
+    import csv
+    import io
+    import json
+
+    client.force_login(member(VIEWER))
+    _entry(reason='=HYPERLINK("http://evil")', requested_ids=[4, 5])
+    response = client.get("/audit/", {"format": "csv"})
+    assert response["Content-Type"] == "text/csv"
+    rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
+    assert rows[0]["reason"].startswith("'=")  # a spreadsheet will not run it
+    assert json.loads(rows[0]["requested_ids"]) == [4, 5]
+    data = json.loads(client.get("/audit/", {"format": "json"}).content)
+    assert data[0]["action"] == "complete" and data[0]["changed_ids"] == [1, 2]

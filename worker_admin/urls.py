@@ -1,6 +1,6 @@
 from django.urls import path
 
-from worker_admin.views import catalog, failures, jobs, overview, placeholders
+from worker_admin.views import audit, catalog, failures, jobs, overview, placeholders
 
 app_name = "worker_admin"
 
@@ -13,5 +13,5 @@ urlpatterns = [
     path("tasks/", catalog.task_list, name="tasks"),
     path("workers/", placeholders.coming, {"page": "workers"}, name="workers"),
     path("maintenance/", placeholders.coming, {"page": "maintenance"}, name="maintenance"),
-    path("audit/", placeholders.coming, {"page": "audit"}, name="audit"),
+    path("audit/", audit.audit_log, name="audit"),
 ]
