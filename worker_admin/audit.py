@@ -86,3 +86,75 @@ class AuditEntry(models.Model):
 
     def delete(self, *args: Any, **kwargs: Any):
         raise AppendOnlyError("The audit log is append-only.")
+
+
+BEFORE_IMAGE_LIMIT = 10_000  # rows; past this the entry says how many it left out
+
+
+def job_image(job) -> dict[str, Any]:
+    """A job row as JSON: what undo needs (payload, schedule, attempts, key, flags)."""
+    return {
+        "id": job.id,
+        "task_identifier": getattr(job.task, "identifier", None) if job.task_id else None,
+        "task_id": job.task_id,
+        "job_queue_id": job.job_queue_id,
+        "payload": job.payload,
+        "priority": job.priority,
+        "run_at": job.run_at.isoformat() if job.run_at else None,
+        "attempts": job.attempts,
+        "max_attempts": job.max_attempts,
+        "last_error": job.last_error,
+        "key": job.key,
+        "flags": job.flags,
+        "locked_at": job.locked_at.isoformat() if job.locked_at else None,
+        "locked_by": job.locked_by,
+        "created_at": job.created_at.isoformat() if job.created_at else None,
+        "revision": job.revision,
+    }
+
+
+def record(
+    *,
+    actor,
+    via: str,
+    action: str,
+    outcome: str,
+    worker_schema: str | None = None,
+    reason: str = "",
+    parameters: dict | None = None,
+    filter: dict | None = None,
+    requested_ids=(),
+    changed_ids=(),
+    skipped_ids=(),
+    missing_ids=(),
+    summary: str = "",
+    error: str = "",
+    before_image=(),
+    undo_of: AuditEntry | None = None,
+) -> AuditEntry:
+    """Write one audit entry. `actor` is a user, or a name (the OS user for the CLI)."""
+    user = actor if hasattr(actor, "get_username") else None
+    name = user.get_username() if user is not None else str(actor or "unknown")
+    image = list(before_image)
+    if len(image) > BEFORE_IMAGE_LIMIT:
+        summary += f" (before-image keeps the first {BEFORE_IMAGE_LIMIT:,} of {len(image):,} rows)"
+        image = image[:BEFORE_IMAGE_LIMIT]
+    return AuditEntry.objects.create(
+        actor=user if user is not None and user.pk else None,
+        actor_name=name[:150],
+        via=via,
+        action=action,
+        outcome=outcome,
+        worker_schema=worker_schema or settings.GRAPHILE_WORKER_SCHEMA,
+        reason=reason,
+        parameters=parameters or {},
+        filter=filter,
+        requested_ids=list(requested_ids),
+        changed_ids=list(changed_ids),
+        skipped_ids=list(skipped_ids),
+        missing_ids=list(missing_ids),
+        summary=summary,
+        error=error,
+        before_image=image,
+        undo_of=undo_of,
+    )
