@@ -41,6 +41,13 @@ READ_STATEMENT_TIMEOUT_MS = env_int("READ_STATEMENT_TIMEOUT_MS", 10_000, minimum
 POLL_INTERVAL_FLOOR_SECONDS = 2
 POLL_INTERVAL_SECONDS = max(env_int("POLL_INTERVAL_SECONDS", 5, minimum=1), 2)
 
+# A bulk action may post up to 10,000 ticked ids; accept more fields than that so an oversized
+# request gets the console's own sentence (and an audit entry) rather than a bare 400.
+DATA_UPLOAD_MAX_NUMBER_FIELDS = 100_000
+
+# The most jobs one "all matching this filter" action may change; it runs in chunks of 1,000.
+BULK_ACTION_LIMIT = env_int("BULK_ACTION_LIMIT", 50_000, minimum=1)
+
 APPLICATION_NAME = env_str("APPLICATION_NAME", "graphile-console")
 
 

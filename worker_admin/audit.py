@@ -91,14 +91,13 @@ class AuditEntry(models.Model):
 BEFORE_IMAGE_LIMIT = 10_000  # rows; past this the entry says how many it left out
 
 
-def job_image(job) -> dict[str, Any]:
+def job_image(job, *, with_payload: bool = True) -> dict[str, Any]:
     """A job row as JSON: what undo needs (payload, schedule, attempts, key, flags)."""
-    return {
+    image = {
         "id": job.id,
         "task_identifier": getattr(job.task, "identifier", None) if job.task_id else None,
         "task_id": job.task_id,
         "job_queue_id": job.job_queue_id,
-        "payload": job.payload,
         "priority": job.priority,
         "run_at": job.run_at.isoformat() if job.run_at else None,
         "attempts": job.attempts,
@@ -111,6 +110,9 @@ def job_image(job) -> dict[str, Any]:
         "created_at": job.created_at.isoformat() if job.created_at else None,
         "revision": job.revision,
     }
+    if with_payload:  # read only when asked: a deferred payload would cost a query per row
+        image["payload"] = job.payload
+    return image
 
 
 def record(

@@ -6,6 +6,7 @@ from django.conf import settings
 from django.db import DatabaseError
 from django.utils.functional import SimpleLazyObject
 
+from worker_admin.roles import can_act_on_jobs
 from worker_admin.schema import capabilities
 
 NAVIGATION = [
@@ -28,7 +29,12 @@ def _capabilities_or_none():
 
 
 def console(request) -> dict:
+    user = getattr(request, "user", None)
     return {
+        # Lazy: permission checks query the database, and error pages must render without it.
+        "can_act": SimpleLazyObject(
+            lambda: bool(user and user.is_authenticated and can_act_on_jobs(user))
+        ),
         "navigation": NAVIGATION,
         "capabilities": SimpleLazyObject(_capabilities_or_none),
         "read_only": settings.READ_ONLY,

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from worker_admin.views import audit, catalog, failures, jobs, overview, placeholders
+from worker_admin.views import actions, audit, catalog, failures, jobs, overview, placeholders
 
 app_name = "worker_admin"
 
@@ -8,6 +8,7 @@ urlpatterns = [
     path("", overview.overview, name="overview"),
     path("jobs/", jobs.job_list, name="jobs"),
     path("jobs/<int:job_id>/", jobs.job_detail, name="job_detail"),
+    path("jobs/actions/", actions.job_action, name="job_action"),
     path("failures/", failures.failure_groups, name="failures"),
     path("queues/", catalog.queue_list, name="queues"),
     path("tasks/", catalog.task_list, name="tasks"),

@@ -7,7 +7,9 @@
   // so a forgotten tab costs the database nothing.
   document.addEventListener("htmx:beforeRequest", function (event) {
     var source = event.detail.elt;
-    if (document.hidden && source && source.classList.contains("live")) {
+    if (!source || !source.classList.contains("live")) return;
+    // Hidden tab: skip. Ticked rows: a refresh would untick them, so wait.
+    if (document.hidden || source.querySelector("input[type=checkbox]:checked")) {
       event.preventDefault();
     }
   });

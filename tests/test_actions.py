@@ -1,0 +1,217 @@
+"""Job actions through the console: preview, confirm, audit, roles, READ_ONLY, bad input."""
+
+import html
+import re
+
+import pytest
+from django.contrib.auth.models import Group
+
+from worker_admin.audit import AuditEntry
+from worker_admin.models import Job
+
+URL = "/jobs/actions/"
+
+
+@pytest.fixture
+def operator_client(client, django_user_model):
+    user = django_user_model.objects.create_user("op", password="pw-123456789")
+    user.groups.add(Group.objects.get(name="operator"))
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def viewer_client(client, django_user_model):
+    user = django_user_model.objects.create_user("viewer1", password="pw-123456789")
+    user.groups.add(Group.objects.get(name="viewer"))
+    client.force_login(user)
+    return client
+
+
+def _token(response) -> str:
+    match = re.search(r'name="token" value="([^"]+)"', response.content.decode())
+    assert match, "the preview carries a confirmation token"
+    return match.group(1)
+
+
+def _text(response) -> str:
+    without_tags = re.sub(r"<[^>]+>", "", response.content.decode())
+    return html.unescape(re.sub(r"\s+", " ", without_tags))
+
+
+def _messages(response) -> list[str]:
+    return [str(m) for m in response.context["messages"]] if response.context else []
+
+
+def test_action__complete_previews_then_confirms_with_a_reason(operator_client, jobs):
+    job = jobs.ready(payload={"to": "a@example.org"})
+    preview = operator_client.post(URL, {"action": "complete", "ids": [job.id]})
+    assert preview.status_code == 200
+    text = _text(preview)
+    assert "Complete 1 job?" in text and "completed jobs leave no trace" in text
+    assert Job.objects.filter(id=job.id).exists()  # a preview changes nothing
+
+    done = operator_client.post(
+        URL,
+        {"action": "complete", "ids": [job.id], "token": _token(preview), "reason": "dup order"},
+        follow=True,
+    )
+    assert not Job.objects.filter(id=job.id).exists()
+    assert "Complete: changed 1 of 1." in _messages(done)
+    entry = AuditEntry.objects.get(action="complete")
+    assert (entry.outcome, entry.reason, entry.actor_name) == ("done", "dup order", "op")
+    assert entry.changed_ids == [job.id]
+    assert entry.before_image[0]["payload"] == {"to": "a@example.org"}
+
+
+def test_action__destructive_without_reason_is_refused(operator_client, jobs):
+    job = jobs.ready()
+    preview = operator_client.post(URL, {"action": "fail", "ids": [job.id]})
+    response = operator_client.post(
+        URL, {"action": "fail", "ids": [job.id], "token": _token(preview), "reason": ""}
+    )
+    assert response.status_code == 400 and "Give a reason" in _text(response)
+    assert Job.objects.get(id=job.id).attempts == 0
+    assert AuditEntry.objects.get().outcome == "rejected"
+
+
+def test_action__a_confirmation_acts_once(operator_client, jobs):
+    job = jobs.scheduled()
+    preview = operator_client.post(URL, {"action": "run_now", "ids": [job.id]})
+    data = {"action": "run_now", "ids": [job.id], "token": _token(preview)}
+    assert operator_client.post(URL, data).status_code == 302
+    again = operator_client.post(URL, data)
+    assert again.status_code == 400 and "already used" in _text(again)
+    assert list(AuditEntry.objects.values_list("outcome", flat=True)) == ["rejected", "done"]
+
+
+def test_action__confirmation_must_match_the_preview(operator_client, jobs):
+    a, b = jobs.ready(), jobs.ready()
+    preview = operator_client.post(URL, {"action": "complete", "ids": [a.id]})
+    forged = operator_client.post(
+        URL, {"action": "complete", "ids": [a.id, b.id], "token": _token(preview), "reason": "x"}
+    )
+    assert forged.status_code == 400 and "differs from what was previewed" in _text(forged)
+    assert Job.objects.filter(id__in=[a.id, b.id]).count() == 2
+
+
+def test_action__locked_jobs_are_skipped_and_reported(operator_client, jobs):
+    free, held = jobs.ready(), jobs.locked(age="10 minutes")
+    ids = [free.id, held.id]
+    preview = operator_client.post(URL, {"action": "fail", "ids": ids})
+    assert "1 of these jobs are held by a worker" in _text(preview)
+    done = operator_client.post(
+        URL,
+        {"action": "fail", "ids": ids, "token": _token(preview), "reason": "bad payload"},
+        follow=True,
+    )
+    assert "Permanently fail: changed 1 of 2; 1 skipped because a worker holds them." in _messages(
+        done
+    )
+    assert Job.objects.get(id=free.id).last_error == "bad payload"
+    assert Job.objects.get(id=held.id).attempts == 1
+    entry = AuditEntry.objects.get(action="fail")
+    assert (entry.changed_ids, entry.skipped_ids) == ([free.id], [held.id])
+    assert entry.before_image[0]["attempts"] == 0
+
+
+def test_action__bulk_reschedule_on_a_filter(operator_client, jobs):
+    mine = [jobs.ready("send_email") for _ in range(3)]
+    other = jobs.ready("charge_card")
+    first = operator_client.post(
+        URL + "?task=send_email", {"action": "reschedule", "scope": "filter"}
+    )
+    assert first.status_code == 200 and "What to change" in _text(first)
+    form = {"action": "reschedule", "scope": "filter", "has_options": "1", "priority": "7"}
+    preview = operator_client.post(URL + "?task=send_email", form)
+    assert "3 jobs match the filter now" in _text(preview)
+    done = operator_client.post(
+        URL + "?task=send_email", form | {"token": _token(preview)}, follow=True
+    )
+    assert "Reschedule: changed 3 of 3." in _messages(done)
+    assert sorted(
+        Job.objects.filter(id__in=[j.id for j in mine]).values_list("priority", flat=True)
+    ) == [7, 7, 7]
+    assert Job.objects.get(id=other.id).priority == 0
+    assert AuditEntry.objects.get(action="reschedule").filter == {"task": "send_email"}
+
+
+def test_action__retry_resets_failed_jobs(operator_client, jobs):
+    job = jobs.failed()
+    preview = operator_client.post(URL, {"action": "retry", "ids": [job.id]})
+    operator_client.post(URL, {"action": "retry", "ids": [job.id], "token": _token(preview)})
+    job = Job.objects.with_state().get(id=job.id)
+    assert (job.attempts, job.state) == (0, "ready")
+
+
+def test_action__filter_over_the_limit_is_refused(operator_client, jobs, settings):
+    settings.BULK_ACTION_LIMIT = 2
+    for _ in range(3):
+        jobs.ready()
+    response = operator_client.post(URL, {"action": "run_now", "scope": "filter"})
+    assert response.status_code == 400 and "More than 2 jobs match" in _text(response)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"action": "explode", "ids": ["1"]}, "Unknown action"),
+        ({"action": "complete", "ids": ["abc"]}, "is not a job id"),
+        ({"action": "complete", "ids": ["-4"]}, "is not a job id"),
+        ({"action": "complete"}, "No jobs were chosen"),
+        ({"action": "complete", "ids": [str(i) for i in range(1, 50_002)]}, "pick at most 10,000"),
+        (
+            {"action": "reschedule", "ids": ["1"], "has_options": "1", "priority": "40000"},
+            "less than or equal to 32767",
+        ),
+        ({"action": "reschedule", "ids": ["1"], "has_options": "1"}, "Nothing to change"),
+        (
+            {
+                "action": "reschedule",
+                "ids": ["1"],
+                "has_options": "1",
+                "run_at": "2001-01-01T00:00",
+            },
+            "in the past",
+        ),
+        (
+            {"action": "reschedule", "ids": ["1"], "has_options": "1", "max_attempts": "0"},
+            "greater than or equal to 1",
+        ),
+        ({"action": "complete", "ids": ["1"], "token": "forged:token"}, "not valid"),
+    ],
+)
+def test_action__bad_input_changes_nothing_and_is_audited(operator_client, jobs, data, message):
+    job = jobs.ready()
+    before = Job.objects.get(id=job.id)
+    response = operator_client.post(URL, data | ({"reason": "r"} if "token" in data else {}))
+    assert response.status_code == 400
+    assert message in _text(response)
+    assert Job.objects.get(id=job.id).updated_at == before.updated_at
+    assert AuditEntry.objects.get().outcome == "rejected"
+
+
+def test_action__viewer_is_forbidden_and_sees_no_buttons(viewer_client, jobs):
+    job = jobs.ready()
+    page = viewer_client.get(f"/jobs/{job.id}/")
+    assert "Complete…" not in page.content.decode()
+    assert 'id="bulk-form"' not in viewer_client.get("/jobs/").content.decode()
+    forged = viewer_client.post(URL, {"action": "complete", "ids": [job.id], "reason": "x"})
+    assert forged.status_code == 403
+    assert Job.objects.filter(id=job.id).exists()
+    assert AuditEntry.objects.get().outcome == "rejected"
+
+
+def test_action__read_only_forbids_even_a_superuser(client, django_user_model, jobs, settings):
+    settings.READ_ONLY = True
+    admin = django_user_model.objects.create_superuser("root", password="pw-123456789")
+    client.force_login(admin)
+    job = jobs.ready()
+    response = client.post(URL, {"action": "complete", "ids": [job.id], "reason": "x"})
+    assert response.status_code == 403 and "read-only" in _text(response)
+    assert Job.objects.filter(id=job.id).exists()
+    assert "Complete…" not in client.get(f"/jobs/{job.id}/").content.decode()
+
+
+def test_action__get_is_not_allowed(operator_client):
+    assert operator_client.get(URL).status_code == 405

@@ -1,0 +1,401 @@
+"""Job actions as the console offers them: a preview first, then the change, then the audit.
+
+A target is either explicit ids (checked rows, or one job) or "every job matching this
+filter". The preview says exactly what will happen; the confirmation carries a fingerprint of
+what was previewed, so the change cannot differ from it, and a one-time nonce, so a double
+submit acts once. Filter targets are re-read at execution time in chunks of ids, each chunk one
+transaction with its own audit entry: a failure part-way leaves an honest record of what did
+and did not change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from enum import StrEnum
+from typing import Any
+
+from django.conf import settings
+from django.core import signing
+from django.db import transaction
+from django.db.models import DateTimeField, ExpressionWrapper, F, Q, Value
+from django.db.models.functions import Now
+
+from worker_admin import audit
+from worker_admin.counting import bounded_count
+from worker_admin.filters import JobFilters, apply_filters
+from worker_admin.models import Job
+from worker_admin.utils import (
+    RUN_NOW,
+    JobActionResult,
+    RescheduleJobOptions,
+    WorkerUtils,
+)
+
+CHUNK = 1_000
+PREVIEW_ROWS = 20
+MAX_EXPLICIT_IDS = 10_000
+TOKEN_SALT = "worker_admin.actions.confirm"
+TOKEN_MAX_AGE = 30 * 60  # seconds a preview stays valid
+SESSION_KEY = "worker_admin_action_nonces"
+
+
+class ActionKind(StrEnum):
+    RUN_NOW = "run_now"
+    RETRY = "retry"
+    RESCHEDULE = "reschedule"
+    COMPLETE = "complete"
+    FAIL = "fail"
+
+
+@dataclass(frozen=True)
+class ActionInfo:
+    label: str
+    verb: str
+    destructive: bool
+    explanation: str
+
+
+ACTIONS: dict[ActionKind, ActionInfo] = {
+    ActionKind.RUN_NOW: ActionInfo(
+        "Run now", "run", False, "Sets run_at to now, so the jobs are ready at once."
+    ),
+    ActionKind.RETRY: ActionInfo(
+        "Retry",
+        "retry",
+        False,
+        "Resets attempts to 0 and run_at to now: failed jobs get all their attempts back.",
+    ),
+    ActionKind.RESCHEDULE: ActionInfo(
+        "Reschedule",
+        "reschedule",
+        False,
+        "Replaces run_at, priority, attempts or max attempts; fields left empty stay as they are.",
+    ),
+    ActionKind.COMPLETE: ActionInfo(
+        "Complete",
+        "complete",
+        True,
+        "Deletes the jobs as if they had succeeded. Completed jobs leave no trace in the schema; "
+        "the audit log keeps a copy of each deleted row.",
+    ),
+    ActionKind.FAIL: ActionInfo(
+        "Permanently fail",
+        "fail",
+        True,
+        "Uses up every attempt and records the reason as last_error: the jobs will not run again "
+        "unless retried.",
+    ),
+}
+
+
+class ActionRefused(ValueError):
+    """The request cannot be previewed or confirmed; the text says why, for the user."""
+
+
+class PreviewExpired(ActionRefused):
+    pass
+
+
+@dataclass(frozen=True)
+class Target:
+    ids: tuple[int, ...] = ()
+    filters: JobFilters | None = None
+
+    @property
+    def is_filter(self) -> bool:
+        return self.filters is not None
+
+    def describe(self) -> dict[str, Any]:
+        if self.filters is not None:
+            return {"filter": self.filters.query(cursor=None)}
+        return {"ids": list(self.ids)}
+
+
+@dataclass(frozen=True)
+class ActionRequest:
+    kind: ActionKind
+    target: Target
+    reason: str = ""
+    options: RescheduleJobOptions | None = None
+
+    def parameters(self) -> dict[str, Any]:
+        params: dict[str, Any] = {"action": self.kind.value}
+        if self.options is not None:
+            run_at = self.options.run_at
+            params |= {
+                "run_at": "now" if run_at is RUN_NOW else (run_at.isoformat() if run_at else None),
+                "priority": self.options.priority,
+                "attempts": self.options.attempts,
+                "max_attempts": self.options.max_attempts,
+            }
+        return params
+
+    def fingerprint(self) -> str:
+        """What the preview showed: the action, its values and its target (the reason is
+        written on the confirmation page, so it is not part of it)."""
+        body = {"p": self.parameters(), "t": self.target.describe()}
+        return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@dataclass
+class Preview:
+    request: ActionRequest
+    count: int
+    count_is_exact: bool
+    rows: list[Job]
+    locked: int
+    old_locks: int
+    missing: list[int]
+    warnings: list[str] = field(default_factory=list)
+    token: str = ""
+
+
+def options_for(kind: ActionKind, options: RescheduleJobOptions | None) -> RescheduleJobOptions:
+    if kind is ActionKind.RUN_NOW:
+        return RescheduleJobOptions(run_at=RUN_NOW)
+    if kind is ActionKind.RETRY:
+        return RescheduleJobOptions(run_at=RUN_NOW, attempts=0)
+    if options is None:
+        raise ActionRefused("Say what to change: run at, priority, attempts or max attempts.")
+    return options
+
+
+def _jobs():
+    return Job.objects.using(settings.WORKER_DATABASE)
+
+
+def target_queryset(target: Target):
+    if target.filters is not None:
+        return apply_filters(_jobs(), target.filters)
+    return _jobs().filter(id__in=target.ids)
+
+
+def _limit() -> int:
+    return settings.BULK_ACTION_LIMIT
+
+
+def build_preview(request: ActionRequest, session) -> Preview:
+    """Read what the action would touch, without changing anything, and issue a token."""
+    jobs = target_queryset(request.target)
+    young_lock = Q(locked_at__isnull=False) & Q(locked_at__gte=_four_hours_ago())
+    if request.target.is_filter:
+        counted = bounded_count(jobs, bound=_limit())
+        if counted.kind != "exact":
+            raise ActionRefused(
+                f"More than {_limit():,} jobs match this filter, the most one bulk action may "
+                "change. Narrow the filter, or raise BULK_ACTION_LIMIT."
+            )
+        count, missing = counted.value, []
+    else:
+        found = set(jobs.values_list("id", flat=True))
+        missing = [i for i in request.target.ids if i not in found]
+        count = len(found)
+    locked = jobs.filter(young_lock).count()
+    old_locks = jobs.filter(locked_at__lt=_four_hours_ago()).count()
+    rows = list(jobs.with_state().select_related("task", "job_queue").order_by("id")[:PREVIEW_ROWS])
+    preview = Preview(request, count, True, rows, locked, old_locks, missing)
+    preview.warnings = _warnings(preview, jobs)
+    preview.token = _issue_token(request, session)
+    return preview
+
+
+def _four_hours_ago():
+    return ExpressionWrapper(Now() - Value(timedelta(hours=4)), output_field=DateTimeField())
+
+
+def _warnings(preview: Preview, jobs) -> list[str]:
+    kind, n = preview.request.kind, preview.count - preview.locked
+    warnings = []
+    if preview.locked:
+        warnings.append(
+            f"{preview.locked:,} of these jobs are held by a worker (locked less than 4 hours "
+            "ago) and will be skipped."
+        )
+    if preview.old_locks:
+        warnings.append(
+            f"{preview.old_locks:,} have locks older than 4 hours: they will be changed although "
+            "a worker may still be running them, and they keep showing as locked."
+        )
+    if kind is ActionKind.COMPLETE and n:
+        warnings.append(
+            f"This deletes {n:,} jobs and their payloads; completed jobs leave no trace "
+            "(the audit log keeps a copy)."
+        )
+    if kind is ActionKind.FAIL and n:
+        warnings.append(f"{n:,} jobs will not run again unless someone retries them.")
+    if kind is ActionKind.RETRY:
+        not_failed = jobs.exclude(attempts__gte=F("max_attempts")).count()
+        if not_failed:
+            warnings.append(
+                f"{not_failed:,} of these jobs have not failed; retry resets their attempts too."
+            )
+    if preview.missing:
+        warnings.append(
+            f"{len(preview.missing):,} of the ids do not exist (completed jobs are deleted)."
+        )
+    return warnings
+
+
+def _issue_token(request: ActionRequest, session) -> str:
+    nonce = secrets.token_hex(8)
+    pending = session.get(SESSION_KEY, [])[-50:]  # a few open previews per user, not unbounded
+    session[SESSION_KEY] = [*pending, nonce]
+    return signing.dumps({"f": request.fingerprint(), "n": nonce}, salt=TOKEN_SALT)
+
+
+def redeem_token(token: str, request: ActionRequest, session) -> None:
+    """Check the confirmation matches its preview and has not been used; use it up."""
+    try:
+        data = signing.loads(token, salt=TOKEN_SALT, max_age=TOKEN_MAX_AGE)
+    except signing.SignatureExpired:
+        raise PreviewExpired("This preview is more than 30 minutes old: preview again.") from None
+    except signing.BadSignature:
+        raise ActionRefused("This confirmation is not valid: preview the action again.") from None
+    if data.get("f") != request.fingerprint():
+        raise ActionRefused(
+            "The action differs from what was previewed (a value was changed): preview again."
+        )
+    pending = session.get(SESSION_KEY, [])
+    if data.get("n") not in pending:
+        raise ActionRefused("This confirmation was already used: the action ran once.")
+    session[SESSION_KEY] = [n for n in pending if n != data["n"]]
+
+
+@dataclass
+class Outcome:
+    requested: int = 0
+    changed: int = 0
+    skipped: int = 0
+    missing: int = 0
+    entries: list[int] = field(default_factory=list)
+    error: str = ""
+
+    @property
+    def summary(self) -> str:
+        parts = [f"changed {self.changed:,} of {self.requested:,}"]
+        if self.skipped:
+            parts.append(f"{self.skipped:,} skipped because a worker holds them")
+        if self.missing:
+            parts.append(f"{self.missing:,} not found")
+        return "; ".join(parts)
+
+
+def execute(request: ActionRequest, *, actor, via: str = "web") -> Outcome:
+    """Do the action chunk by chunk; every chunk is one transaction with its own audit entry."""
+    utils = WorkerUtils()
+    outcome = Outcome()
+    batch = uuid.uuid4().hex[:12]
+    for part, ids in enumerate(_chunks(request.target), start=1):
+        try:
+            with transaction.atomic(using=utils.alias), transaction.atomic(using="default"):
+                before = _before_image(request.kind, ids)
+                result = _apply(utils, request, ids)
+                entry = _audit(request, actor, via, result, batch, part, before)
+        except Exception as exc:  # recorded, then reported; earlier chunks stay done
+            outcome.error = _describe(exc)
+            failed = audit.record(
+                actor=actor,
+                via=via,
+                action=request.kind.value,
+                outcome="failed",
+                reason=request.reason,
+                parameters=request.parameters() | {"batch": batch, "part": part},
+                filter=request.target.describe().get("filter"),
+                requested_ids=ids,
+                error=outcome.error,
+                summary=f"failed; nothing in this part changed ({len(ids):,} jobs)",
+            )
+            outcome.entries.append(failed.id)
+            outcome.requested += len(ids)
+            break
+        outcome.requested += len(result.requested)
+        outcome.changed += len(result.changed)
+        outcome.skipped += len(result.skipped_locked)
+        outcome.missing += len(result.missing)
+        outcome.entries.append(entry.id)
+    return outcome
+
+
+def _describe(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:500]
+
+
+def _chunks(target: Target) -> Iterator[list[int]]:
+    if not target.is_filter:
+        for start in range(0, len(target.ids), CHUNK):
+            yield list(target.ids[start : start + CHUNK])
+        return
+    # Re-read the filter now: jobs may have completed or changed since the preview.
+    last, taken = 0, 0
+    while taken < _limit():
+        ids = list(
+            target_queryset(target)
+            .filter(id__gt=last)
+            .order_by("id")
+            .values_list("id", flat=True)[: min(CHUNK, _limit() - taken)]
+        )
+        if not ids:
+            return
+        yield ids
+        last, taken = ids[-1], taken + len(ids)
+
+
+def _apply(utils: WorkerUtils, request: ActionRequest, ids: list[int]) -> JobActionResult:
+    if request.kind is ActionKind.COMPLETE:
+        return utils.complete_jobs(ids)
+    if request.kind is ActionKind.FAIL:
+        return utils.permanently_fail_jobs(ids, request.reason or None)
+    return utils.reschedule_jobs(ids, options_for(request.kind, request.options))
+
+
+def _before_image(kind: ActionKind, ids: list[int]) -> dict[int, dict]:
+    """The rows as they are, read in the action's transaction: what an undo needs.
+
+    Completing deletes the payload, so it is kept; the other actions keep the payload in place.
+    """
+    jobs = _jobs().filter(id__in=ids).select_related("task")
+    if kind is not ActionKind.COMPLETE:
+        jobs = jobs.defer("payload")
+    images = {}
+    for job in jobs:
+        image = audit.job_image(job, with_payload=kind is ActionKind.COMPLETE)
+        images[job.id] = image
+    return images
+
+
+def _audit(request, actor, via, result: JobActionResult, batch: str, part: int, before: dict):
+    return audit.record(
+        actor=actor,
+        via=via,
+        action=request.kind.value,
+        outcome="done",
+        reason=request.reason,
+        parameters=request.parameters() | {"batch": batch, "part": part},
+        filter=request.target.describe().get("filter"),
+        requested_ids=result.requested,
+        changed_ids=result.changed_ids,
+        skipped_ids=result.skipped_locked,
+        missing_ids=result.missing,
+        summary=result.summary,
+        before_image=[before[i] for i in result.changed_ids if i in before],
+    )
+
+
+def record_rejection(*, actor, via: str, action: str, error: str, data: dict) -> None:
+    """Bad input changes nothing, but the attempt is part of the record."""
+    audit.record(
+        actor=actor,
+        via=via,
+        action=action or "unknown",
+        outcome="rejected",
+        parameters={k: (v if len(str(v)) < 500 else str(v)[:500] + "…") for k, v in data.items()},
+        error=error[:2000],
+        summary="rejected; nothing changed",
+    )
