@@ -209,6 +209,10 @@ def _four_hours_ago():
     return ExpressionWrapper(Now() - Value(timedelta(hours=4)), output_field=DateTimeField())
 
 
+def _jobs_word(n: int) -> str:
+    return f"{n:,} job" if n == 1 else f"{n:,} jobs"
+
+
 def _warnings(preview: Preview, jobs) -> list[str]:
     kind, n = preview.request.kind, preview.count - preview.locked
     warnings = []
@@ -224,11 +228,11 @@ def _warnings(preview: Preview, jobs) -> list[str]:
         )
     if kind is ActionKind.COMPLETE and n:
         warnings.append(
-            f"This deletes {n:,} jobs and their payloads; completed jobs leave no trace "
+            f"This deletes {_jobs_word(n)} and their payloads; completed jobs leave no trace "
             "(the audit log keeps a copy)."
         )
     if kind is ActionKind.FAIL and n:
-        warnings.append(f"{n:,} jobs will not run again unless someone retries them.")
+        warnings.append(f"{_jobs_word(n)} will not run again unless someone retries them.")
     if kind is ActionKind.RETRY:
         not_failed = jobs.exclude(attempts__gte=F("max_attempts")).count()
         if not_failed:
