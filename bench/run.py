@@ -28,11 +28,14 @@ import sys
 import time
 import warnings
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urljoin
+
+from psycopg.conninfo import make_conninfo
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the project (dashboard, worker_admin) when run as a script
@@ -333,14 +336,9 @@ def count_queries(probe: Probe) -> tuple[int, float]:
     from django.db import connections
     from django.test.utils import CaptureQueriesContext
 
-    captures = [CaptureQueriesContext(connection) for connection in connections.all()]
-    for capture in captures:
-        capture.__enter__()
-    try:
+    with ExitStack() as stack:
+        captures = [stack.enter_context(CaptureQueriesContext(c)) for c in connections.all()]
         probe.fetch()
-    finally:
-        for capture in captures:
-            capture.__exit__(None, None, None)
     queries = [query for capture in captures for query in capture.captured_queries]
     return len(queries), sum(float(query["time"]) for query in queries) * 1000
 
@@ -363,7 +361,7 @@ def machine_info() -> dict[str, Any]:
 
     settings = dict(
         worker_query(
-            "select name, setting || coalesce(unit, '') from pg_settings where name in "
+            "select name, current_setting(name) from pg_settings where name in "
             "('shared_buffers', 'work_mem', 'max_parallel_workers_per_gather', 'jit')"
         )
     )
@@ -470,6 +468,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="how many times to follow the jobs list's Older link for the deep page "
         "(%(default)s; the target of the 10M benchmark is 500)",
     )
+    parser.add_argument(
+        "--pg-options",
+        default="",
+        help="extra libpq `options` for the console's connection, to try a server setting "
+        'without touching the app, e.g. "-c jit=off"',
+    )
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     return parser.parse_args(argv)
 
@@ -484,7 +488,11 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(build_dataset.summary(report) + "\n")
     os.environ["GRAPHILE_WORKER_SCHEMA"] = args.schema
-    configure_django(build_dataset.scratch_conninfo(args.server_url, args.database))
+    database_url = build_dataset.scratch_conninfo(args.server_url, args.database)
+    if args.pg_options:
+        database_url = make_conninfo(database_url, options=args.pg_options)
+    configure_django(database_url)
+    code = code_version()  # now: Python modules are loaded once, later edits do not count
     quiet_repeated_logs()
     client = logged_in_client()
 
@@ -518,13 +526,14 @@ def main(argv: list[str] | None = None) -> int:
             "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "machine": {**machine, "load_average_at_end": list(os.getloadavg())},
             "dataset": dataset,
-            "code": code_version(),
+            "code": code,
             "settings": {
                 "runs": args.runs,
                 "warmups": args.warmups,
                 "deep_pages": args.deep_pages,
                 "read_statement_timeout_ms": settings.READ_STATEMENT_TIMEOUT_MS,
                 "conn_max_age": settings.DATABASES["default"]["CONN_MAX_AGE"],
+                "pg_options": args.pg_options,
             },
             "targets": asdict(targets),
             "pages": [m.as_json() for m in measurements],

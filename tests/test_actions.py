@@ -215,3 +215,38 @@ def test_action__read_only_forbids_even_a_superuser(client, django_user_model, j
 
 def test_action__get_is_not_allowed(operator_client):
     assert operator_client.get(URL).status_code == 405
+
+
+def _do(client, data: dict, url: str = URL):
+    preview = client.post(url, data)
+    return client.post(url, data | {"token": _token(preview)}, follow=True)
+
+
+def test_undo__reschedule_puts_the_old_values_back(operator_client, jobs):
+    job = jobs.scheduled(priority=2)
+    before = Job.objects.get(id=job.id)
+    form = {"action": "reschedule", "ids": [job.id], "has_options": "1", "priority": "8"}
+    _do(operator_client, form)
+    assert Job.objects.get(id=job.id).priority == 8
+    entry = AuditEntry.objects.get(action="reschedule")
+    done = _do(operator_client, {}, f"/audit/{entry.pk}/undo/")
+    assert any("restored 1 of 1" in m for m in _messages(done))
+    after = Job.objects.get(id=job.id)
+    assert (after.priority, after.run_at, after.attempts) == (2, before.run_at, before.attempts)
+    undo_entry = AuditEntry.objects.get(action="undo_reschedule")
+    assert undo_entry.undo_of_id == entry.pk
+    again = operator_client.post(f"/audit/{entry.pk}/undo/")
+    assert again.status_code == 400 and "already undone" in _text(again)
+
+
+def test_undo__complete_re_adds_a_new_job_from_the_saved_payload(operator_client, jobs):
+    job = jobs.add("send_email", {"to": "z@example.org"}, queue_name="emails", job_key="k9")
+    _do(operator_client, {"action": "complete", "ids": [job.id], "reason": "oops"})
+    assert not Job.objects.filter(id=job.id).exists()
+    entry = AuditEntry.objects.get(action="complete")
+    preview = operator_client.post(f"/audit/{entry.pk}/undo/")
+    assert "new job" in _text(preview)
+    _do(operator_client, {}, f"/audit/{entry.pk}/undo/")
+    readded = Job.objects.select_related("task", "job_queue").get(key="k9")
+    assert readded.id != job.id and readded.payload == {"to": "z@example.org"}
+    assert (readded.task.identifier, readded.job_queue.queue_name) == ("send_email", "emails")

@@ -201,7 +201,7 @@ def build_preview(request: ActionRequest, session) -> Preview:
     rows = list(jobs.with_state().select_related("task", "job_queue").order_by("id")[:PREVIEW_ROWS])
     preview = Preview(request, count, True, rows, locked, old_locks, missing)
     preview.warnings = _warnings(preview, jobs)
-    preview.token = _issue_token(request, session)
+    preview.token = issue_token(request.fingerprint(), session)
     return preview
 
 
@@ -246,14 +246,16 @@ def _warnings(preview: Preview, jobs) -> list[str]:
     return warnings
 
 
-def _issue_token(request: ActionRequest, session) -> str:
+def issue_token(fingerprint: str, session) -> str:
+    """A signed confirmation for what a preview showed, usable once (its nonce is in the
+    session until redeemed)."""
     nonce = secrets.token_hex(8)
     pending = session.get(SESSION_KEY, [])[-50:]  # a few open previews per user, not unbounded
     session[SESSION_KEY] = [*pending, nonce]
-    return signing.dumps({"f": request.fingerprint(), "n": nonce}, salt=TOKEN_SALT)
+    return signing.dumps({"f": fingerprint, "n": nonce}, salt=TOKEN_SALT)
 
 
-def redeem_token(token: str, request: ActionRequest, session) -> None:
+def redeem_token(token: str, fingerprint: str, session) -> None:
     """Check the confirmation matches its preview and has not been used; use it up."""
     try:
         data = signing.loads(token, salt=TOKEN_SALT, max_age=TOKEN_MAX_AGE)
@@ -261,7 +263,7 @@ def redeem_token(token: str, request: ActionRequest, session) -> None:
         raise PreviewExpired("This preview is more than 30 minutes old: preview again.") from None
     except signing.BadSignature:
         raise ActionRefused("This confirmation is not valid: preview the action again.") from None
-    if data.get("f") != request.fingerprint():
+    if data.get("f") != fingerprint:
         raise ActionRefused(
             "The action differs from what was previewed (a value was changed): preview again."
         )
@@ -364,7 +366,7 @@ def _before_image(kind: ActionKind, ids: list[int]) -> dict[int, dict]:
 
     Completing deletes the payload, so it is kept; the other actions keep the payload in place.
     """
-    jobs = _jobs().filter(id__in=ids).select_related("task")
+    jobs = _jobs().filter(id__in=ids).select_related("task", "job_queue")
     if kind is not ActionKind.COMPLETE:
         jobs = jobs.defer("payload")
     images = {}

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ObjectDoesNotExist
 from django.db import models
 
 
@@ -91,6 +92,15 @@ class AuditEntry(models.Model):
 BEFORE_IMAGE_LIMIT = 10_000  # rows; past this the entry says how many it left out
 
 
+def _queue_name(job) -> str | None:
+    if job.job_queue_id is None:
+        return None
+    try:
+        return job.job_queue.queue_name
+    except ObjectDoesNotExist:  # no foreign key in the schema: the queue row may be gone
+        return None
+
+
 def job_image(job, *, with_payload: bool = True) -> dict[str, Any]:
     """A job row as JSON: what undo needs (payload, schedule, attempts, key, flags)."""
     image = {
@@ -98,6 +108,7 @@ def job_image(job, *, with_payload: bool = True) -> dict[str, Any]:
         "task_identifier": getattr(job.task, "identifier", None) if job.task_id else None,
         "task_id": job.task_id,
         "job_queue_id": job.job_queue_id,
+        "queue_name": _queue_name(job),
         "priority": job.priority,
         "run_at": job.run_at.isoformat() if job.run_at else None,
         "attempts": job.attempts,

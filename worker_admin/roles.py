@@ -42,3 +42,17 @@ def role_of(user) -> str:
     if user.has_perm(ACT_ON_JOBS):
         return OPERATOR
     return VIEWER
+
+
+def ensure_groups() -> None:
+    """Create the role groups with their permissions if missing (migration 0003 does this
+    once; a database flushed afterwards, as transactional tests do, needs it again)."""
+    from django.contrib.auth.models import Group, Permission
+
+    for role, names in ROLE_PERMISSIONS.items():
+        group, _ = Group.objects.get_or_create(name=role)
+        for name in names:
+            app_label, codename = name.split(".")
+            group.permissions.add(
+                Permission.objects.get(content_type__app_label=app_label, codename=codename)
+            )

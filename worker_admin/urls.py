@@ -1,12 +1,24 @@
 from django.urls import path
 
-from worker_admin.views import actions, audit, catalog, failures, jobs, overview, placeholders
+from worker_admin.views import (
+    actions,
+    add,
+    audit,
+    catalog,
+    failures,
+    jobs,
+    overview,
+    placeholders,
+    undo,
+)
 
 app_name = "worker_admin"
 
 urlpatterns = [
     path("", overview.overview, name="overview"),
     path("jobs/", jobs.job_list, name="jobs"),
+    path("jobs/add/", add.add_job, name="add_job"),
+    path("jobs/add/batch/", add.add_batch, name="add_batch"),
     path("jobs/<int:job_id>/", jobs.job_detail, name="job_detail"),
     path("jobs/actions/", actions.job_action, name="job_action"),
     path("failures/", failures.failure_groups, name="failures"),
@@ -15,4 +27,5 @@ urlpatterns = [
     path("workers/", placeholders.coming, {"page": "workers"}, name="workers"),
     path("maintenance/", placeholders.coming, {"page": "maintenance"}, name="maintenance"),
     path("audit/", audit.audit_log, name="audit"),
+    path("audit/<int:entry_id>/undo/", undo.undo_entry, name="undo"),
 ]

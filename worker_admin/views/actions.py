@@ -121,7 +121,7 @@ def job_action(request):
             raise ActionRefused(
                 f"Give a reason to {info.verb} these jobs; it goes in the audit log."
             )
-        redeem_token(request.POST["token"], action_request, request.session)
+        redeem_token(request.POST["token"], action_request.fingerprint(), request.session)
     except ActionRefused as exc:
         record_rejection(
             actor=request.user,

@@ -17,6 +17,7 @@ from django.http import HttpResponse, StreamingHttpResponse
 from django.shortcuts import render
 
 from worker_admin.audit import AuditEntry
+from worker_admin.undo import undoable
 
 PAGE_SIZE = 50
 EXPORT_LIMIT = 100_000
@@ -86,7 +87,13 @@ def audit_log(request):
     page = list(entries.select_related("undo_of")[: PAGE_SIZE + 1])
     params = {k: v for k, v in request.GET.items() if k not in ("older_than", "format") and v}
     older = page[PAGE_SIZE - 1].id if len(page) > PAGE_SIZE else None
+    undone = set(
+        AuditEntry.objects.filter(
+            undo_of__in=[e.pk for e in page], outcome=AuditEntry.Outcome.DONE
+        ).values_list("undo_of_id", flat=True)
+    )
     context = {
+        "undoable_ids": {e.pk for e in page if undoable(e) and e.pk not in undone},
         "active": "audit",
         "title": "Audit",
         "form": form,
