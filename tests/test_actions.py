@@ -250,3 +250,28 @@ def test_undo__complete_re_adds_a_new_job_from_the_saved_payload(operator_client
     readded = Job.objects.select_related("task", "job_queue").get(key="k9")
     assert readded.id != job.id and readded.payload == {"to": "z@example.org"}
     assert (readded.task.identifier, readded.job_queue.queue_name) == ("send_email", "emails")
+
+
+def test_action__unknown_ids_are_refused_and_audited(operator_client, jobs):
+    response = operator_client.post(URL, {"action": "complete", "ids": ["987654321"]})
+    assert response.status_code == 400 and "None of the chosen jobs exists" in _text(response)
+    assert AuditEntry.objects.get().outcome == "rejected"
+
+
+def test_action__remove_by_key_deletes_or_detaches(operator_client, jobs):
+    free = jobs.ready(job_key="order:1")
+    held = jobs.set(
+        jobs.ready(job_key="order:2"),
+        locked_at="now() - interval '1 minute'",
+        locked_by="'graphile_worker_x'",
+    )
+    for job in (free, held):
+        done = _do(operator_client, {"action": "remove", "ids": [job.id], "reason": "cancelled"})
+        assert "Remove by key: changed 1 of 1." in _messages(done)
+    assert not Job.objects.filter(id=free.id).exists()
+    detached = Job.objects.get(id=held.id)
+    assert detached.key is None and detached.attempts == detached.max_attempts
+    assert AuditEntry.objects.filter(action="remove", outcome="done").count() == 2
+    keyless = jobs.ready()
+    refused = operator_client.post(URL, {"action": "remove", "ids": [keyless.id]})
+    assert refused.status_code == 400 and "one job that has a key" in _text(refused)

@@ -125,6 +125,15 @@ def test_jobs__default_sorts(console, jobs):
         late.id,
         soon.id,
     ]
+    urgent_late = jobs.set(jobs.add("t", priority=-5), run_at="now() - interval '1 minute'")
+    normal_early = jobs.set(jobs.add("t"), run_at="now() - interval '1 hour'")
+    normal_late = jobs.set(jobs.add("t"), run_at="now() - interval '2 minutes'")
+    # Ready jobs in the order workers take them: priority first, then run_at.
+    assert _ids(console.get(URL, {"state": "ready"})) == [
+        urgent_late.id,
+        normal_early.id,
+        normal_late.id,
+    ]
 
 
 def _walk(console, params, direction="older_url"):

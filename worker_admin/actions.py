@@ -51,6 +51,7 @@ class ActionKind(StrEnum):
     RESCHEDULE = "reschedule"
     COMPLETE = "complete"
     FAIL = "fail"
+    REMOVE = "remove"
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,13 @@ ACTIONS: dict[ActionKind, ActionInfo] = {
         True,
         "Deletes the jobs as if they had succeeded. Completed jobs leave no trace in the schema; "
         "the audit log keeps a copy of each deleted row.",
+    ),
+    ActionKind.REMOVE: ActionInfo(
+        "Remove by key",
+        "remove",
+        True,
+        "Calls remove_job with the job's key: an unlocked job is deleted; one a worker holds "
+        "keeps running but loses its key and will not be retried.",
     ),
     ActionKind.FAIL: ActionInfo(
         "Permanently fail",
@@ -196,6 +204,12 @@ def build_preview(request: ActionRequest, session) -> Preview:
         found = set(jobs.values_list("id", flat=True))
         missing = [i for i in request.target.ids if i not in found]
         count = len(found)
+        if not count:
+            raise ActionRefused(
+                "None of the chosen jobs exists (completed jobs are deleted): nothing to do."
+            )
+        if request.kind is ActionKind.REMOVE and not jobs.filter(key__isnull=False).exists():
+            raise ActionRefused("Remove by key works on one job that has a key.")
     locked = jobs.filter(young_lock).count()
     old_locks = jobs.filter(locked_at__lt=_four_hours_ago()).count()
     rows = list(jobs.with_state().select_related("task", "job_queue").order_by("id")[:PREVIEW_ROWS])
@@ -354,11 +368,28 @@ def _chunks(target: Target) -> Iterator[list[int]]:
 
 
 def _apply(utils: WorkerUtils, request: ActionRequest, ids: list[int]) -> JobActionResult:
+    if request.kind is ActionKind.REMOVE:
+        return _remove_by_key(utils, ids)
     if request.kind is ActionKind.COMPLETE:
         return utils.complete_jobs(ids)
     if request.kind is ActionKind.FAIL:
         return utils.permanently_fail_jobs(ids, request.reason or None)
     return utils.reschedule_jobs(ids, options_for(request.kind, request.options))
+
+
+def _remove_by_key(utils: WorkerUtils, ids: list[int]) -> JobActionResult:
+    """remove_job works on keys: look the key up, then report like the id-based actions."""
+    job = _jobs().filter(id__in=ids).only("id", "key").first()
+    if len(ids) != 1 or job is None or not job.key:
+        raise ActionRefused("Remove by key works on one job that has a key.")
+    result = utils.remove_job(job.key)
+    changed = [j for j in (result.removed, result.detached) if j is not None]
+    return JobActionResult(
+        requested=(job.id,),
+        changed=changed,
+        skipped_locked=(),
+        missing=() if changed else (job.id,),
+    )
 
 
 def _before_image(kind: ActionKind, ids: list[int]) -> dict[int, dict]:
@@ -367,11 +398,12 @@ def _before_image(kind: ActionKind, ids: list[int]) -> dict[int, dict]:
     Completing deletes the payload, so it is kept; the other actions keep the payload in place.
     """
     jobs = _jobs().filter(id__in=ids).select_related("task", "job_queue")
-    if kind is not ActionKind.COMPLETE:
+    keeps_payload = kind in (ActionKind.COMPLETE, ActionKind.REMOVE)
+    if not keeps_payload:
         jobs = jobs.defer("payload")
     images = {}
     for job in jobs:
-        image = audit.job_image(job, with_payload=kind is ActionKind.COMPLETE)
+        image = audit.job_image(job, with_payload=keeps_payload)
         images[job.id] = image
     return images
 

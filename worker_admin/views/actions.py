@@ -79,6 +79,8 @@ def _parse(request) -> ActionRequest:
         target = Target(filters=filters)
     else:
         target = Target(ids=_ids(request.POST.getlist("ids")))
+    if kind is ActionKind.REMOVE and (target.is_filter or len(target.ids) != 1):
+        raise ActionRefused("Remove by key works on one job at a time.")
     reason = request.POST.get("reason", "").strip()
     if len(reason) > REASON_MAX or "\x00" in reason:
         raise ActionRefused(f"The reason must be at most {REASON_MAX:,} characters of text.")
