@@ -310,3 +310,18 @@ def test_jobs__statement_timeout_says_narrow_the_filters(console, worker_schema)
     assert "This query took too long" in text and "Narrow the filters" in text
     assert "/jobs/?task=send_email" in text
     assert settings.READ_STATEMENT_TIMEOUT_MS > 300
+
+
+def test_jobs__unfiltered_tabs_on_a_large_table_are_estimates(console, utils, jobs, monkeypatch):
+    from worker_admin import stats
+
+    utils.add_raw_jobs([RawJobSpec("t", {"i": i}) for i in range(300)])
+    jobs.sql("ANALYZE graphile_worker._private_jobs")
+    monkeypatch.setattr(stats, "EXACT_ROW_LIMIT", 100)
+    monkeypatch.setattr(stats, "SAMPLE_ROWS", 150)
+    monkeypatch.setattr(stats, "SAMPLE_WINDOWS", 5)
+    tabs = {tab.key: tab.count for tab in console.get(URL).context["tabs"]}
+    assert tabs["ready"].kind == "estimate" and tabs["ready"].display.startswith("~")
+    assert 200 <= tabs["ready"].value <= 400
+    filtered = {t.key: t.count for t in console.get(URL, {"task": "t"}).context["tabs"]}
+    assert filtered["ready"] == CountValue(300, "exact")

@@ -36,7 +36,10 @@ class CountValue:
                 "Narrow the filters for an exact number."
             )
         if self.kind == "estimate":
-            return "Estimated from PostgreSQL's table statistics (updated by ANALYZE)."
+            return (
+                "An estimate: the table is large, so this comes from PostgreSQL's statistics or "
+                "an evenly spread sample of it rather than reading every row."
+            )
         return "Exact count."
 
 

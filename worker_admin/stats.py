@@ -133,6 +133,16 @@ def queue_stats(alias: str) -> QueueStats:
     )
 
 
+def sampled_state_counts(alias: str) -> StateCounts | None:
+    """Counts per state estimated from the id-window sample; None on a table small enough to
+    count exactly (then callers count for real)."""
+    jobs = Job.objects.using(alias)
+    sample, scale = _sample(jobs, alias)
+    if sample is None:
+        return None
+    return _counts(jobs.filter(sample).aggregate(**_state_aggregates()), scale)
+
+
 def _oldest_ready():
     return Min("run_at", filter=STATE_PREDICATES[JobState.READY])
 

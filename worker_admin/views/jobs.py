@@ -30,7 +30,7 @@ from worker_admin.filters import (
 )
 from worker_admin.models import Job
 from worker_admin.schema import capabilities
-from worker_admin.stats import database_now
+from worker_admin.stats import database_now, sampled_state_counts
 
 TAB_LABELS = {"all": "All", "retrying": "Retrying"} | {s: s.capitalize() for s in STATE_TABS[1:5]}
 LARGE_PAYLOAD_BYTES = 64 * 1024
@@ -59,10 +59,15 @@ def _jobs():
 def _tabs(filters: JobFilters) -> list[Tab]:
     narrowed = apply_filters(_jobs(), filters, with_state=False)
     unfiltered = not filters.active()
+    # Unfiltered on a large table: per-state estimates from the overview's sample, because an
+    # exact count of a rare state (locked) reads the whole table. Filtered: bounded counts.
+    estimates = sampled_state_counts(settings.WORKER_DATABASE) if unfiltered else None
     tabs = []
     for key in STATE_TABS:
         if key == "all" and unfiltered:
             count = total_count(_jobs(), settings.WORKER_DATABASE)
+        elif estimates is not None:
+            count = CountValue(getattr(estimates, key), "estimate")
         else:
             count = bounded_count(filter_state(narrowed, key))
         url = "?" + urlencode(filters.query(state=key, sort=None, cursor=None))
