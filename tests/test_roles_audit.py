@@ -118,3 +118,19 @@ def test_audit_page__exports_csv_and_json(client, db, member):
     assert json.loads(rows[0]["requested_ids"]) == [4, 5]
     data = json.loads(client.get("/audit/", {"format": "json"}).content)
     assert data[0]["action"] == "complete" and data[0]["changed_ids"] == [1, 2]
+
+
+def test_console_user_command__creates_and_changes_roles(db, django_user_model):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    out = StringIO()
+    call_command("console_user", "dana", "--role", "operator", stdout=out)
+    assert out.getvalue().startswith("Created dana as operator with password ")
+    dana = django_user_model.objects.get(username="dana")
+    assert can_act_on_jobs(dana) and not can_run_maintenance(dana) and not dana.is_staff
+    call_command("console_user", "dana", "--role", "admin", stdout=StringIO())
+    dana = django_user_model.objects.get(username="dana")
+    assert role_of(dana) == ADMIN and dana.is_staff
+    assert list(dana.groups.values_list("name", flat=True)) == ["admin"]

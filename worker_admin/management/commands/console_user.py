@@ -1,0 +1,38 @@
+"""`python3 manage.py console_user NAME --role viewer|operator|admin`: create a console login
+or change its role. Prints a generated password for a new user unless --password is given."""
+
+from __future__ import annotations
+
+import secrets
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.core.management.base import BaseCommand, CommandError
+
+from worker_admin.roles import ADMIN, OPERATOR, ROLE_PERMISSIONS, VIEWER, ensure_groups
+
+
+class Command(BaseCommand):
+    help = "Create a console user or set its role (viewer, operator, admin)."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("username")
+        parser.add_argument("--role", choices=[VIEWER, OPERATOR, ADMIN], required=True)
+        parser.add_argument("--password", help="Set this password (default: keep, or generate).")
+
+    def handle(self, *args, username: str, role: str, password: str | None, **options) -> None:
+        if not username.strip() or len(username) > 150:
+            raise CommandError("The user name must be 1 to 150 characters.")
+        ensure_groups()
+        user, created = get_user_model().objects.get_or_create(username=username)
+        if created or password:
+            password = password or secrets.token_urlsafe(12)
+            user.set_password(password)
+        # Admins manage users through Django's admin site, which needs is_staff.
+        user.is_staff = role == ADMIN
+        user.save()
+        user.groups.remove(*Group.objects.filter(name__in=list(ROLE_PERMISSIONS)))
+        user.groups.add(Group.objects.get(name=role))
+        verb = "Created" if created else "Updated"
+        shown = f" with password {password}" if created or options.get("password") else ""
+        self.stdout.write(f"{verb} {username} as {role}{shown}.")
