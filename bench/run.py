@@ -46,6 +46,13 @@ DEFAULT_OUTPUT = ROOT / "bench" / "results" / "latest.json"
 BENCH_USER = "bench"
 STALE_DATASET_HOURS = 1.0  # build_dataset keeps the state mix steady for an hour, then it drifts
 TABS = ["ready", "scheduled", "locked", "failed", "retrying"]
+# "Reschedule all jobs matching the filter to priority 3": the first POST, which previews.
+RESCHEDULE_PREVIEW = {
+    "action": "reschedule",
+    "scope": "filter",
+    "has_options": "1",
+    "priority": "3",
+}
 
 
 @dataclass(frozen=True)
@@ -122,13 +129,25 @@ def configure_django(database_url: str) -> None:
 
 
 def logged_in_client():
-    """Create the console's tables and a bench user, and return a logged-in test client."""
+    """Create the console's tables and a bench user, and return a logged-in test client.
+
+    The user is an operator (not a superuser): the role that may read the audit log, open the
+    add-job form and preview bulk actions, and the one whose permission checks a real operator's
+    requests pay for.
+    """
     from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group
     from django.core.management import call_command
     from django.test import Client
 
+    from worker_admin.roles import OPERATOR, ensure_groups
+
     call_command("migrate", verbosity=0, interactive=False)
+    ensure_groups()
     user, _ = get_user_model().objects.get_or_create(username=BENCH_USER)
+    user.is_superuser = user.is_staff = False
+    user.save(update_fields=["is_superuser", "is_staff"])
+    user.groups.set([Group.objects.get(name=OPERATOR)])
     # A 500 must come back as a response to report, not as an exception that ends the run.
     client = Client(raise_request_exception=False)
     client.force_login(user)
@@ -230,12 +249,26 @@ def page_probe(client, name: str, path: str, headers: dict[str, str] | None = No
     return Probe(name, path, fetch)
 
 
+def post_probe(client, name: str, path: str, data: dict[str, str]) -> Probe:
+    """A form POST, sent as the browser sends it (the test client skips the CSRF check)."""
+
+    def fetch() -> Outcome:
+        try:
+            response = client.post(path, data)
+        except Exception as exc:
+            return Outcome(type(exc).__name__)
+        rows = table_rows(response.content.decode(errors="replace"))
+        return Outcome(response.status_code, rows)
+
+    return Probe(name, f"POST {path}", fetch)
+
+
 def skipped_probe(name: str, reason: str) -> Probe:
     return Probe(name, "-", lambda: Outcome(f"skipped: {reason}"))
 
 
-def deep_page_path(client, clicks: int) -> str | None:
-    """Follow the jobs list's "Older" link `clicks` times from the first page; return its path.
+def deep_page_path(client, clicks: int, start: str = "/jobs/") -> str | None:
+    """Follow the jobs list's "Older" link `clicks` times from `start`; return its path.
 
     The link comes from the response context, which the test client only records in Django's
     test environment; that instrumentation is switched on for this walk only, so that the timed
@@ -245,7 +278,7 @@ def deep_page_path(client, clicks: int) -> str | None:
 
     setup_test_environment()
     try:
-        path: str | None = "/jobs/"
+        path: str | None = start
         for _ in range(clicks):
             response = client.get(path)
             path = older_path(response.context) if response.status_code == 200 else None
@@ -279,11 +312,15 @@ def console_probes(client, targets: Targets, deep_pages: int) -> list[Probe]:
         page_probe(client, "jobs: all", "/jobs/"),
         *(page_probe(client, f"jobs: {tab}", f"/jobs/?state={tab}") for tab in TABS),
     ]
-    deep = deep_page_path(client, deep_pages)
-    deep_name = f"jobs: {deep_pages} x Older (page {deep_pages + 1})"
-    probes.append(
-        page_probe(client, deep_name, deep) if deep else skipped_probe(deep_name, "no older page")
-    )
+    # The deep page of the default list (newest first) and of the ready tab (run order).
+    for label, start in (("jobs", "/jobs/"), ("jobs: ready", "/jobs/?state=ready")):
+        deep = deep_page_path(client, deep_pages, start)
+        deep_name = f"{label}: {deep_pages} x Older (page {deep_pages + 1})"
+        probes.append(
+            page_probe(client, deep_name, deep)
+            if deep
+            else skipped_probe(deep_name, "no older page")
+        )
     probes += [
         page_probe(client, f"jobs: hot task {targets.hot_task}", f"/jobs/?task={targets.hot_task}"),
         page_probe(
@@ -302,6 +339,24 @@ def console_probes(client, targets: Targets, deep_pages: int) -> list[Probe]:
     else:
         probes.append(skipped_probe("job detail (failed)", "no failed job"))
     probes += [page_probe(client, page, f"/{page}/") for page in ("failures", "queues", "tasks")]
+    probes += [
+        page_probe(client, "audit", "/audit/"),
+        page_probe(client, "add job (form)", "/jobs/add/"),
+        # A preview only reads (counts and the first rows) and issues a one-time token in the
+        # session; nothing changes until a second POST sends the token back.
+        post_probe(
+            client,
+            f"bulk reschedule preview: task {targets.hot_task}",
+            f"/jobs/actions/?task={targets.hot_task}",
+            RESCHEDULE_PREVIEW,
+        ),
+        post_probe(
+            client,
+            f"bulk reschedule preview: queue {targets.queue}",
+            f"/jobs/actions/?queue={targets.queue}",
+            RESCHEDULE_PREVIEW,
+        ),
+    ]
     return probes
 
 

@@ -718,7 +718,9 @@ def test_add_job__viewer_gets_403_and_nothing_is_written(console, operator):
         text = _text(response)
         assert "You cannot add jobs here" in text
         assert "Adding jobs needs the operator role" in text and "viewer role" in text
-    assert not _jobs() and not _audit()
+    assert not _jobs()
+    # Each refused POST is on the record as a rejected attempt; GETs are not.
+    assert [e.outcome for e in _audit()] == ["rejected"] * 4
 
 
 def test_add_job__read_only_forbids_even_a_superuser(client, django_user_model, settings, op):
@@ -731,7 +733,8 @@ def test_add_job__read_only_forbids_even_a_superuser(client, django_user_model, 
     for response in _every_request(client, hidden):
         assert response.status_code == 403
         assert "This console is read-only (READ_ONLY is set on the server)" in _text(response)
-    assert not _jobs() and not _audit()
+    assert not _jobs()
+    assert [e.outcome for e in _audit()] == ["rejected"] * 4
 
 
 def test_add_job__login_required(client, db):

@@ -39,6 +39,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_http_methods
 
 from worker_admin import audit
+from worker_admin.actions import record_rejection
 from worker_admin.forms import (
     BATCH_MAX_BYTES,
     BATCH_MAX_ITEMS,
@@ -99,6 +100,14 @@ def _forbidden(request) -> HttpResponse | None:
             f"Adding jobs needs the operator role. You are signed in as "
             f"{request.user.get_username()} with the {role_of(request.user)} role; ask an "
             "admin to add you to the operator group."
+        )
+    if request.method == "POST":  # a forged or stale form: refused, and on the record
+        record_rejection(
+            actor=request.user,
+            via="web",
+            action="add_jobs" if "batch" in request.path else "add_job",
+            error=f"forbidden: {reason}",
+            data={},
         )
     context = {"active": "jobs", "title": "Cannot add jobs", "forbidden": reason}
     return render(request, "worker_admin/add_job.html", context, status=403)
