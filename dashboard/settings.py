@@ -49,6 +49,8 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 12 * 1024 * 1024
 
 # The most jobs one "all matching this filter" action may change; it runs in chunks of 1,000.
 BULK_ACTION_LIMIT = env_int("BULK_ACTION_LIMIT", 50_000, minimum=1)
+# A long bulk action answers after about this many seconds with its progress, then continues.
+ACTION_STEP_SECONDS = env_int("ACTION_STEP_SECONDS", 5, minimum=1)
 
 APPLICATION_NAME = env_str("APPLICATION_NAME", "graphile-console")
 

@@ -275,3 +275,34 @@ def test_action__remove_by_key_deletes_or_detaches(operator_client, jobs):
     keyless = jobs.ready()
     refused = operator_client.post(URL, {"action": "remove", "ids": [keyless.id]})
     assert refused.status_code == 400 and "one job that has a key" in _text(refused)
+
+
+def test_action__long_bulk_action_shows_progress_and_continues(operator_client, utils, settings):
+    """A step budget of zero seconds stops after every chunk: the page shows progress, and
+    each continue does the next chunk until the action is done."""
+    from worker_admin import actions
+    from worker_admin.utils import RawJobSpec
+
+    settings.ACTION_STEP_SECONDS = 0
+    actions_chunk = actions.CHUNK
+    actions.CHUNK = 10
+    try:
+        utils.add_raw_jobs([RawJobSpec("bulk", {"i": i}) for i in range(25)])
+        form = {"action": "reschedule", "scope": "filter", "has_options": "1", "priority": "4"}
+        preview = operator_client.post(URL + "?task=bulk", form)
+        step = operator_client.post(URL + "?task=bulk", form | {"token": _token(preview)})
+        assert step.status_code == 200 and "in progress" in _text(step)
+        assert "So far: changed 10 of 10" in _text(step)
+        batch = re.search(r'name="batch" value="([^"]+)"', step.content.decode()).group(1)
+        step = operator_client.post(URL + "continue/", {"batch": batch})
+        assert "So far: changed 20 of 20" in _text(step)
+        done = operator_client.post(
+            URL + "continue/", {"batch": batch}, headers={"HX-Request": "true"}
+        )
+        assert done.status_code == 200 and done["HX-Redirect"] == "/jobs/?task=bulk"
+        assert set(Job.objects.values_list("priority", flat=True)) == {4}
+        assert AuditEntry.objects.filter(action="reschedule", outcome="done").count() == 3
+        again = operator_client.post(URL + "continue/", {"batch": batch})
+        assert again.status_code == 400 and "already finished" in _text(again)
+    finally:
+        actions.CHUNK = actions_chunk

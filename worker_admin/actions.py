@@ -13,10 +13,11 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -28,7 +29,7 @@ from django.db.models.functions import Now
 
 from worker_admin import audit
 from worker_admin.counting import bounded_count
-from worker_admin.filters import JobFilters, apply_filters
+from worker_admin.filters import JobFilters, apply_filters, parse_filters
 from worker_admin.models import Job
 from worker_admin.utils import (
     RUN_NOW,
@@ -289,10 +290,20 @@ def redeem_token(token: str, fingerprint: str, session) -> None:
 
 @dataclass
 class Outcome:
+    """Where a (possibly long) action stands: totals so far and where to resume.
+
+    `position` is how far the chunks got: the index into the ids for explicit targets, the last
+    id handled for filter targets (which are re-read from there on).
+    """
+
+    batch: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     requested: int = 0
     changed: int = 0
     skipped: int = 0
     missing: int = 0
+    parts: int = 0
+    position: int = 0
+    done: bool = False
     entries: list[int] = field(default_factory=list)
     error: str = ""
 
@@ -306,40 +317,65 @@ class Outcome:
         return "; ".join(parts)
 
 
-def execute(request: ActionRequest, *, actor, via: str = "web") -> Outcome:
-    """Do the action chunk by chunk; every chunk is one transaction with its own audit entry."""
+def execute(
+    request: ActionRequest,
+    *,
+    actor,
+    via: str = "web",
+    outcome: Outcome | None = None,
+    budget_seconds: float | None = None,
+) -> Outcome:
+    """Do the action chunk by chunk; every chunk is one transaction with its own audit entry.
+
+    With a time budget it stops between chunks once the budget is spent and returns an
+    unfinished Outcome; calling again with that Outcome resumes where it stopped (the console
+    shows progress that way instead of holding one request open for minutes).
+    """
     utils = WorkerUtils()
-    outcome = Outcome()
-    batch = uuid.uuid4().hex[:12]
-    for part, ids in enumerate(_chunks(request.target), start=1):
+    outcome = outcome or Outcome()
+    deadline = time.monotonic() + budget_seconds if budget_seconds is not None else None
+    steps = 0
+    for ids, position in _chunks(request.target, outcome):
+        # Stop between chunks once the budget is spent, but only when there is more to do.
+        if steps and deadline is not None and time.monotonic() > deadline:
+            return outcome
+        steps += 1
+        outcome.parts += 1
         try:
             with transaction.atomic(using=utils.alias), transaction.atomic(using="default"):
                 before = _before_image(request.kind, ids)
                 result = _apply(utils, request, ids)
-                entry = _audit(request, actor, via, result, batch, part, before)
+                entry = _audit(request, actor, via, result, outcome, before)
         except Exception as exc:  # recorded, then reported; earlier chunks stay done
-            outcome.error = _describe(exc)
-            failed = audit.record(
-                actor=actor,
-                via=via,
-                action=request.kind.value,
-                outcome="failed",
-                reason=request.reason,
-                parameters=request.parameters() | {"batch": batch, "part": part},
-                filter=request.target.describe().get("filter"),
-                requested_ids=ids,
-                error=outcome.error,
-                summary=f"failed; nothing in this part changed ({len(ids):,} jobs)",
-            )
-            outcome.entries.append(failed.id)
-            outcome.requested += len(ids)
-            break
+            _record_failure(request, actor, via, outcome, ids, exc)
+            outcome.done = True
+            return outcome
         outcome.requested += len(result.requested)
         outcome.changed += len(result.changed)
         outcome.skipped += len(result.skipped_locked)
         outcome.missing += len(result.missing)
         outcome.entries.append(entry.id)
+        outcome.position = position
+    outcome.done = True
     return outcome
+
+
+def _record_failure(request, actor, via, outcome: Outcome, ids: list[int], exc: Exception):
+    outcome.error = _describe(exc)
+    failed = audit.record(
+        actor=actor,
+        via=via,
+        action=request.kind.value,
+        outcome="failed",
+        reason=request.reason,
+        parameters=request.parameters() | {"batch": outcome.batch, "part": outcome.parts},
+        filter=request.target.describe().get("filter"),
+        requested_ids=ids,
+        error=outcome.error,
+        summary=f"failed; nothing in this part changed ({len(ids):,} jobs)",
+    )
+    outcome.entries.append(failed.id)
+    outcome.requested += len(ids)
 
 
 def _describe(exc: Exception) -> str:
@@ -347,13 +383,14 @@ def _describe(exc: Exception) -> str:
     return text[:500]
 
 
-def _chunks(target: Target) -> Iterator[list[int]]:
+def _chunks(target: Target, outcome: Outcome) -> Iterator[tuple[list[int], int]]:
+    """(ids, position after them), from where the outcome stopped."""
     if not target.is_filter:
-        for start in range(0, len(target.ids), CHUNK):
-            yield list(target.ids[start : start + CHUNK])
+        for start in range(outcome.position, len(target.ids), CHUNK):
+            yield list(target.ids[start : start + CHUNK]), start + CHUNK
         return
     # Re-read the filter now: jobs may have completed or changed since the preview.
-    last, taken = 0, 0
+    last, taken = outcome.position, outcome.requested
     while taken < _limit():
         ids = list(
             target_queryset(target)
@@ -363,7 +400,7 @@ def _chunks(target: Target) -> Iterator[list[int]]:
         )
         if not ids:
             return
-        yield ids
+        yield ids, ids[-1]
         last, taken = ids[-1], taken + len(ids)
 
 
@@ -408,14 +445,14 @@ def _before_image(kind: ActionKind, ids: list[int]) -> dict[int, dict]:
     return images
 
 
-def _audit(request, actor, via, result: JobActionResult, batch: str, part: int, before: dict):
+def _audit(request, actor, via, result: JobActionResult, outcome: Outcome, before: dict):
     return audit.record(
         actor=actor,
         via=via,
         action=request.kind.value,
         outcome="done",
         reason=request.reason,
-        parameters=request.parameters() | {"batch": batch, "part": part},
+        parameters=request.parameters() | {"batch": outcome.batch, "part": outcome.parts},
         filter=request.target.describe().get("filter"),
         requested_ids=result.requested,
         changed_ids=result.changed_ids,
@@ -437,3 +474,53 @@ def record_rejection(*, actor, via: str, action: str, error: str, data: dict) ->
         error=error[:2000],
         summary="rejected; nothing changed",
     )
+
+
+# -- resumable state, kept in the session between progress steps ------------------------------
+
+PROGRESS_KEY = "worker_admin_action_progress"
+
+
+def save_progress(session, request: ActionRequest, outcome: Outcome) -> None:
+    options = request.parameters()
+    state = {
+        "kind": request.kind.value,
+        "ids": list(request.target.ids),
+        "filter": request.target.describe().get("filter"),
+        "reason": request.reason,
+        "options": options if request.options is not None else None,
+        "outcome": {k: v for k, v in outcome.__dict__.items()},
+    }
+    progress = session.get(PROGRESS_KEY, {})
+    progress[outcome.batch] = state
+    session[PROGRESS_KEY] = dict(list(progress.items())[-5:])
+
+
+def load_progress(session, batch: str) -> tuple[ActionRequest, Outcome]:
+    state = session.get(PROGRESS_KEY, {}).get(batch)
+    if state is None:
+        raise ActionRefused("This action already finished (or its progress has expired).")
+    options = None
+    if state["options"] is not None:
+        raw = state["options"]
+        run_at = raw.get("run_at")
+        options = RescheduleJobOptions(
+            run_at=RUN_NOW if run_at == "now" else (_parse_time(run_at) if run_at else None),
+            priority=raw.get("priority"),
+            attempts=raw.get("attempts"),
+            max_attempts=raw.get("max_attempts"),
+        )
+    filters = parse_filters(state["filter"]) if state["filter"] is not None else None
+    target = Target(ids=tuple(state["ids"]), filters=filters)
+    request = ActionRequest(ActionKind(state["kind"]), target, state["reason"], options)
+    return request, Outcome(**state["outcome"])
+
+
+def forget_progress(session, batch: str) -> None:
+    progress = session.get(PROGRESS_KEY, {})
+    progress.pop(batch, None)
+    session[PROGRESS_KEY] = progress
+
+
+def _parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text)

@@ -21,6 +21,7 @@ urlpatterns = [
     path("jobs/add/batch/", add.add_batch, name="add_batch"),
     path("jobs/<int:job_id>/", jobs.job_detail, name="job_detail"),
     path("jobs/actions/", actions.job_action, name="job_action"),
+    path("jobs/actions/continue/", actions.continue_action, name="continue_action"),
     path("failures/", failures.failure_groups, name="failures"),
     path("queues/", catalog.queue_list, name="queues"),
     path("tasks/", catalog.task_list, name="tasks"),

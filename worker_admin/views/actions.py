@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
+from django.conf import settings
 from django.contrib import messages
 from django.http import HttpResponseNotAllowed
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django_htmx.http import HttpResponseClientRedirect
 
 from worker_admin.actions import (
     ACTIONS,
@@ -22,8 +24,11 @@ from worker_admin.actions import (
     Target,
     build_preview,
     execute,
+    forget_progress,
+    load_progress,
     record_rejection,
     redeem_token,
+    save_progress,
 )
 from worker_admin.filters import parse_filters
 from worker_admin.forms_actions import RescheduleForm
@@ -34,8 +39,6 @@ REASON_MAX = 2_000
 
 
 def _forbidden(request, action: str):
-    from django.conf import settings
-
     why = (
         "The console is in read-only mode: nothing can be changed from it."
         if settings.READ_ONLY
@@ -97,7 +100,8 @@ def _back(action_request: ActionRequest, request) -> str:
     ids = action_request.target.ids
     if not action_request.target.is_filter and len(ids) == 1:
         return reverse("worker_admin:job_detail", args=[ids[0]])
-    query = urlencode(parse_filters(request.GET).query(cursor=None))
+    filters = action_request.target.filters or parse_filters(request.GET)
+    query = urlencode(filters.query(cursor=None))
     return reverse("worker_admin:jobs") + (f"?{query}" if query else "")
 
 
@@ -140,7 +144,52 @@ def job_action(request):
             {"title": "Nothing was changed", "message": str(exc)},
             status=400,
         )
-    outcome = execute(action_request, actor=request.user)
+    outcome = execute(
+        action_request, actor=request.user, budget_seconds=settings.ACTION_STEP_SECONDS
+    )
+    return _after_step(request, action_request, outcome)
+
+
+def continue_action(request):
+    """The next step of a long bulk action (posted by the progress page, or its button)."""
+    if request.method != "POST":
+        return HttpResponseNotAllowed(["POST"])
+    if not can_act_on_jobs(request.user):
+        return _forbidden(request, "continue")
+    batch = request.POST.get("batch", "")[:40]
+    try:
+        action_request, outcome = load_progress(request.session, batch)
+    except ActionRefused as exc:
+        return render(
+            request,
+            "worker_admin/error.html",
+            {"title": "Nothing to continue", "message": str(exc)},
+            status=400,
+        )
+    outcome = execute(
+        action_request,
+        actor=request.user,
+        outcome=outcome,
+        budget_seconds=settings.ACTION_STEP_SECONDS,
+    )
+    return _after_step(request, action_request, outcome)
+
+
+def _after_step(request, action_request: ActionRequest, outcome):
+    if not outcome.done:
+        save_progress(request.session, action_request, outcome)
+        context = {
+            "active": "jobs",
+            "title": f"{ACTIONS[action_request.kind].label}: in progress",
+            "info": ACTIONS[action_request.kind],
+            "outcome": outcome,
+            "total": None if action_request.target.is_filter else len(action_request.target.ids),
+        }
+        template = "worker_admin/action_progress.html"
+        if request.htmx:
+            template += "#action-progress"
+        return render(request, template, context)
+    forget_progress(request.session, outcome.batch)
     text = f"{ACTIONS[action_request.kind].label}: {outcome.summary}."
     if outcome.error:
         messages.error(request, f"{text} Stopped by an error: {outcome.error}")
@@ -148,7 +197,10 @@ def job_action(request):
         messages.warning(request, text)
     else:
         messages.success(request, text)
-    return redirect(_back(action_request, request))
+    back = _back(action_request, request)
+    if request.htmx:  # the progress page polls with htmx: send the browser on
+        return HttpResponseClientRedirect(back)
+    return redirect(back)
 
 
 def _render_preview(request, action_request: ActionRequest, preview):
