@@ -334,12 +334,10 @@ def execute(
     utils = WorkerUtils()
     outcome = outcome or Outcome()
     deadline = time.monotonic() + budget_seconds if budget_seconds is not None else None
-    steps = 0
-    for ids, position in _chunks(request.target, outcome):
+    for step, (ids, position) in enumerate(_chunks(request.target, outcome)):
         # Stop between chunks once the budget is spent, but only when there is more to do.
-        if steps and deadline is not None and time.monotonic() > deadline:
+        if step and deadline is not None and time.monotonic() > deadline:
             return outcome
-        steps += 1
         outcome.parts += 1
         try:
             with transaction.atomic(using=utils.alias), transaction.atomic(using="default"):
