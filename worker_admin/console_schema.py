@@ -10,13 +10,11 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import connections
 
+from worker_admin.installer import quote_schema
+
 
 def ensure_console_schema(using: str = "default", **_kwargs) -> None:
     if using != "default":
         return
     with connections[using].cursor() as cursor:
-        cursor.execute(f"CREATE SCHEMA IF NOT EXISTS {_quote(settings.CONSOLE_SCHEMA)}")
-
-
-def _quote(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'
+        cursor.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_schema(settings.CONSOLE_SCHEMA)}")

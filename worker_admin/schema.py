@@ -13,17 +13,9 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.db import connections
 
-from worker_admin.installer import Flavour, detect_flavour, quote_schema
+from worker_admin.installer import RECOVERY_FUNCTIONS, Flavour, detect_flavour, quote_schema
 
 CACHE_SECONDS = 30.0
-RECOVERY_FUNCTIONS = (
-    "worker_heartbeat",
-    "worker_deregister",
-    "list_stale_workers",
-    "list_orphan_locked_workers",
-    "recover_dead_worker_jobs",
-    "delete_stale_workers",
-)
 
 
 @dataclass(frozen=True)
