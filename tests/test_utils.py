@@ -152,3 +152,22 @@ def test_list_active_workers__ages_and_staleness(utils, jobs, worker_schema):
     assert workers["w2"].is_stale
     assert timedelta(minutes=6) <= workers["w2"].heartbeat_age < timedelta(minutes=7)
     assert not utils.list_active_workers(timedelta(minutes=10))[1].is_stale
+
+
+def test_add_raw_job__unsafe_dedupe_returns_a_running_job_unchanged(utils, jobs):
+    running = jobs.locked(by="graphile_worker_busy", job_key="dedupe-me")
+    again = utils.add_raw_job(
+        "send_email", {"v": 2}, JobSpec(job_key="dedupe-me", job_key_mode=JobKeyMode.UNSAFE_DEDUPE)
+    )
+    assert again.id == running.id
+    assert (again.locked_by, again.payload) == ("graphile_worker_busy", running.payload)
+    assert again.revision == running.revision + 1  # only the revision moves
+    assert Job.objects.filter(key="dedupe-me").count() == 1
+
+
+def test_add_raw_job__replace_on_a_running_job_makes_a_new_one(utils, jobs):
+    running = jobs.locked(by="graphile_worker_busy", job_key="replace-me")
+    new = utils.add_raw_job("send_email", {"v": 2}, JobSpec(job_key="replace-me"))
+    assert new.id != running.id and new.payload == {"v": 2}
+    old = Job.objects.get(id=running.id)
+    assert old.key is None and old.locked_by == "graphile_worker_busy"
