@@ -10,6 +10,7 @@ from worker_admin.views import (
     overview,
     placeholders,
     undo,
+    workers,
 )
 
 app_name = "worker_admin"
@@ -25,7 +26,7 @@ urlpatterns = [
     path("failures/", failures.failure_groups, name="failures"),
     path("queues/", catalog.queue_list, name="queues"),
     path("tasks/", catalog.task_list, name="tasks"),
-    path("workers/", placeholders.coming, {"page": "workers"}, name="workers"),
+    path("workers/", workers.workers, name="workers"),
     path("maintenance/", placeholders.coming, {"page": "maintenance"}, name="maintenance"),
     path("audit/", audit.audit_log, name="audit"),
     path("audit/<int:entry_id>/undo/", undo.undo_entry, name="undo"),

@@ -12,7 +12,6 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from datetime import timedelta
 
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
@@ -61,8 +60,13 @@ class Command(BaseCommand):
         existing = Job.objects.using(utils.alias).exists()
         if existing and not options["seed_anyway"]:
             self.stdout.write("The queue already holds jobs; not adding demo data (--seed-anyway).")
-            registered = Worker.objects.using(utils.alias).filter(id__startswith="graphile_worker_")
-            return [w.id for w in registered.healthy(timedelta(minutes=5))]
+            # Resume the demo fleet: the longest-silent worker keeps playing the crashed one.
+            registered = (
+                Worker.objects.using(utils.alias)
+                .filter(id__startswith="graphile_worker_")
+                .order_by("last_heartbeat_at")
+            )
+            return [w.id for w in registered][1:]
         if options["jobs"] < 1 or options["jobs"] > 200_000:
             raise CommandError("--jobs must be between 1 and 200000.")
         seeded = seed_demo(utils, jobs=options["jobs"])
@@ -81,6 +85,8 @@ class Command(BaseCommand):
         return password
 
     def _start_heartbeats(self, utils: WorkerUtils, workers: list[str]) -> None:
+        keep_heartbeating(utils.alias, utils.schema, workers)  # at once, then every 20 s
+
         def beat() -> None:
             while True:
                 time.sleep(HEARTBEAT_SECONDS)

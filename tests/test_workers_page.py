@@ -1,0 +1,78 @@
+"""Workers page: registered workers with health, and every lock holder with its kind."""
+
+import html
+import re
+
+from worker_admin.fleet import holder_kind
+
+
+def _text(response) -> str:
+    return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", response.content.decode())))
+
+
+def _register(jobs, worker_id: str, age: str, schema: str = "graphile_worker") -> None:
+    jobs.sql(
+        f"SELECT {schema}.worker_heartbeat(%s, json_build_object('pid', 42, 'hostname', 'h1'))",
+        [worker_id],
+    )
+    jobs.sql(
+        f"UPDATE {schema}._private_workers SET last_heartbeat_at = now() - %s::interval "
+        "WHERE id = %s",
+        [age, worker_id],
+    )
+
+
+def test_holder_kind__from_the_id_format():
+    assert [
+        holder_kind(i)
+        for i in ("graphile_worker_ab12", "pool-9f", "otpool-1a", "worker-3c", "my-worker")
+    ] == ["Rust worker", "Node pool", "Node pool", "Node worker", "unknown"]
+
+
+def test_workers__registered_health_and_lock_holders(console, jobs):
+    _register(jobs, "graphile_worker_aa", "10 seconds")
+    _register(jobs, "graphile_worker_bb", "12 minutes")
+    jobs.locked(by="graphile_worker_aa", age="2 minutes")
+    jobs.locked(by="graphile_worker_bb", age="20 minutes")
+    jobs.locked(by="graphile_worker_cc", age="6 hours")  # never registered: an orphan
+    jobs.locked(by="pool-7f3a", age="3 minutes")
+    response = console.get("/workers/")
+    fleet = response.context["fleet"]
+    assert [(w.id, w.stale, w.jobs_held, w.pid, w.host) for w in fleet.workers] == [
+        ("graphile_worker_aa", False, 1, 42, "h1"),
+        ("graphile_worker_bb", True, 1, 42, "h1"),
+    ]
+    assert [(h.id, h.kind, h.registered, h.stale, h.past_four_hours) for h in fleet.holders] == [
+        ("graphile_worker_cc", "Rust worker", False, None, True),
+        ("graphile_worker_bb", "Rust worker", True, True, False),
+        ("pool-7f3a", "Node pool", False, None, False),
+        ("graphile_worker_aa", "Rust worker", True, False, False),
+    ]
+    text = _text(response)
+    assert "1 stale" in text and "past the 4-hour mark" in text and "no (Node)" in text
+
+
+def test_workers__threshold_changes_staleness(console, jobs):
+    _register(jobs, "graphile_worker_aa", "7 minutes")
+    assert console.get("/workers/").context["fleet"].workers[0].stale
+    assert not console.get("/workers/", {"threshold": "10"}).context["fleet"].workers[0].stale
+    bad = console.get("/workers/", {"threshold": "<script>"})
+    assert bad.status_code == 200 and "Ignored the threshold" in _text(bad)
+    assert "<script>" not in bad.content.decode()
+
+
+def test_workers__without_recovery_extension_shows_lock_holders_only(console, jobs, settings):
+    from worker_admin.utils import WorkerUtils
+
+    WorkerUtils(schema="gw_node_fleet").migrate(recovery=False)
+    settings.GRAPHILE_WORKER_SCHEMA = "gw_node_fleet"
+    response = console.get("/workers/")
+    assert response.context["fleet"].workers is None
+    assert "worker-recovery extension" in _text(response)
+
+
+def test_workers__empty_and_htmx_fragment(console, db):
+    response = console.get("/workers/", headers={"HX-Request": "true"})
+    body = response.content.decode()
+    assert body.lstrip().startswith('<div id="workers-body"')
+    assert "nothing is running right now" in _text(response)

@@ -1,0 +1,41 @@
+"""Workers: registered heartbeating workers, stale ones, and every lock holder."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.shortcuts import render
+
+from worker_admin.fleet import fleet
+from worker_admin.schema import capabilities
+
+THRESHOLDS = [1, 2, 5, 10, 15, 30, 60]  # minutes
+DEFAULT_THRESHOLD = 5
+
+
+def workers(request):
+    caps = capabilities()
+    raw = request.GET.get("threshold", "")
+    minutes, problem = DEFAULT_THRESHOLD, None
+    if raw.isdigit() and len(raw) < 4 and int(raw) in THRESHOLDS:
+        minutes = int(raw)
+    elif raw:
+        problem = f"Ignored the threshold “{raw[:20]}”: choose one of the listed values."
+    context = {
+        "active": "workers",
+        "title": "Workers",
+        "thresholds": THRESHOLDS,
+        "minutes": minutes,
+        "problem": problem,
+    }
+    if caps.usable:
+        context["fleet"] = fleet(
+            settings.WORKER_DATABASE,
+            timedelta(minutes=minutes),
+            has_workers_table=caps.has_workers_table,
+        )
+    template = "worker_admin/workers.html"
+    if request.htmx:
+        template += "#workers-body"
+    return render(request, template, context)
