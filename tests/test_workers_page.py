@@ -76,3 +76,42 @@ def test_workers__empty_and_htmx_fragment(console, db):
     body = response.content.decode()
     assert body.lstrip().startswith('<div id="workers-body"')
     assert "nothing is running right now" in _text(response)
+
+
+def test_maintenance__shows_schema_and_migrations(console, db):
+    response = console.get("/maintenance/")
+    text = _text(response)
+    assert response.status_code == 200
+    assert "rust-recovery" in text and "Installed: _private_workers" in text
+    assert [m.id for m in response.context["migrations"]][:2] == [20, 19]
+
+
+def test_maintenance__admin_adds_recovery_with_preview_and_audit(client, db, settings):
+    from django.contrib.auth.models import Group, User
+
+    from worker_admin.audit import AuditEntry
+    from worker_admin.schema import clear_capabilities_cache
+    from worker_admin.utils import WorkerUtils
+
+    WorkerUtils(schema="gw_node_maint").migrate(recovery=False)
+    settings.GRAPHILE_WORKER_SCHEMA = "gw_node_maint"
+    clear_capabilities_cache()
+    operator = User.objects.create_user("op2", password="pw-123456789")
+    operator.groups.add(Group.objects.get(name="operator"))
+    client.force_login(operator)
+    assert "Add the recovery objects" not in client.get("/maintenance/").content.decode()
+    assert client.post("/maintenance/add-recovery/").status_code == 403
+
+    admin = User.objects.create_user("adm", password="pw-123456789")
+    admin.groups.add(Group.objects.get(name="admin"))
+    client.force_login(admin)
+    preview = client.post("/maintenance/add-recovery/")
+    assert "list_stale_workers" in preview.content.decode()
+    token = re.search(r'name="token" value="([^"]+)"', preview.content.decode()).group(1)
+    client.post("/maintenance/add-recovery/", {"token": token, "reason": "enable sweeps"})
+    clear_capabilities_cache()
+    from worker_admin.schema import capabilities
+
+    assert capabilities().has_recovery
+    entry = AuditEntry.objects.get(action="add_recovery", outcome="done")
+    assert entry.reason == "enable sweeps" and entry.actor_name == "adm"

@@ -7,8 +7,8 @@ from worker_admin.views import (
     catalog,
     failures,
     jobs,
+    maintenance,
     overview,
-    placeholders,
     undo,
     workers,
 )
@@ -27,7 +27,8 @@ urlpatterns = [
     path("queues/", catalog.queue_list, name="queues"),
     path("tasks/", catalog.task_list, name="tasks"),
     path("workers/", workers.workers, name="workers"),
-    path("maintenance/", placeholders.coming, {"page": "maintenance"}, name="maintenance"),
+    path("maintenance/", maintenance.maintenance, name="maintenance"),
+    path("maintenance/add-recovery/", maintenance.add_recovery, name="add_recovery"),
     path("audit/", audit.audit_log, name="audit"),
     path("audit/<int:entry_id>/undo/", undo.undo_entry, name="undo"),
 ]

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import Enum, StrEnum
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from django.conf import settings
 from django.db import connections, transaction
@@ -30,6 +30,15 @@ from django.db import connections, transaction
 from worker_admin import installer
 from worker_admin.models import Job, Worker
 from worker_admin.schema import Capabilities, capabilities, clear_capabilities_cache
+
+if TYPE_CHECKING:
+    from worker_admin.recovery import (
+        CleanupPreview,
+        CleanupResult,
+        CleanupTask,
+        SweepStaleWorkersOptions,
+        SweepStaleWorkersResult,
+    )
 
 ANALYZE_AFTER_JOBS = 10_000
 SMALLINT_MAX = 32_767
@@ -646,6 +655,37 @@ class WorkerUtils:
             cursor.execute(f"SELECT {self._qschema}.force_unlock_workers(%s::text[])", [holders])
         return ForceUnlockResult(jobs_unlocked=jobs, queues_unlocked=queues)
 
+    # -- sweep and cleanup (worker_admin.recovery) ----------------------------------------
+
+    def sweep_stale_workers(
+        self, options: SweepStaleWorkersOptions | None = None
+    ) -> SweepStaleWorkersResult:
+        """Recover the jobs of dead workers and forget them, in one transaction under the Rust
+        sweepers' advisory lock; Node-looking orphan lock holders are left alone unless asked."""
+        from worker_admin import recovery
+
+        return recovery.sweep_stale_workers(self.alias, self.schema, options)
+
+    def cleanup(
+        self,
+        tasks: Sequence[CleanupTask | str] = (),
+        keep_task_identifiers: Sequence[str] = (),
+    ) -> CleanupResult:
+        """Run the cleanup tasks (none = all three) in one transaction."""
+        from worker_admin import recovery
+
+        return recovery.cleanup(self.alias, self.schema, tasks, keep_task_identifiers)
+
+    def preview_cleanup(
+        self,
+        tasks: Sequence[CleanupTask | str] = (),
+        keep_task_identifiers: Sequence[str] = (),
+    ) -> CleanupPreview:
+        """What `cleanup` with the same arguments would delete now; changes nothing."""
+        from worker_admin import recovery
+
+        return recovery.preview_cleanup(self.alias, self.schema, tasks, keep_task_identifiers)
+
     # -- plumbing -------------------------------------------------------------------------
 
     def _require_usable_schema(self) -> Capabilities:
@@ -675,3 +715,25 @@ def _json_columns(names: list[str], row: Sequence[Any]) -> list[Any]:
     if isinstance(values[index], str):
         values[index] = json.loads(values[index])
     return values
+
+
+# Re-exported lazily: worker_admin.recovery imports this module, so importing it here at load
+# time would be circular.
+_RECOVERY_EXPORTS = frozenset(
+    {
+        "CleanupPreview",
+        "CleanupResult",
+        "CleanupTask",
+        "RecoverableJob",
+        "SweepStaleWorkersOptions",
+        "SweepStaleWorkersResult",
+    }
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _RECOVERY_EXPORTS:
+        from worker_admin import recovery
+
+        return getattr(recovery, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

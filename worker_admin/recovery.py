@@ -1,0 +1,425 @@
+"""The stale-worker sweep and the cleanup tasks: the two WorkerUtils operations that are not one
+schema function but a few statements in one transaction (GRAPHILE_WORKER.md §5 and §6).
+
+The sweep mirrors the Rust `sweep_stale_workers`: the same advisory lock key, so the console never
+races a Rust sweeper, and the same "dead" rule (stale registered workers, three times the threshold
+for one holding an `infrastructure_resilient` job, plus orphan lock holders). One difference on
+purpose: in a mixed fleet, Node workers never register, so every Node lock older than the threshold
+looks orphaned and the Rust sweep would re-queue a job that may still be running. Orphan lock
+holders whose ids look like Node's (`worker-<hex>`, `pool-<hex>`, `otpool-<hex>`) are therefore
+left out unless `include_node_lock_holders=True`, and reported in `excluded` with the reason.
+
+The cleanups follow Node's semantics, which are correct where Rust's are not: GcJobQueues deletes
+unlocked queues that no job references with NOT EXISTS (Rust's NOT IN over the nullable
+job_queue_id deletes nothing as soon as one job has no queue).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from django.db import connections, transaction
+
+from worker_admin.installer import quote_schema
+from worker_admin.models import Job
+from worker_admin.schema import Capabilities, capabilities
+from worker_admin.utils import (
+    FeatureUnavailable,
+    InvalidJobAction,
+    _check_text,
+    _json_columns,
+    _list_argument,
+)
+
+# The key pair Rust's sweeper takes with pg_try_advisory_xact_lock ("GWRS", "SWEP").
+SWEEP_LOCK_KEY = (1196905043, 1398228304)
+RESILIENT_FLAG = "infrastructure_resilient"
+RESILIENT_FACTOR = 3
+# Node worker ids: `worker-<hex>` (≤ 0.16, one per worker), `pool-<hex>`/`otpool-<hex>` (≥ 0.17).
+NODE_WORKER_ID = re.compile(r"^(?:worker|pool|otpool)-[0-9a-f]+$", re.IGNORECASE)
+GC_TASK_IDENTIFIERS_WARNING = (
+    "Running workers cache task ids: deleting a task identifier they handle can keep them from "
+    "finding new jobs for it until they restart. List those identifiers in "
+    "keep_task_identifiers."
+)
+
+
+# -- sweep ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SweepStaleWorkersOptions:
+    sweep_threshold: timedelta = timedelta(minutes=5)
+    recovery_delay: timedelta = timedelta(seconds=30)
+    dry_run: bool = False
+    # Our mixed-fleet safety: orphan lock holders with Node-looking ids are skipped unless True.
+    include_node_lock_holders: bool = False
+
+    def validate(self) -> None:
+        if not isinstance(self.sweep_threshold, timedelta) or self.sweep_threshold <= timedelta(0):
+            raise InvalidJobAction("sweep_threshold must be a positive duration (a timedelta).")
+        if not isinstance(self.recovery_delay, timedelta) or self.recovery_delay < timedelta(0):
+            raise InvalidJobAction("recovery_delay must be a duration of zero or more.")
+        for name in ("dry_run", "include_node_lock_holders"):
+            if not isinstance(getattr(self, name), bool):
+                raise InvalidJobAction(f"{name} must be True or False.")
+
+
+@dataclass(frozen=True)
+class RecoverableJob:
+    """A job held by a dead worker, with what the recovery does (or would do) to it."""
+
+    id: int
+    task_identifier: str
+    locked_by: str
+    locked_at: datetime
+    attempts: int
+    attempts_after: int
+    run_at: datetime
+    run_at_after: datetime
+
+
+@dataclass(frozen=True)
+class SweepStaleWorkersResult:
+    """What a sweep found and did. `worker_ids` are the dead workers (recovered and deregistered,
+    or in a dry run the ones that would be), each with its reason in `reasons`; `excluded` are the
+    candidates left alone and why; `jobs` are the jobs they held, read in the sweep's transaction
+    just before the recovery. `lock_busy`: another sweeper held the lock, nothing was looked at."""
+
+    worker_ids: list[str]
+    recovered_count: int
+    dry_run: bool
+    reasons: dict[str, str] = field(default_factory=dict)
+    excluded: dict[str, str] = field(default_factory=dict)
+    jobs: list[RecoverableJob] = field(default_factory=list)
+    lock_busy: bool = False
+
+    @property
+    def summary(self) -> str:
+        if self.lock_busy:
+            return "another sweeper holds the sweep lock; nothing was checked or changed"
+        workers = len(self.worker_ids)
+        noun = "worker" if workers == 1 else "workers"
+        if self.dry_run:
+            text = f"dry run: would recover {len(self.jobs):,} jobs from {workers:,} dead {noun}"
+        else:
+            text = f"recovered {self.recovered_count:,} jobs from {workers:,} dead {noun}"
+        if self.excluded:
+            text += f"; {len(self.excluded):,} left alone (see excluded)"
+        return text
+
+
+def sweep_stale_workers(
+    alias: str, schema: str, options: SweepStaleWorkersOptions | None = None
+) -> SweepStaleWorkersResult:
+    """One transaction: take Rust's sweep lock (or report lock_busy), find the dead workers, then
+    recover their jobs and delete their registrations (a dry run changes nothing)."""
+    options = options or SweepStaleWorkersOptions()
+    if not isinstance(options, SweepStaleWorkersOptions):
+        raise InvalidJobAction("options must be a SweepStaleWorkersOptions.")
+    options.validate()
+    _require_recovery(alias, schema)
+    q = quote_schema(schema)
+    with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s, %s)", list(SWEEP_LOCK_KEY))
+        if not cursor.fetchone()[0]:
+            return SweepStaleWorkersResult([], 0, options.dry_run, lock_busy=True)
+        reasons, excluded = _dead_workers(cursor, q, options)
+        dead = sorted(reasons)
+        if not dead:
+            return SweepStaleWorkersResult([], 0, options.dry_run, reasons, excluded)
+        jobs = _recoverable_jobs(cursor, q, dead, options)
+        recovered = 0
+        if not options.dry_run:
+            cursor.execute(
+                f"SELECT {q}.recover_dead_worker_jobs(%s::text[], %s::interval)",
+                [dead, options.recovery_delay],
+            )
+            recovered = cursor.fetchone()[0]
+            cursor.execute(f"SELECT {q}.delete_stale_workers(%s::text[])", [dead])
+    return SweepStaleWorkersResult(dead, recovered, options.dry_run, reasons, excluded, jobs)
+
+
+def _dead_workers(
+    cursor, q: str, options: SweepStaleWorkersOptions
+) -> tuple[dict[str, str], dict[str, str]]:
+    """(dead worker id → reason, candidate left alone → reason), by the schema's own lists."""
+    threshold = options.sweep_threshold
+    cursor.execute(
+        f"""
+        SELECT s.worker_id, now() - w.last_heartbeat_at,
+               EXISTS (SELECT 1 FROM {q}._private_jobs AS j
+                       WHERE j.locked_by = s.worker_id AND j.flags ? %s)
+        FROM {q}.list_stale_workers(%s::interval) AS s
+        JOIN {q}._private_workers AS w ON w.id = s.worker_id
+        """,
+        [RESILIENT_FLAG, threshold],
+    )
+    reasons: dict[str, str] = {}
+    excluded: dict[str, str] = {}
+    resilient_after = threshold * RESILIENT_FACTOR
+    for worker_id, age, resilient in cursor.fetchall():
+        if not resilient:
+            reasons[worker_id] = f"stale heartbeat {format_duration(age)} ago"
+        elif age > resilient_after:
+            reasons[worker_id] = (
+                f"stale heartbeat {format_duration(age)} ago, holds an {RESILIENT_FLAG} job: "
+                f"dead after {format_duration(resilient_after)}"
+            )
+        else:
+            excluded[worker_id] = (
+                f"stale heartbeat {format_duration(age)} ago, but holds an {RESILIENT_FLAG} job: "
+                f"dead only after {format_duration(resilient_after)}"
+            )
+    cursor.execute(
+        f"""
+        SELECT o.worker_id,
+               now() - (SELECT min(h.locked_at) FROM (
+                          SELECT locked_at FROM {q}._private_jobs WHERE locked_by = o.worker_id
+                          UNION ALL
+                          SELECT locked_at FROM {q}._private_job_queues
+                          WHERE locked_by = o.worker_id) AS h)
+        FROM {q}.list_orphan_locked_workers(%s::interval) AS o
+        """,
+        [threshold],
+    )
+    for worker_id, lock_age in cursor.fetchall():
+        held = f"lock held {format_duration(lock_age)}"
+        if NODE_WORKER_ID.match(worker_id) and not options.include_node_lock_holders:
+            excluded[worker_id] = (
+                f"looks like a Node worker, which never registers: its job may still be "
+                f"running ({held}); include_node_lock_holders=True sweeps it"
+            )
+        else:
+            reasons[worker_id] = f"orphan lock: not registered, {held}"
+    return reasons, excluded
+
+
+def _recoverable_jobs(
+    cursor, q: str, dead: list[str], options: SweepStaleWorkersOptions
+) -> list[RecoverableJob]:
+    """The dead workers' jobs and their values after recover_dead_worker_jobs. A real sweep reads
+    them FOR UPDATE, the rows the function is about to update anyway, so the list is exactly what
+    it changes; a dry run takes no row locks."""
+    cursor.execute(
+        f"""
+        SELECT j.id, t.identifier, j.locked_by, j.locked_at, j.attempts,
+               greatest(0, j.attempts - 1), j.run_at, greatest(j.run_at, now() + %s::interval)
+        FROM {q}._private_jobs AS j
+        JOIN {q}._private_tasks AS t ON t.id = j.task_id
+        WHERE j.locked_by = ANY(%s::text[])
+        ORDER BY j.id
+        {"" if options.dry_run else "FOR UPDATE OF j"}
+        """,
+        [options.recovery_delay, dead],
+    )
+    return [RecoverableJob(*row) for row in cursor.fetchall()]
+
+
+def _require_recovery(alias: str, schema: str) -> Capabilities:
+    caps = _require_usable(alias, schema)
+    if not caps.has_recovery:
+        raise FeatureUnavailable(
+            f"Schema {schema} does not have the worker-recovery extension (_private_workers and "
+            "its functions), so there are no heartbeats to sweep by. Add it with "
+            "`python3 manage.py graphile_worker migrate --add-recovery`, or release known dead "
+            "workers' locks with force-unlock."
+        )
+    return caps
+
+
+def _require_usable(alias: str, schema: str) -> Capabilities:
+    caps = capabilities(alias, schema)
+    if caps.problem is not None:
+        raise FeatureUnavailable(caps.problem)
+    return caps
+
+
+def format_duration(value: timedelta) -> str:
+    """ "7m 12s", "6h", "1d 2h": whole seconds, zero parts left out."""
+    seconds = max(0, int(value.total_seconds()))
+    parts = []
+    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)):
+        count, seconds = divmod(seconds, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return " ".join(parts) or "0s"
+
+
+# -- cleanup --------------------------------------------------------------------------------------
+
+
+class CleanupTask(StrEnum):
+    """The Rust CLI's cleanup task names; they run in this order (deleting failed jobs first
+    frees the task and queue rows only they referenced)."""
+
+    DELETE_PERMANENTLY_FAILED_JOBS = "delete-permanently-failed-jobs"
+    GC_TASK_IDENTIFIERS = "gc-task-identifiers"
+    GC_JOB_QUEUES = "gc-job-queues"
+
+
+@dataclass(frozen=True)
+class CleanupPreview:
+    """What `cleanup` with the same arguments would delete now. Lists for tasks not asked for
+    stay empty; `tasks` are the ones asked for, in the order they run."""
+
+    tasks: tuple[CleanupTask, ...]
+    keep_task_identifiers: tuple[str, ...]
+    failed_job_ids: list[int]
+    task_identifiers: list[str]
+    queue_names: list[str]
+    warnings: list[str]
+
+    @property
+    def counts(self) -> dict[CleanupTask, int]:
+        sizes = {
+            CleanupTask.DELETE_PERMANENTLY_FAILED_JOBS: len(self.failed_job_ids),
+            CleanupTask.GC_TASK_IDENTIFIERS: len(self.task_identifiers),
+            CleanupTask.GC_JOB_QUEUES: len(self.queue_names),
+        }
+        return {task: sizes[task] for task in self.tasks}
+
+
+@dataclass(frozen=True)
+class CleanupResult(CleanupPreview):
+    """What `cleanup` deleted; `deleted_jobs` are the permanently failed jobs' last images
+    (payload included), ordered by id."""
+
+    deleted_jobs: list[Job] = field(default_factory=list)
+
+    @property
+    def summary(self) -> str:
+        names = {
+            CleanupTask.DELETE_PERMANENTLY_FAILED_JOBS: "permanently failed jobs",
+            CleanupTask.GC_TASK_IDENTIFIERS: "task identifiers",
+            CleanupTask.GC_JOB_QUEUES: "queues",
+        }
+        return "deleted " + ", ".join(
+            f"{count:,} {names[task]}" for task, count in self.counts.items()
+        )
+
+
+def preview_cleanup(
+    alias: str,
+    schema: str,
+    tasks: Sequence[CleanupTask | str] = (),
+    keep_task_identifiers: Sequence[str] = (),
+) -> CleanupPreview:
+    """Read-only: what `cleanup` would delete, counting the cascade (task and queue rows that
+    only the permanently failed jobs about to be deleted reference are deleted too)."""
+    chosen, keep = _cleanup_arguments(tasks, keep_task_identifiers)
+    _require_usable(alias, schema)
+    q = quote_schema(schema)
+    failed: list[int] = []
+    identifiers: list[str] = []
+    queues: list[str] = []
+    with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
+        if CleanupTask.DELETE_PERMANENTLY_FAILED_JOBS in chosen:
+            cursor.execute(
+                f"SELECT id FROM {q}._private_jobs WHERE {_FAILED} ORDER BY id",
+            )
+            failed = [row[0] for row in cursor.fetchall()]
+        # A job that the first task deletes no longer keeps its task or queue row alive.
+        survives = "NOT (j.id = ANY(%s::bigint[]))"
+        if CleanupTask.GC_TASK_IDENTIFIERS in chosen:
+            cursor.execute(
+                f"SELECT t.identifier FROM {q}._private_tasks AS t WHERE {_TASK_UNUSED} "
+                f"AND NOT EXISTS (SELECT 1 FROM {q}._private_jobs AS j "
+                f"WHERE j.task_id = t.id AND {survives})",
+                [list(keep), failed],
+            )
+            identifiers = sorted(row[0] for row in cursor.fetchall())
+        if CleanupTask.GC_JOB_QUEUES in chosen:
+            cursor.execute(
+                f"SELECT qu.queue_name FROM {q}._private_job_queues AS qu "
+                f"WHERE qu.locked_at IS NULL AND NOT EXISTS (SELECT 1 FROM {q}._private_jobs AS j "
+                f"WHERE j.job_queue_id = qu.id AND {survives})",
+                [failed],
+            )
+            queues = sorted(row[0] for row in cursor.fetchall())
+    return CleanupPreview(chosen, keep, failed, identifiers, queues, _warnings(chosen))
+
+
+def cleanup(
+    alias: str,
+    schema: str,
+    tasks: Sequence[CleanupTask | str] = (),
+    keep_task_identifiers: Sequence[str] = (),
+) -> CleanupResult:
+    """Run the cleanup tasks (none given = all three) in one transaction, in CleanupTask order."""
+    chosen, keep = _cleanup_arguments(tasks, keep_task_identifiers)
+    _require_usable(alias, schema)
+    q = quote_schema(schema)
+    deleted: list[Job] = []
+    identifiers: list[str] = []
+    queues: list[str] = []
+    with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
+        if CleanupTask.DELETE_PERMANENTLY_FAILED_JOBS in chosen:
+            cursor.execute(f"DELETE FROM {q}._private_jobs WHERE {_FAILED} RETURNING *")
+            names = [column.name for column in cursor.description]
+            deleted = sorted(
+                (Job.from_db(alias, names, _json_columns(names, row)) for row in cursor.fetchall()),
+                key=lambda job: job.id,
+            )
+        if CleanupTask.GC_TASK_IDENTIFIERS in chosen:
+            cursor.execute(
+                f"DELETE FROM {q}._private_tasks AS t WHERE {_TASK_UNUSED} "
+                f"AND NOT EXISTS (SELECT 1 FROM {q}._private_jobs AS j WHERE j.task_id = t.id) "
+                "RETURNING t.identifier",
+                [list(keep)],
+            )
+            identifiers = sorted(row[0] for row in cursor.fetchall())
+        if CleanupTask.GC_JOB_QUEUES in chosen:
+            # NOT EXISTS, never NOT IN: job_queue_id is null for queue-less jobs, and NOT IN over
+            # a list holding a null is never true (Rust's bug: it then deletes nothing).
+            cursor.execute(
+                f"DELETE FROM {q}._private_job_queues AS qu WHERE qu.locked_at IS NULL "
+                f"AND NOT EXISTS (SELECT 1 FROM {q}._private_jobs AS j "
+                "WHERE j.job_queue_id = qu.id) RETURNING qu.queue_name"
+            )
+            queues = sorted(row[0] for row in cursor.fetchall())
+    return CleanupResult(
+        chosen,
+        keep,
+        [job.id for job in deleted],
+        identifiers,
+        queues,
+        _warnings(chosen),
+        deleted_jobs=deleted,
+    )
+
+
+_FAILED = "locked_at IS NULL AND attempts >= max_attempts"
+_TASK_UNUSED = "t.identifier <> ALL(%s::text[])"
+
+
+def _cleanup_arguments(
+    tasks: Iterable[CleanupTask | str], keep_task_identifiers: Iterable[str]
+) -> tuple[tuple[CleanupTask, ...], tuple[str, ...]]:
+    """The tasks in run order (none = all) and the distinct keep-list, checked before any SQL."""
+    chosen = set()
+    for value in _list_argument(tasks, "Cleanup tasks"):
+        try:
+            chosen.add(CleanupTask(value))
+        except ValueError:
+            raise InvalidJobAction(
+                f"Unknown cleanup task {value!r}; choose from {', '.join(CleanupTask)}."
+            ) from None
+    keep = []
+    for identifier in _list_argument(keep_task_identifiers, "Task identifiers to keep"):
+        if not isinstance(identifier, str):
+            raise InvalidJobAction("Task identifiers to keep must be text.")
+        _check_text(
+            "A task identifier to keep", identifier, 128, allow_empty=False, error=InvalidJobAction
+        )
+        keep.append(identifier)
+    ordered = tuple(task for task in CleanupTask if task in chosen or not chosen)
+    return ordered, tuple(dict.fromkeys(keep))
+
+
+def _warnings(tasks: tuple[CleanupTask, ...]) -> list[str]:
+    return [GC_TASK_IDENTIFIERS_WARNING] if CleanupTask.GC_TASK_IDENTIFIERS in tasks else []
