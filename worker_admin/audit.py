@@ -92,6 +92,13 @@ class AuditEntry(models.Model):
 BEFORE_IMAGE_LIMIT = 10_000  # rows; past this the entry says how many it left out
 
 
+def _task_identifier(job) -> str | None:
+    try:
+        return job.task.identifier
+    except ObjectDoesNotExist:  # no foreign key: a cleanup may have removed the task row
+        return None
+
+
 def _queue_name(job) -> str | None:
     if job.job_queue_id is None:
         return None
@@ -105,7 +112,7 @@ def job_image(job, *, with_payload: bool = True) -> dict[str, Any]:
     """A job row as JSON: what undo needs (payload, schedule, attempts, key, flags)."""
     image = {
         "id": job.id,
-        "task_identifier": getattr(job.task, "identifier", None) if job.task_id else None,
+        "task_identifier": _task_identifier(job),
         "task_id": job.task_id,
         "job_queue_id": job.job_queue_id,
         "queue_name": _queue_name(job),

@@ -102,14 +102,11 @@ class SweepStaleWorkersResult:
     def summary(self) -> str:
         if self.lock_busy:
             return "another sweeper holds the sweep lock; nothing was checked or changed"
-        workers = len(self.worker_ids)
-        noun = "worker" if workers == 1 else "workers"
-        if self.dry_run:
-            text = f"dry run: would recover {len(self.jobs):,} jobs from {workers:,} dead {noun}"
-        else:
-            text = f"recovered {self.recovered_count:,} jobs from {workers:,} dead {noun}"
+        jobs = len(self.jobs) if self.dry_run else self.recovered_count
+        text = "dry run: would recover" if self.dry_run else "recovered"
+        text += f" {_count(jobs, 'job')} from {_count(len(self.worker_ids), 'dead worker')}"
         if self.excluded:
-            text += f"; {len(self.excluded):,} left alone (see excluded)"
+            text += f"; {len(self.excluded):,} left alone"
         return text
 
 
@@ -239,8 +236,12 @@ def _require_usable(alias: str, schema: str) -> Capabilities:
     return caps
 
 
+def _count(number: int, noun: str) -> str:
+    return f"{number:,} {noun}{'' if number == 1 else 's'}"
+
+
 def format_duration(value: timedelta) -> str:
-    """ "7m 12s", "6h", "1d 2h": whole seconds, zero parts left out."""
+    """A duration as "7m 12s", "6h" or "1d 2h": whole seconds, zero parts left out."""
     seconds = max(0, int(value.total_seconds()))
     parts = []
     for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)):
@@ -293,13 +294,13 @@ class CleanupResult(CleanupPreview):
 
     @property
     def summary(self) -> str:
-        names = {
-            CleanupTask.DELETE_PERMANENTLY_FAILED_JOBS: "permanently failed jobs",
-            CleanupTask.GC_TASK_IDENTIFIERS: "task identifiers",
-            CleanupTask.GC_JOB_QUEUES: "queues",
+        nouns = {
+            CleanupTask.DELETE_PERMANENTLY_FAILED_JOBS: "permanently failed job",
+            CleanupTask.GC_TASK_IDENTIFIERS: "task identifier",
+            CleanupTask.GC_JOB_QUEUES: "queue",
         }
         return "deleted " + ", ".join(
-            f"{count:,} {names[task]}" for task, count in self.counts.items()
+            _count(count, nouns[task]) for task, count in self.counts.items()
         )
 
 

@@ -9,6 +9,7 @@ from worker_admin.views import (
     jobs,
     maintenance,
     overview,
+    recovery,
     undo,
     workers,
 )
@@ -29,6 +30,9 @@ urlpatterns = [
     path("workers/", workers.workers, name="workers"),
     path("maintenance/", maintenance.maintenance, name="maintenance"),
     path("maintenance/add-recovery/", maintenance.add_recovery, name="add_recovery"),
+    path("maintenance/sweep/", recovery.sweep, name="sweep"),
+    path("maintenance/force-unlock/", recovery.force_unlock, name="force_unlock"),
+    path("maintenance/cleanup/", recovery.cleanup, name="cleanup"),
     path("audit/", audit.audit_log, name="audit"),
     path("audit/<int:entry_id>/undo/", undo.undo_entry, name="undo"),
 ]

@@ -8,6 +8,7 @@ from django.conf import settings
 from django.shortcuts import render
 
 from worker_admin.fleet import fleet
+from worker_admin.roles import can_run_maintenance
 from worker_admin.schema import capabilities
 
 THRESHOLDS = [1, 2, 5, 10, 15, 30, 60]  # minutes
@@ -28,6 +29,7 @@ def workers(request):
         "thresholds": THRESHOLDS,
         "minutes": minutes,
         "problem": problem,
+        "can_maintain": can_run_maintenance(request.user),
     }
     if caps.usable:
         context["fleet"] = fleet(

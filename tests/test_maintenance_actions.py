@@ -1,0 +1,135 @@
+"""Sweep, force-unlock and cleanup from the console: admins only, dry run / preview first,
+one-time confirmation, audited."""
+
+import html
+import re
+
+import pytest
+from django.contrib.auth.models import Group
+
+from worker_admin.audit import AuditEntry
+from worker_admin.models import Job, JobQueue, Worker
+
+
+def _text(response) -> str:
+    return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", response.content.decode())))
+
+
+def _token(response) -> str:
+    return re.search(r'name="token" value="([^"]+)"', response.content.decode()).group(1)
+
+
+@pytest.fixture
+def admin_client(client, django_user_model):
+    user = django_user_model.objects.create_user("ada", password="pw-123456789")
+    user.groups.add(Group.objects.get(name="admin"))
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def operator_client(client, django_user_model):
+    user = django_user_model.objects.create_user("opal", password="pw-123456789")
+    user.groups.add(Group.objects.get(name="operator"))
+    client.force_login(user)
+    return client
+
+
+def _register(jobs, worker_id: str, age: str) -> None:
+    jobs.sql("SELECT graphile_worker.worker_heartbeat(%s)", [worker_id])
+    jobs.sql(
+        "UPDATE graphile_worker._private_workers SET last_heartbeat_at = now() - %s::interval "
+        "WHERE id = %s",
+        [age, worker_id],
+    )
+
+
+def test_sweep__dry_run_then_real_sweep(admin_client, jobs):
+    _register(jobs, "graphile_worker_dead", "20 minutes")
+    _register(jobs, "graphile_worker_alive", "5 seconds")
+    stuck = jobs.locked(by="graphile_worker_dead", age="19 minutes")
+    busy = jobs.locked(by="graphile_worker_alive", age="1 minute")
+    node = jobs.locked(by="pool-abc123", age="6 hours")
+    form = {"threshold_minutes": "5", "delay_seconds": "30"}
+    preview = admin_client.post("/maintenance/sweep/", form)
+    text = _text(preview)
+    assert "dry run" in text.lower() and "graphile_worker_dead" in text
+    assert "pool-abc123" in text  # listed as left alone
+    assert Job.objects.get(id=stuck.id).locked_by == "graphile_worker_dead"  # nothing changed
+
+    done = admin_client.post("/maintenance/sweep/", form | {"token": _token(preview)}, follow=True)
+    shown = [str(m) for m in done.context["messages"]]
+    assert "Sweep: recovered 1 job from 1 dead worker; 1 left alone." in shown
+    recovered = Job.objects.get(id=stuck.id)
+    assert recovered.locked_by is None and recovered.attempts == stuck.attempts - 1
+    assert Job.objects.get(id=busy.id).locked_by == "graphile_worker_alive"
+    assert Job.objects.get(id=node.id).locked_by == "pool-abc123"
+    assert not Worker.objects.filter(id="graphile_worker_dead").exists()
+    entry = AuditEntry.objects.get(action="sweep")
+    assert entry.changed_ids == [stuck.id] and entry.actor_name == "ada"
+
+
+def test_force_unlock__preview_warns_on_a_fresh_heartbeat_then_unlocks(admin_client, jobs):
+    _register(jobs, "graphile_worker_live", "5 seconds")
+    job = jobs.locked(by="graphile_worker_live", age="2 minutes")
+    jobs.sql(
+        "INSERT INTO graphile_worker._private_job_queues (queue_name, locked_at, locked_by) "
+        "VALUES ('q1', now(), 'graphile_worker_live')"
+    )
+    preview = admin_client.post(
+        "/maintenance/force-unlock/", {"worker_ids": "graphile_worker_live"}
+    )
+    text = _text(preview)
+    assert "probably alive" in text and "1 job and 1 queue will be unlocked" in text
+    admin_client.post(
+        "/maintenance/force-unlock/",
+        {"worker_ids": "graphile_worker_live", "token": _token(preview)},
+    )
+    assert Job.objects.get(id=job.id).locked_by is None
+    assert JobQueue.objects.get(queue_name="q1").locked_by is None
+    assert AuditEntry.objects.get(action="force_unlock").changed_ids == [job.id]
+
+
+def test_cleanup__preview_then_delete_with_before_image(admin_client, jobs):
+    failed = jobs.failed("old_task", queue_name="old_queue", payload={"keep": "me"})
+    alive = jobs.ready("send_email", queue_name="emails")
+    data = {"tasks": ["delete-permanently-failed-jobs", "gc-job-queues", "gc-task-identifiers"]}
+    preview = admin_client.post("/maintenance/cleanup/", data)
+    text = _text(preview)
+    assert "1 permanently failed job deleted" in text and "old_queue" in text
+    admin_client.post("/maintenance/cleanup/", data | {"token": _token(preview)})
+    assert not Job.objects.filter(id=failed.id).exists()
+    assert Job.objects.filter(id=alive.id).exists()
+    assert not JobQueue.objects.filter(queue_name="old_queue").exists()
+    assert JobQueue.objects.filter(queue_name="emails").exists()
+    entry = AuditEntry.objects.get(action="cleanup")
+    assert entry.before_image[0]["payload"] == {"keep": "me"}
+
+
+@pytest.mark.parametrize(
+    ("url", "data"),
+    [
+        ("/maintenance/sweep/", {"threshold_minutes": "5", "delay_seconds": "30"}),
+        ("/maintenance/force-unlock/", {"worker_ids": "graphile_worker_x"}),
+        ("/maintenance/cleanup/", {"tasks": ["gc-job-queues"]}),
+    ],
+)
+def test_maintenance__operators_are_forbidden(operator_client, jobs, url, data):
+    job = jobs.locked(by="graphile_worker_x", age="1 minute")
+    assert operator_client.post(url, data).status_code == 403
+    assert Job.objects.get(id=job.id).locked_by == "graphile_worker_x"
+    assert AuditEntry.objects.get().outcome == "rejected"
+
+
+@pytest.mark.parametrize(
+    ("url", "data", "message"),
+    [
+        ("/maintenance/sweep/", {"threshold_minutes": "0", "delay_seconds": "30"}, "greater than"),
+        ("/maintenance/force-unlock/", {"worker_ids": "  "}, "at least one worker id"),
+        ("/maintenance/cleanup/", {"tasks": ["drop-everything"]}, "not one of the available"),
+    ],
+)
+def test_maintenance__bad_input_is_refused(admin_client, db, url, data, message):
+    response = admin_client.post(url, data)
+    assert response.status_code == 400 and message in _text(response)
+    assert AuditEntry.objects.get().outcome == "rejected"
