@@ -3,8 +3,10 @@
 Without DATABASE_URL the bootstrap in manage.py has started the embedded PostgreSQL. This
 command migrates the console's tables and the worker schema, seeds demo jobs and workers into
 an empty queue (never into one that holds jobs, unless --reseed-anyway), creates the `demo`
-login with a fresh password that it prints, keeps the demo workers heartbeating, and serves the
-console on http://127.0.0.1:8000.
+login with a fresh password that it prints, keeps the seeded demo workers heartbeating, starts
+a simulated fleet (worker_admin/demo/fleet.py: 3 workers that lock and process demo jobs, one
+of which crashes after 90 s to leave a stale worker) and serves the console on
+http://127.0.0.1:8000.
 """
 
 from __future__ import annotations
@@ -18,11 +20,14 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.db import close_old_connections
 
+from worker_admin.demo.fleet import DemoFleet, FleetRefused, check_demo_database
 from worker_admin.demo.seed import keep_heartbeating, seed_demo
 from worker_admin.models import Job, Worker
 from worker_admin.utils import WorkerUtils
 
 HEARTBEAT_SECONDS = 20
+FLEET_WORKERS = 3
+CRASH_ONE_AFTER_SECONDS = 90
 
 
 class Command(BaseCommand):
@@ -49,21 +54,46 @@ class Command(BaseCommand):
             return
         if healthy:
             self._start_heartbeats(utils, healthy)
+        fleet = self._start_fleet(utils)
         self.stdout.write(
             self.style.SUCCESS(
                 f"\nConsole: http://{options['addr']}/   user: demo   password: {password}\n"
             )
         )
-        call_command("runserver", options["addr"], use_reloader=False)
+        try:
+            call_command("runserver", options["addr"], use_reloader=False)
+        finally:
+            if fleet is not None:
+                fleet.stop()  # deregister the live simulated workers (the crashed one stays)
+
+    def _start_fleet(self, utils: WorkerUtils) -> DemoFleet | None:
+        try:
+            check_demo_database(utils.alias, utils.schema)
+        except FleetRefused as exc:
+            self.stdout.write(f"Not starting the simulated workers: {exc}")
+            return None
+        fleet = DemoFleet(
+            utils=utils,
+            workers=FLEET_WORKERS,
+            crash_one_after=CRASH_ONE_AFTER_SECONDS,
+            on_event=self.stdout.write,
+        ).start()
+        self.stdout.write(
+            f"Simulated workers are processing demo jobs; one crashes in "
+            f"{CRASH_ONE_AFTER_SECONDS} s and becomes a stale worker."
+        )
+        return fleet
 
     def _seed(self, utils: WorkerUtils, options: dict) -> list[str]:
         existing = Job.objects.using(utils.alias).exists()
         if existing and not options["seed_anyway"]:
             self.stdout.write("The queue already holds jobs; not adding demo data (--seed-anyway).")
             # Resume the demo fleet: the longest-silent worker keeps playing the crashed one.
+            # Simulated fleet workers of earlier runs are not part of the seed's fleet.
             registered = (
                 Worker.objects.using(utils.alias)
                 .filter(id__startswith="graphile_worker_")
+                .exclude(metadata__has_key="simulated")
                 .order_by("last_heartbeat_at")
             )
             return [w.id for w in registered][1:]

@@ -7,9 +7,11 @@ commands join `COMMANDS` as the console grows (GRAPHILE_WORKER.md §7).
 from __future__ import annotations
 
 import json
+import time
 
 from django.core.management.base import BaseCommand, CommandError
 
+from worker_admin.demo.fleet import DemoFleet, FleetRefused, check_demo_database
 from worker_admin.installer import UnsupportedSchemaError
 from worker_admin.utils import WorkerUtils, WorkerUtilsError
 
@@ -43,7 +45,51 @@ def _migrate(command: BaseCommand, utils: WorkerUtils, options: dict) -> dict:
     }
 
 
-COMMANDS = {"migrate": _migrate}
+def _demo_workers(command: BaseCommand, utils: WorkerUtils, options: dict) -> dict:
+    """Simulated workers processing demo jobs until Ctrl-C or --duration (demo data only)."""
+    for name in ("workers", "heartbeat", "jobs_per_second", "duration", "crash_one_after"):
+        if options[name] is not None and options[name] < 0:
+            raise CommandError(f"--{name.replace('_', '-')} must not be negative.")
+    if options["heartbeat"] <= 0:
+        raise CommandError("--heartbeat must be positive.")
+    try:
+        check_demo_database(utils.alias, utils.schema, force=options["force"])
+    except FleetRefused as exc:
+        raise CommandError(str(exc)) from None
+    fleet = DemoFleet(
+        utils=utils,
+        workers=options["workers"],
+        heartbeat_seconds=options["heartbeat"],
+        jobs_per_second=options["jobs_per_second"],
+        crash_one_after=options["crash_one_after"],
+        # With --json, stdout holds only the JSON result.
+        on_event=command.stderr.write if options["json"] else command.stdout.write,
+    )
+    fleet.start()
+    deadline = None if options["duration"] is None else time.monotonic() + options["duration"]
+    try:
+        while deadline is None or time.monotonic() < deadline:
+            time.sleep(0.2 if deadline is None else max(0.0, min(0.2, deadline - time.monotonic())))
+    except KeyboardInterrupt:
+        command.stderr.write("Stopping the demo workers…")
+    finally:
+        fleet.stop()
+    crashed = [w.id for w in fleet.workers if w.crashed]
+    return {
+        "workers": [w.id for w in fleet.workers],
+        "crashed": crashed,
+        "completed": fleet.completed,
+        "failed": fleet.failed,
+        "added": fleet.refiller.added if fleet.refiller else 0,
+        "message": (
+            f"Demo workers stopped: {fleet.completed} jobs completed, {fleet.failed} attempts "
+            f"failed, {fleet.refiller.added if fleet.refiller else 0} jobs added"
+            + (f"; crashed (left stale): {', '.join(crashed)}." if crashed else ".")
+        ),
+    }
+
+
+COMMANDS = {"migrate": _migrate, "demo-workers": _demo_workers}
 
 
 class Command(BaseCommand):
@@ -64,6 +110,28 @@ class Command(BaseCommand):
             "--no-recovery",
             action="store_true",
             help="Install the plain node schema, without the worker-recovery extension.",
+        )
+        demo = sub.add_parser(
+            "demo-workers",
+            help="Run simulated workers on demo data (register, heartbeat, lock, process).",
+        )
+        demo.add_argument("--workers", type=int, default=3, help="How many workers (default 3).")
+        demo.add_argument(
+            "--heartbeat", type=float, default=10.0, help="Seconds between heartbeats (10)."
+        )
+        demo.add_argument(
+            "--jobs-per-second", type=float, default=2.0, help="New demo jobs per second (2)."
+        )
+        demo.add_argument(
+            "--duration", type=float, help="Stop after this many seconds (default: Ctrl-C)."
+        )
+        demo.add_argument(
+            "--crash-one-after",
+            type=float,
+            help="Kill one worker after this many seconds, leaving a stale worker and its lock.",
+        )
+        demo.add_argument(
+            "--force", action="store_true", help="Run even though non-demo jobs exist."
         )
 
     def handle(self, *args, **options) -> None:
