@@ -162,7 +162,7 @@ STORAGES = {
 # Serve static files straight from the app folders until `collectstatic` has filled
 # STATIC_ROOT (demo, tests); whitenoise would otherwise warn about the missing folder.
 WHITENOISE_USE_FINDERS = True
-warnings.filterwarnings("ignore", message="No directory at", module="whitenoise")
+warnings.filterwarnings("ignore", message="No directory at")
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
