@@ -547,3 +547,26 @@ def test_cleanup__no_schema(db):
         missing.cleanup()
     with pytest.raises(FeatureUnavailable, match="no Graphile Worker schema"):
         missing.preview_cleanup()
+
+
+def test_sweep_with_config__uses_the_fleets_threshold_and_delay(utils, jobs, worker_schema):
+    from worker_admin.utils import WorkerRecoveryConfig
+
+    jobs.sql(f"SELECT {worker_schema}.worker_heartbeat('graphile_worker_cfg')")
+    jobs.sql(
+        f"UPDATE {worker_schema}._private_workers SET last_heartbeat_at = now() - "
+        "interval '3 minutes' WHERE id = 'graphile_worker_cfg'"
+    )
+    jobs.locked(by="graphile_worker_cfg", age="3 minutes")
+    lenient = WorkerRecoveryConfig(sweep_threshold=timedelta(minutes=10))
+    assert utils.sweep_stale_workers_with_config(lenient, dry_run=True).worker_ids == []
+    strict = WorkerRecoveryConfig(
+        sweep_threshold=timedelta(minutes=2), heartbeat_interval=timedelta(seconds=30)
+    )
+    assert utils.sweep_stale_workers_with_config(strict, dry_run=True).worker_ids == [
+        "graphile_worker_cfg"
+    ]
+    with pytest.raises(InvalidJobAction, match="twice the heartbeat interval"):
+        WorkerRecoveryConfig(
+            sweep_threshold=timedelta(seconds=40), heartbeat_interval=timedelta(seconds=30)
+        ).options()

@@ -70,6 +70,31 @@ class SweepStaleWorkersOptions:
 
 
 @dataclass(frozen=True)
+class WorkerRecoveryConfig:
+    """A worker fleet's recovery settings (the Rust runner's), for sweeping with exactly the
+    values the workers use: threshold and delay as configured there, not the sweep defaults."""
+
+    sweep_threshold: timedelta = timedelta(minutes=5)
+    recovery_delay: timedelta = timedelta(seconds=30)
+    heartbeat_interval: timedelta = timedelta(seconds=30)
+
+    def options(
+        self, *, dry_run: bool = False, include_node_lock_holders: bool = False
+    ) -> SweepStaleWorkersOptions:
+        if self.heartbeat_interval * 2 > self.sweep_threshold:
+            raise InvalidJobAction(
+                "sweep_threshold should be at least twice the heartbeat interval, or a worker "
+                "that misses one heartbeat counts as dead."
+            )
+        return SweepStaleWorkersOptions(
+            sweep_threshold=self.sweep_threshold,
+            recovery_delay=self.recovery_delay,
+            dry_run=dry_run,
+            include_node_lock_holders=include_node_lock_holders,
+        )
+
+
+@dataclass(frozen=True)
 class RecoverableJob:
     """A job held by a dead worker, with what the recovery does (or would do) to it."""
 

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
         CleanupTask,
         SweepStaleWorkersOptions,
         SweepStaleWorkersResult,
+        WorkerRecoveryConfig,
     )
 
 ANALYZE_AFTER_JOBS = 10_000
@@ -666,6 +667,16 @@ class WorkerUtils:
 
         return recovery.sweep_stale_workers(self.alias, self.schema, options)
 
+    def sweep_stale_workers_with_config(
+        self, config: WorkerRecoveryConfig, *, dry_run: bool = False
+    ) -> SweepStaleWorkersResult:
+        """The sweep with a fleet's own recovery configuration (its threshold and delay)."""
+        from worker_admin import recovery
+
+        return recovery.sweep_stale_workers(
+            self.alias, self.schema, config.options(dry_run=dry_run)
+        )
+
     def cleanup(
         self,
         tasks: Sequence[CleanupTask | str] = (),
@@ -727,6 +738,7 @@ _RECOVERY_EXPORTS = frozenset(
         "RecoverableJob",
         "SweepStaleWorkersOptions",
         "SweepStaleWorkersResult",
+        "WorkerRecoveryConfig",
     }
 )
 
