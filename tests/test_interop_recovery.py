@@ -1,0 +1,154 @@
+"""Recovery interop with the real graphile-worker npm package (0.18.0): a Node worker killed
+mid-job (SIGKILL, so no graceful release) leaves its job locked by its pool id; the Workers page
+shows that id as an unregistered "Node pool" lock holder, and force-unlock from the console frees
+exactly its job, leaving another worker's lock alone.
+
+The Node process needs committed rows, so this uses `worker_rows` (transactional; the worker
+tables are truncated afterwards). The task `interop_recovery_long`
+(tests/node/interop/tasks/interop_recovery_long.cjs) sleeps for a minute; no other interop test
+adds a job for it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+from django.contrib.auth.models import Group
+
+from tests.nodejs import ensure_graphile_worker
+from tests.test_interop import (
+    INTEROP_DIR,
+    STARTUP_TIMEOUT,
+    STOP_TIMEOUT,
+    node_database_url,
+    sql,
+    wait_for,
+    worker_schema,
+)
+from worker_admin.audit import AuditEntry
+from worker_admin.installer import quote_schema
+from worker_admin.models import Job
+from worker_admin.roles import ensure_groups
+from worker_admin.utils import WorkerUtils
+
+pytestmark = pytest.mark.node
+
+LONG_TASK = "interop_recovery_long"
+# A task no Node worker here knows, whose job is locked by SQL on behalf of an unrelated worker.
+BYSTANDER_TASK = "interop_recovery_bystander"
+OTHER_WORKER = "graphile_worker_5ca1ab1e"  # a Rust-looking id
+# Node 0.17+ locks jobs with its pool id.
+POOL_ID = re.compile(r"^(ot)?pool-[0-9a-f]+$")
+
+
+def start_node_worker(database_url: str, log: Path) -> subprocess.Popen[bytes]:
+    """A long-running `graphile-worker` (no --once) running one job at a time."""
+    cli = ensure_graphile_worker()
+    env_overrides = {"DATABASE_URL": database_url, "GRAPHILE_WORKER_SCHEMA": worker_schema()}
+    command = [
+        str(cli),
+        "--connection",
+        database_url,
+        "--schema",
+        worker_schema(),
+        "--jobs",
+        "1",
+    ]
+    with open(log, "wb") as log_file:
+        return subprocess.Popen(
+            command,
+            cwd=INTEROP_DIR,
+            env={**os.environ, **env_overrides},
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def kill(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL (a crash: the worker releases nothing) and reap the process."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGKILL)
+    process.wait(timeout=STOP_TIMEOUT)
+
+
+def test_node_worker__killed_mid_job_shows_as_lock_holder_and_force_unlock_frees_its_jobs(
+    worker_rows, client, django_user_model, tmp_path: Path
+) -> None:
+    utils = WorkerUtils()
+    bystander = utils.add_raw_job(BYSTANDER_TASK, {"role": "bystander"})
+    sql(
+        f"UPDATE {quote_schema(worker_schema())}._private_jobs"
+        " SET locked_by = %s, locked_at = now() WHERE id = %s",
+        [OTHER_WORKER, bystander.id],
+    )
+    long_job = utils.add_raw_job(LONG_TASK, {"role": "killed mid-job"})
+
+    log = tmp_path / "worker.log"
+    process = start_node_worker(node_database_url(), log)
+    try:
+
+        def pool_holding_the_long_job() -> str | None:
+            locked_by = Job.objects.filter(id=long_job.id).values_list("locked_by", flat=True)
+            holder = next(iter(locked_by), None)
+            return holder if holder and POOL_ID.match(holder) else None
+
+        pool_id = wait_for(
+            pool_holding_the_long_job,
+            timeout=STARTUP_TIMEOUT,
+            what=f"job {long_job.id} to be locked by a Node pool",
+            process=process,
+            log=log,
+        )
+    finally:
+        kill(process)  # also when the wait failed: never leave the Node process behind
+    assert process.returncode == -signal.SIGKILL
+
+    # The crash released nothing: the job is still locked, on its first attempt.
+    held = Job.objects.get(id=long_job.id)
+    assert (held.locked_by, held.locked_at is not None, held.attempts) == (pool_id, True, 1)
+
+    ensure_groups()  # an earlier transactional test may have flushed the role groups
+    admin = django_user_model.objects.create_user("ada", password="pw-123456789")
+    admin.groups.add(Group.objects.get(name="admin"))
+    client.force_login(admin)
+
+    page = client.get("/workers/")
+    assert page.status_code == 200
+    holders = {holder.id: holder for holder in page.context["fleet"].holders}
+    assert set(holders) == {pool_id, OTHER_WORKER}
+    node_pool = holders[pool_id]
+    assert (
+        node_pool.kind,
+        node_pool.registered,
+        node_pool.stale,
+        node_pool.jobs_held,
+        node_pool.queues_held,
+    ) == ("Node pool", False, None, 1, 0)
+    assert list(Job.objects.filter(locked_by=pool_id).values_list("id", flat=True)) == [long_job.id]
+    other = holders[OTHER_WORKER]
+    assert (other.kind, other.registered, other.jobs_held) == ("Rust worker", False, 1)
+
+    preview = client.post("/maintenance/force-unlock/", {"worker_ids": pool_id})
+    assert preview.status_code == 200
+    assert [job.id for job in preview.context["jobs"]] == [long_job.id]
+    assert (preview.context["job_count"], preview.context["queues"]) == (1, [])
+    assert preview.context["fresh"] == []  # a Node pool never heartbeats
+    token = re.search(r'name="token" value="([^"]+)"', preview.content.decode()).group(1)
+    assert Job.objects.get(id=long_job.id).locked_by == pool_id  # the preview changed nothing
+
+    done = client.post("/maintenance/force-unlock/", {"worker_ids": pool_id, "token": token})
+    assert (done.status_code, done["Location"]) == (302, "/workers/")
+
+    freed = Job.objects.get(id=long_job.id)
+    assert (freed.locked_at, freed.locked_by, freed.attempts) == (None, None, 1)
+    untouched = Job.objects.get(id=bystander.id)
+    assert (untouched.locked_by, untouched.locked_at is not None) == (OTHER_WORKER, True)
+
+    entry = AuditEntry.objects.get(action="force_unlock")
+    assert (entry.outcome, entry.changed_ids) == ("done", [long_job.id])
+    assert entry.parameters["worker_ids"] == [pool_id]
