@@ -570,3 +570,17 @@ def test_sweep_with_config__uses_the_fleets_threshold_and_delay(utils, jobs, wor
         WorkerRecoveryConfig(
             sweep_threshold=timedelta(seconds=40), heartbeat_interval=timedelta(seconds=30)
         ).options()
+
+
+def test_cleanup__utils_that_know_their_tasks_keep_them(jobs):
+    from worker_admin.recovery import CleanupTask
+
+    jobs.sql("INSERT INTO graphile_worker._private_tasks (identifier) VALUES ('known'), ('stale')")
+    worker_side = WorkerUtils(task_identifiers=["known"])
+    preview = worker_side.preview_cleanup([CleanupTask.GC_TASK_IDENTIFIERS])
+    assert preview.task_identifiers == ["stale"]
+    assert worker_side.cleanup([CleanupTask.GC_TASK_IDENTIFIERS]).task_identifiers == ["stale"]
+    remaining = [
+        row[0] for row in jobs.sql("SELECT identifier FROM graphile_worker._private_tasks")
+    ]
+    assert "known" in remaining and "stale" not in remaining

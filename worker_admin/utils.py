@@ -379,10 +379,20 @@ def task_payload(task: TaskPayload) -> Any:
 class WorkerUtils:
     """Operations on one Graphile Worker schema through one Django database alias."""
 
-    def __init__(self, alias: str | None = None, schema: str | None = None) -> None:
+    def __init__(
+        self,
+        alias: str | None = None,
+        schema: str | None = None,
+        *,
+        task_identifiers: Sequence[str] = (),
+    ) -> None:
+        """`task_identifiers`: the tasks of the workers this code runs beside (the Rust utils
+        made by a worker know them); GcTaskIdentifiers then always keeps them, since running
+        workers cache their task ids."""
         self.alias = alias or settings.WORKER_DATABASE
         self.schema = schema or settings.GRAPHILE_WORKER_SCHEMA
         self._qschema = installer.quote_schema(self.schema)
+        self.task_identifiers = tuple(task_identifiers)
 
     # -- schema ---------------------------------------------------------------------------
 
@@ -685,7 +695,8 @@ class WorkerUtils:
         """Run the cleanup tasks (none = all three) in one transaction."""
         from worker_admin import recovery
 
-        return recovery.cleanup(self.alias, self.schema, tasks, keep_task_identifiers)
+        keep = self._keep(keep_task_identifiers)
+        return recovery.cleanup(self.alias, self.schema, tasks, keep)
 
     def preview_cleanup(
         self,
@@ -695,7 +706,13 @@ class WorkerUtils:
         """What `cleanup` with the same arguments would delete now; changes nothing."""
         from worker_admin import recovery
 
-        return recovery.preview_cleanup(self.alias, self.schema, tasks, keep_task_identifiers)
+        keep = self._keep(keep_task_identifiers)
+        return recovery.preview_cleanup(self.alias, self.schema, tasks, keep)
+
+    def _keep(self, keep_task_identifiers: Sequence[str]) -> Sequence[str]:
+        if isinstance(keep_task_identifiers, str):
+            return keep_task_identifiers  # recovery refuses it with a sentence, before any SQL
+        return list(dict.fromkeys([*self.task_identifiers, *keep_task_identifiers]))
 
     # -- plumbing -------------------------------------------------------------------------
 
