@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 from django.conf import settings
+from django.contrib.auth.models import Group
 
 from tests.factories import JobFactory, truncate_worker_data
 from worker_admin.schema import clear_capabilities_cache
@@ -55,6 +56,19 @@ def console(client, operator):
     """A Django test client logged in as an ordinary user."""
     client.force_login(operator)
     return client
+
+
+@pytest.fixture
+def login_as(client, django_user_model):
+    """Log the test client in as a new user with one role: login_as("operator", "op")."""
+
+    def login(role: str, username: str):
+        user = django_user_model.objects.create_user(username, password="pw-123456789")
+        user.groups.add(Group.objects.get(name=role))
+        client.force_login(user)
+        return client
+
+    return login
 
 
 @pytest.fixture

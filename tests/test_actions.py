@@ -4,7 +4,6 @@ import html
 import re
 
 import pytest
-from django.contrib.auth.models import Group
 
 from worker_admin.audit import AuditEntry
 from worker_admin.models import Job
@@ -13,19 +12,13 @@ URL = "/jobs/actions/"
 
 
 @pytest.fixture
-def operator_client(client, django_user_model):
-    user = django_user_model.objects.create_user("op", password="pw-123456789")
-    user.groups.add(Group.objects.get(name="operator"))
-    client.force_login(user)
-    return client
+def operator_client(login_as):
+    return login_as("operator", "op")
 
 
 @pytest.fixture
-def viewer_client(client, django_user_model):
-    user = django_user_model.objects.create_user("viewer1", password="pw-123456789")
-    user.groups.add(Group.objects.get(name="viewer"))
-    client.force_login(user)
-    return client
+def viewer_client(login_as):
+    return login_as("viewer", "viewer1")
 
 
 def _token(response) -> str:

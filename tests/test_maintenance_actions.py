@@ -5,7 +5,6 @@ import html
 import re
 
 import pytest
-from django.contrib.auth.models import Group
 
 from worker_admin.audit import AuditEntry
 from worker_admin.models import Job, JobQueue, Worker
@@ -20,19 +19,13 @@ def _token(response) -> str:
 
 
 @pytest.fixture
-def admin_client(client, django_user_model):
-    user = django_user_model.objects.create_user("ada", password="pw-123456789")
-    user.groups.add(Group.objects.get(name="admin"))
-    client.force_login(user)
-    return client
+def admin_client(login_as):
+    return login_as("admin", "ada")
 
 
 @pytest.fixture
-def operator_client(client, django_user_model):
-    user = django_user_model.objects.create_user("opal", password="pw-123456789")
-    user.groups.add(Group.objects.get(name="operator"))
-    client.force_login(user)
-    return client
+def operator_client(login_as):
+    return login_as("operator", "opal")
 
 
 def _register(jobs, worker_id: str, age: str) -> None:

@@ -475,15 +475,7 @@ def _job_confirm(request, form: AddJobForm):
         outcome, error = failure
         if outcome == "rejected":
             return _job_rejected(request, form, "confirm", error)
-        audit.record(
-            actor=request.user,
-            via="web",
-            action=ADD_JOB,
-            outcome="failed",
-            parameters={"step": "confirm", **parameters},
-            summary="add_job failed",
-            error=_safe(error),
-        )
+        _record_failure(request, ADD_JOB, parameters, error)
         return _job_form(request, form, problems=[error])
     messages.success(request, summary[0].upper() + summary[1:] + ".")
     return _finish(request, reverse("worker_admin:job_detail", args=[job.id]), [job.id])
@@ -728,15 +720,7 @@ def _batch_confirm(request, form: BatchAddForm):
         outcome, error = failure
         if outcome == "rejected":
             return _batch_rejected(request, form, "confirm", error)
-        audit.record(
-            actor=request.user,
-            via="web",
-            action=ADD_JOBS,
-            outcome="failed",
-            parameters={"step": "confirm", **parameters},
-            summary="add_jobs failed",
-            error=_safe(error),
-        )
+        _record_failure(request, ADD_JOBS, parameters, error)
         return _batch_form(request, form, problems=[error])
     messages.success(request, summary[0].upper() + summary[1:] + ".")
     return _finish(request, _jobs_url(specs), [job.id for job in jobs])
@@ -766,3 +750,16 @@ def add_batch(request):
     if step == "preview":
         return _batch_preview(request, form)
     return _batch_confirm(request, form)
+
+
+def _record_failure(request, action: str, parameters: dict, error: str) -> None:
+    """The database refused the confirmed add: nothing was written, and the log says so."""
+    audit.record(
+        actor=request.user,
+        via="web",
+        action=action,
+        outcome="failed",
+        parameters={"step": "confirm", **parameters},
+        summary=f"{action} failed",
+        error=_safe(error),
+    )
