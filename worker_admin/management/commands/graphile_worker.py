@@ -11,6 +11,8 @@ import time
 
 from django.core.management.base import BaseCommand, CommandError
 
+from worker_admin.cli import jobs as job_commands
+from worker_admin.cli.stats import stats as stats_command
 from worker_admin.demo.fleet import DemoFleet, FleetRefused, check_demo_database
 from worker_admin.installer import UnsupportedSchemaError
 from worker_admin.utils import WorkerUtils, WorkerUtilsError
@@ -89,7 +91,63 @@ def _demo_workers(command: BaseCommand, utils: WorkerUtils, options: dict) -> di
     }
 
 
-COMMANDS = {"migrate": _migrate, "demo-workers": _demo_workers}
+COMMANDS = {
+    "migrate": _migrate,
+    "demo-workers": _demo_workers,
+    "add": job_commands.add,
+    "list": job_commands.list_jobs,
+    "show": job_commands.show,
+    "complete": job_commands.complete,
+    "fail": job_commands.fail,
+    "reschedule": job_commands.reschedule,
+    "remove": job_commands.remove,
+    "stats": stats_command,
+}
+
+
+def _add_job_parsers(sub) -> None:
+    add = sub.add_parser("add", help="Add a job.")
+    add.add_argument("identifier", help="Task identifier.")
+    add.add_argument("--payload", help="JSON payload (default: {}).")
+    add.add_argument("--queue", help="Named queue (jobs in it run one at a time).")
+    add.add_argument("--run-at", help="RFC 3339 time with a time zone, or 'now' (default).")
+    add.add_argument("--max-attempts", type=int, help="Attempts before failing (default 25).")
+    add.add_argument("--key", help="Job key (deduplicates or replaces a pending job).")
+    add.add_argument("--job-key-mode", help="replace (default), preserve-run-at or unsafe-dedupe.")
+    add.add_argument("--priority", type=int, help="Lower runs first (default 0).")
+    add.add_argument("--flag", action="append", help="A flag (repeatable).")
+
+    listing = sub.add_parser("list", help="List jobs.")
+    listing.add_argument(
+        "--state", default="all", help="all (default), ready, scheduled, locked or failed."
+    )
+    listing.add_argument("--identifier", help="Only jobs of this task.")
+    listing.add_argument("--queue", help="Only jobs in this queue.")
+    listing.add_argument("--limit", type=int, default=50, help="At most this many (50).")
+    listing.add_argument("--offset", type=int, default=0, help="Skip this many (0).")
+
+    show = sub.add_parser("show", help="Show one job.")
+    show.add_argument("id", help="Job id.")
+
+    complete = sub.add_parser("complete", help="Mark jobs as done (deletes them).")
+    complete.add_argument("ids", nargs="*", metavar="ID", help="Job ids.")
+
+    fail = sub.add_parser("fail", help="Fail jobs permanently.")
+    fail.add_argument("ids", nargs="*", metavar="ID", help="Job ids.")
+    fail.add_argument("--reason", help="Why (stored as last_error); required.")
+
+    reschedule = sub.add_parser("reschedule", help="Change jobs' run_at, priority or attempts.")
+    reschedule.add_argument("ids", nargs="*", metavar="ID", help="Job ids.")
+    reschedule.add_argument("--now", action="store_true", help="Run at the database's now().")
+    reschedule.add_argument("--run-at", help="RFC 3339 time with a time zone, or 'now'.")
+    reschedule.add_argument("--priority", type=int, help="New priority.")
+    reschedule.add_argument("--attempts", type=int, help="New attempts count.")
+    reschedule.add_argument("--max-attempts", type=int, help="New max_attempts.")
+
+    remove = sub.add_parser("remove", help="Remove the job holding a key.")
+    remove.add_argument("key", help="Job key.")
+
+    sub.add_parser("stats", help="Job counts by state, task and queue.")
 
 
 class Command(BaseCommand):
@@ -133,6 +191,7 @@ class Command(BaseCommand):
         demo.add_argument(
             "--force", action="store_true", help="Run even though non-demo jobs exist."
         )
+        _add_job_parsers(sub)
 
     def handle(self, *args, **options) -> None:
         utils = WorkerUtils(schema=options["schema"])
@@ -140,7 +199,9 @@ class Command(BaseCommand):
             result = COMMANDS[options["subcommand"]](self, utils, options)
         except (UnsupportedSchemaError, WorkerUtilsError) as exc:
             raise CommandError(str(exc)) from None
+        # "text" is the human rendering (tables); JSON leaves it out.
+        text = result.pop("text", None)
         if options["json"]:
             self.stdout.write(json.dumps(result, indent=2, default=str))
         else:
-            self.stdout.write(result["message"])
+            self.stdout.write(text if text is not None else result["message"])
