@@ -365,3 +365,221 @@ def test_stats(jobs):
     assert result["by_queue"][0]["queue_name"] == "mail"
     out = _run("stats")
     assert "By task" in out and "resize" in out and "mail" in out
+
+
+# -- cleanup / force-unlock / sweep-stale-workers -----------------------------------------
+
+
+def _register(jobs, worker_id: str, heartbeat_age: str) -> None:
+    jobs.sql(
+        f"INSERT INTO {jobs.q}._private_workers (id, last_heartbeat_at) "
+        "VALUES (%s, now() - %s::interval)",
+        [worker_id, heartbeat_age],
+    )
+
+
+def _registered(jobs) -> list[str]:
+    return [row[0] for row in jobs.sql(f"SELECT id FROM {jobs.q}._private_workers ORDER BY id")]
+
+
+def test_cleanup__all_tasks_json_and_audit(jobs):
+    failed = jobs.failed("resize", queue_name="thumbs")
+    kept = jobs.ready("send_email")
+    result = _json("cleanup")
+    assert set(result) == {
+        "tasks",
+        "deleted_job_ids",
+        "deleted_task_identifiers",
+        "deleted_queue_names",
+        "warnings",
+        "summary",
+        "message",
+    }
+    assert result["tasks"] == [
+        "delete-permanently-failed-jobs",
+        "gc-task-identifiers",
+        "gc-job-queues",
+    ]
+    assert result["deleted_job_ids"] == [failed.id]
+    assert "thumbs" in result["deleted_queue_names"]
+    assert list(Job.objects.values_list("id", flat=True)) == [kept.id]
+    entry = _audit("cleanup")
+    assert entry.changed_ids == [failed.id]
+    assert [row["id"] for row in entry.before_image] == [failed.id]
+    assert entry.before_image[0]["payload"] == {"n": 1}
+    assert entry.parameters["tasks"] == result["tasks"]
+
+
+def test_cleanup__one_task_human(jobs):
+    failed = jobs.failed("resize")
+    out = _run("cleanup", "delete-permanently-failed-jobs")
+    assert out.strip() == "Cleanup: deleted 1 permanently failed job."
+    assert not Job.objects.filter(id=failed.id).exists()
+    assert _audit("cleanup").parameters["tasks"] == ["delete-permanently-failed-jobs"]
+
+
+def test_cleanup__unknown_task_writes_nothing(jobs):
+    failed = jobs.failed("resize")
+    with pytest.raises(CommandError, match=re.escape("Unknown cleanup task 'gc-everything'")):
+        _run("cleanup", "gc-job-queues", "gc-everything")
+    assert Job.objects.filter(id=failed.id).exists()
+    assert not AuditEntry.objects.exists()
+
+
+def test_force_unlock(jobs):
+    held = jobs.locked(by="graphile_worker_dead", queue_name="q")
+    jobs.sql(f"UPDATE {jobs.q}._private_job_queues SET locked_by = 'graphile_worker_dead'")
+    other = jobs.locked(by="graphile_worker_alive")
+    result = _json("force-unlock", "graphile_worker_dead")
+    assert result == {
+        "worker_ids": ["graphile_worker_dead"],
+        "jobs_unlocked": [held.id],
+        "queues_unlocked": ["q"],
+        "summary": "unlocked 1 job and 1 queue",
+        "message": "Force-unlock: unlocked 1 job and 1 queue.",
+    }
+    assert Job.objects.get(id=held.id).locked_by is None
+    assert Job.objects.get(id=other.id).locked_by == "graphile_worker_alive"
+    entry = _audit("force_unlock")
+    assert entry.changed_ids == [held.id]
+    assert entry.parameters == {"worker_ids": ["graphile_worker_dead"], "queues_unlocked": ["q"]}
+    out = _run("force-unlock", "graphile_worker_nobody")
+    assert out.strip() == "Force-unlock: nothing to unlock: those workers hold no locks."
+
+
+def test_force_unlock__no_ids_writes_nothing(jobs):
+    held = jobs.locked(by="graphile_worker_dead")
+    with pytest.raises(CommandError, match=re.escape("Give at least one worker id.")):
+        _run("force-unlock")
+    with pytest.raises(CommandError, match=re.escape("A worker id must not be empty.")):
+        _run("force-unlock", "graphile_worker_dead", " ")
+    assert Job.objects.get(id=held.id).locked_by == "graphile_worker_dead"
+    assert not AuditEntry.objects.exists()
+
+
+SWEEP_KEYS = {
+    "dry_run",
+    "lock_busy",
+    "worker_ids",
+    "reasons",
+    "excluded",
+    "recovered_count",
+    "jobs",
+    "summary",
+    "message",
+}
+
+
+def test_sweep_stale_workers__dry_run_then_real(jobs):
+    _register(jobs, "graphile_worker_healthy", "30 seconds")
+    _register(jobs, "graphile_worker_stale", "20 minutes")
+    lost = jobs.locked(by="graphile_worker_stale", age="21 minutes")
+
+    dry = _json("sweep-stale-workers", "--sweep-threshold", "10m", "--dry-run")
+    assert set(dry) == SWEEP_KEYS
+    assert dry["dry_run"] is True and dry["worker_ids"] == ["graphile_worker_stale"]
+    assert [job["id"] for job in dry["jobs"]] == [lost.id]
+    assert dry["summary"] == "dry run: would recover 1 job from 1 dead worker"
+    assert Job.objects.get(id=lost.id).locked_by == "graphile_worker_stale"
+    assert not AuditEntry.objects.exists()
+
+    out = _run("sweep-stale-workers", "--sweep-threshold", "10m", "--recovery-delay", "0")
+    assert out.startswith("Sweep: recovered 1 job from 1 dead worker.")
+    assert "graphile_worker_stale" in out
+    assert Job.objects.get(id=lost.id).locked_by is None
+    assert _registered(jobs) == ["graphile_worker_healthy"]
+    entry = _audit("sweep")
+    assert entry.changed_ids == [lost.id]
+    assert entry.parameters["worker_ids"] == ["graphile_worker_stale"]
+    assert entry.parameters["sweep_threshold"] == "10m"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--sweep-threshold", "soon"], "Invalid duration 'soon'"),
+        (["--recovery-delay", "1.5s"], "Invalid duration '1.5s'"),
+        (["--sweep-threshold", "0"], "--sweep-threshold must be longer than zero."),
+    ],
+)
+def test_sweep_stale_workers__bad_input_writes_nothing(jobs, args, message):
+    _register(jobs, "graphile_worker_stale", "1 hour")
+    with pytest.raises(CommandError, match=re.escape(message)):
+        _run("sweep-stale-workers", *args)
+    assert _registered(jobs) == ["graphile_worker_stale"]
+    assert not AuditEntry.objects.exists()
+
+
+# -- queues / workers ---------------------------------------------------------------------
+
+
+def test_queues(jobs):
+    jobs.ready(queue_name="mail")
+    jobs.locked(by="graphile_worker_abc", queue_name="thumbs")
+    jobs.sql(f"UPDATE {jobs.q}._private_job_queues SET locked_by = 'graphile_worker_abc', "
+             "locked_at = now() WHERE queue_name = 'thumbs'")  # fmt: skip
+    result = _json("queues")
+    assert set(result) == {"now", "queues", "count", "truncated"}
+    assert result["count"] == 2 and result["truncated"] is False
+    rows = {row["queue_name"]: row for row in result["queues"]}
+    assert set(rows["mail"]) == {
+        "queue_name",
+        "ready",
+        "scheduled",
+        "locked",
+        "failed",
+        "retrying",
+        "total",
+        "oldest_ready_age_seconds",
+        "locked_by",
+        "locked_at",
+        "lock_age_seconds",
+        "lock_is_suspect",
+    }
+    assert (rows["mail"]["ready"], rows["mail"]["locked_by"]) == (1, None)
+    assert rows["thumbs"]["locked_by"] == "graphile_worker_abc"
+    out = _run("queues")
+    assert out.splitlines()[0].split()[:2] == ["queue_name", "ready"]
+    assert "mail" in out and "thumbs" in out
+    assert AuditEntry.objects.count() == 0
+
+
+def test_queues__empty_and_other_schema(db):
+    assert _run("queues").strip() == "No queues."
+    with pytest.raises(CommandError, match="reads only the configured schema"):
+        _run("--schema", "gw_other", "queues")
+
+
+def test_workers(jobs):
+    _register(jobs, "graphile_worker_stale", "20 minutes")
+    jobs.locked(by="graphile_worker_stale", age="21 minutes")
+    jobs.locked(by="worker-orphan", age="2 minutes")
+    result = _json("workers", "--threshold", "10m")
+    assert set(result) == {"now", "threshold_seconds", "holders", "registered_workers"}
+    assert result["threshold_seconds"] == 600
+    holders = {h["id"]: h for h in result["holders"]}
+    assert set(holders) == {"graphile_worker_stale", "worker-orphan"}
+    assert set(holders["worker-orphan"]) == {
+        "id",
+        "kind",
+        "registered",
+        "stale",
+        "jobs_held",
+        "queues_held",
+        "oldest_lock_at",
+        "oldest_lock_age_seconds",
+    }
+    assert holders["graphile_worker_stale"]["registered"] is True
+    assert holders["graphile_worker_stale"]["stale"] is True
+    assert holders["worker-orphan"]["registered"] is False
+    assert [w["id"] for w in result["registered_workers"]] == ["graphile_worker_stale"]
+    out = _run("workers")
+    assert "Lock holders" in out and "Registered workers" in out and "worker-orphan" in out
+    assert AuditEntry.objects.count() == 0
+
+
+def test_workers__bad_threshold(db):
+    with pytest.raises(CommandError, match=re.escape("Invalid duration 'long'")):
+        _run("workers", "--threshold", "long")
+    with pytest.raises(CommandError, match=re.escape("--threshold must be longer than zero.")):
+        _run("workers", "--threshold", "0")

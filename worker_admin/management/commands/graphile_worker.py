@@ -12,6 +12,7 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 
 from worker_admin.cli import jobs as job_commands
+from worker_admin.cli import recovery as recovery_commands
 from worker_admin.cli.stats import stats as stats_command
 from worker_admin.demo.fleet import DemoFleet, FleetRefused, check_demo_database
 from worker_admin.installer import UnsupportedSchemaError
@@ -102,6 +103,11 @@ COMMANDS = {
     "reschedule": job_commands.reschedule,
     "remove": job_commands.remove,
     "stats": stats_command,
+    "cleanup": recovery_commands.cleanup,
+    "force-unlock": recovery_commands.force_unlock,
+    "sweep-stale-workers": recovery_commands.sweep_stale_workers,
+    "queues": recovery_commands.queues,
+    "workers": recovery_commands.workers,
 }
 
 
@@ -150,6 +156,38 @@ def _add_job_parsers(sub) -> None:
     sub.add_parser("stats", help="Job counts by state, task and queue.")
 
 
+def _add_recovery_parsers(sub) -> None:
+    cleanup = sub.add_parser("cleanup", help="Delete failed jobs and unused task and queue rows.")
+    cleanup.add_argument(
+        "tasks",
+        nargs="*",
+        metavar="TASK",
+        help="delete-permanently-failed-jobs, gc-task-identifiers, gc-job-queues (none = all).",
+    )
+
+    unlock = sub.add_parser("force-unlock", help="Release every lock held by dead workers.")
+    unlock.add_argument("worker_ids", nargs="*", metavar="WORKER_ID", help="Worker ids.")
+
+    sweep = sub.add_parser("sweep-stale-workers", help="Recover the jobs of dead workers.")
+    sweep.add_argument(
+        "--sweep-threshold", default="5m", help="Heartbeat age that makes a worker dead (5m)."
+    )
+    sweep.add_argument(
+        "--recovery-delay", default="30s", help="Delay before recovered jobs run again (30s)."
+    )
+    sweep.add_argument("--dry-run", action="store_true", help="Report only; change nothing.")
+    sweep.add_argument(
+        "--include-node-lock-holders",
+        action="store_true",
+        help="Also recover orphan locks held by Node-looking worker ids.",
+    )
+
+    sub.add_parser("queues", help="Named queues: job counts and locks.")
+
+    workers = sub.add_parser("workers", help="Lock holders and registered workers.")
+    workers.add_argument("--threshold", default="5m", help="Heartbeat age counted stale (5m).")
+
+
 class Command(BaseCommand):
     help = "Operate a Graphile Worker schema (the graphile-worker CLI's commands)."
 
@@ -192,6 +230,7 @@ class Command(BaseCommand):
             "--force", action="store_true", help="Run even though non-demo jobs exist."
         )
         _add_job_parsers(sub)
+        _add_recovery_parsers(sub)
 
     def handle(self, *args, **options) -> None:
         utils = WorkerUtils(schema=options["schema"])
