@@ -317,6 +317,24 @@ class CleanupResult(CleanupPreview):
 
     deleted_jobs: list[Job] = field(default_factory=list)
 
+    def audit_fields(self) -> dict:
+        """What the audit log records of a cleanup, whichever face ran it: the deleted rows'
+        last images included, since a deleted failed job leaves no other trace."""
+        from worker_admin.audit import job_image
+
+        return {
+            "parameters": {
+                "tasks": [task.value for task in self.tasks],
+                "keep_task_identifiers": list(self.keep_task_identifiers),
+                "task_identifiers": self.task_identifiers,
+                "queue_names": self.queue_names,
+            },
+            "requested_ids": self.failed_job_ids,
+            "changed_ids": self.failed_job_ids,
+            "summary": self.summary,
+            "before_image": [job_image(job) for job in self.deleted_jobs],
+        }
+
     @property
     def summary(self) -> str:
         nouns = {

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from worker_admin import audit
 from worker_admin.catalog import queue_report
 from worker_admin.cli.common import record, require_configured_schema
 from worker_admin.cli.output import table
@@ -40,20 +39,7 @@ def parse_cleanup_tasks(values: list[str] | None) -> list[CleanupTask]:
 def cleanup(command: BaseCommand, utils: WorkerUtils, options: dict) -> dict:
     tasks = parse_cleanup_tasks(options["tasks"])
     result = utils.cleanup(tasks)
-    record(
-        utils,
-        "cleanup",
-        parameters={
-            "tasks": [task.value for task in result.tasks],
-            "keep_task_identifiers": list(result.keep_task_identifiers),
-            "task_identifiers": result.task_identifiers,
-            "queue_names": result.queue_names,
-        },
-        requested_ids=result.failed_job_ids,
-        changed_ids=result.failed_job_ids,
-        summary=result.summary,
-        before_image=[audit.job_image(job) for job in result.deleted_jobs],
-    )
+    record(utils, "cleanup", **result.audit_fields())
     message = f"Cleanup: {result.summary}."
     if result.warnings:
         message += "\n" + "\n".join(result.warnings)

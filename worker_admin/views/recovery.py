@@ -212,16 +212,7 @@ def cleanup(request):
         action="cleanup",
         outcome="done",
         reason=request.POST.get("reason", "").strip()[:2000],
-        parameters={
-            "tasks": [t.value for t in result.tasks],
-            "keep_task_identifiers": list(result.keep_task_identifiers),
-            "task_identifiers": result.task_identifiers,
-            "queue_names": result.queue_names,
-        },
-        requested_ids=result.failed_job_ids,
-        changed_ids=result.failed_job_ids,
-        summary=result.summary,
-        before_image=[audit.job_image(job) for job in result.deleted_jobs],
+        **result.audit_fields(),
     )
     messages.success(request, f"Cleanup: {result.summary}.")
     return redirect("worker_admin:maintenance")
