@@ -1,0 +1,1 @@
+"""The console's JSON API (django-ninja), authenticated by per-user bearer tokens."""
