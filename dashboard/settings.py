@@ -54,6 +54,11 @@ ACTION_STEP_SECONDS = env_int("ACTION_STEP_SECONDS", 5, minimum=1)
 
 APPLICATION_NAME = env_str("APPLICATION_NAME", "graphile-console")
 
+# /metrics answers a request that carries `Authorization: Bearer <METRICS_TOKEN>` (when set) or
+# that comes from one of these networks; everything else gets 403. /healthz is open.
+METRICS_TOKEN = env_str("METRICS_TOKEN", "")
+METRICS_ALLOWED_NETWORKS = env_list("METRICS_ALLOWED_NETWORKS", ["127.0.0.1/32", "::1/128"])
+
 
 def _database(url: str, *, search_path: str | None) -> dict:
     config = parse_database_url(url)
@@ -101,6 +106,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.humanize",
     "django_htmx",
+    "ninja",
     "template_partials",
     "worker_admin",
 ]
