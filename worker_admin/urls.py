@@ -10,6 +10,7 @@ from worker_admin.views import (
     maintenance,
     overview,
     recovery,
+    reveal,
     undo,
     workers,
 )
@@ -22,6 +23,7 @@ urlpatterns = [
     path("jobs/add/", add.add_job, name="add_job"),
     path("jobs/add/batch/", add.add_batch, name="add_batch"),
     path("jobs/<int:job_id>/", jobs.job_detail, name="job_detail"),
+    path("jobs/<int:job_id>/reveal/", reveal.reveal_payload, name="reveal_payload"),
     path("jobs/actions/", actions.job_action, name="job_action"),
     path("jobs/actions/continue/", actions.continue_action, name="continue_action"),
     path("failures/", failures.failure_groups, name="failures"),

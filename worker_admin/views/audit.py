@@ -17,6 +17,7 @@ from django.http import HttpResponse, StreamingHttpResponse
 from django.shortcuts import render
 
 from worker_admin.audit import AuditEntry
+from worker_admin.redaction import redact_parameters
 from worker_admin.undo import undoable
 
 PAGE_SIZE = 50
@@ -108,7 +109,10 @@ def audit_log(request):
 
 
 def _row(entry: AuditEntry) -> dict:
-    return {name: getattr(entry, name) for name in EXPORT_FIELDS}
+    row = {name: getattr(entry, name) for name in EXPORT_FIELDS}
+    # An add keeps its payload in the parameters: exported redacted, stored whole.
+    row["parameters"] = redact_parameters(row["parameters"])
+    return row
 
 
 def _export(entries, kind: str):

@@ -29,6 +29,7 @@ from worker_admin.filters import (
     seek,
 )
 from worker_admin.models import Job
+from worker_admin.redaction import may_reveal, redact
 from worker_admin.schema import capabilities
 from worker_admin.stats import database_now, sampled_state_counts
 
@@ -132,7 +133,9 @@ def job_list(request):
     return render(request, template, context)
 
 
-def job_detail(request, job_id: int):
+def job_detail(request, job_id: int, *, reveal: bool = False):
+    """One job. Its payload is shown redacted (REDACT_PAYLOAD_PATHS) unless `reveal`, which
+    only the audited reveal view (views/reveal.py) passes."""
     if not capabilities().usable:
         return render(request, "worker_admin/job_detail.html", {"active": "jobs", "title": "Job"})
     try:
@@ -143,6 +146,7 @@ def job_detail(request, job_id: int):
         ) from None
     now = database_now(settings.WORKER_DATABASE)
     lock_age = now - job.locked_at if job.locked_at else None
+    payload, redacted_paths = (job.payload, []) if reveal else redact(job.payload)
     return render(
         request,
         "worker_admin/job_detail.html",
@@ -155,5 +159,9 @@ def job_detail(request, job_id: int):
             "lock_near_release": lock_age is not None and lock_age.total_seconds() > 3 * 3600,
             "lock_past_release": lock_age is not None and lock_age.total_seconds() >= 4 * 3600,
             "large_payload_bytes": LARGE_PAYLOAD_BYTES,
+            "payload": payload,
+            "redacted_paths": redacted_paths,
+            "revealed": reveal,
+            "can_reveal": may_reveal(request.user),
         },
     )
