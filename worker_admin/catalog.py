@@ -7,14 +7,16 @@ worker_admin.states; `_through()` only re-anchors them on the jobs relation.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db.models import Count, F, Min, Q
 
-from worker_admin.models import JobQueue, Task
+from worker_admin import indexes
+from worker_admin.models import Job, JobQueue, Task
 from worker_admin.states import RETRYING, STATE_PREDICATES, JobState
-from worker_admin.stats import StateCounts, database_now
+from worker_admin.stats import SampledGroups, StateCounts, database_now, sampled_groups
 
 # The schema functions treat a lock this old as abandoned, and Node pools free such locks at
 # their next reset (GRAPHILE_WORKER.md §3 and §4).
@@ -77,6 +79,9 @@ class QueueRow:
     locked_by: str | None
     locked_at: datetime | None
     lock_age: timedelta | None
+    # False on a large table without the opt-in console_jobs_locked index: the queue's running
+    # jobs were not counted, so a lock cannot be called "without a job".
+    locked_jobs_known: bool = True
 
     @property
     def is_locked(self) -> bool:
@@ -90,7 +95,7 @@ class QueueRow:
     @property
     def lock_without_job(self) -> bool:
         """Locked while none of its jobs is: nothing runs, yet every job behind it waits."""
-        return self.is_locked and self.counts.locked == 0
+        return self.is_locked and self.locked_jobs_known and self.counts.locked == 0
 
     @property
     def lock_is_suspect(self) -> bool:
@@ -102,6 +107,12 @@ class QueueReport:
     now: datetime
     queues: list[QueueRow]
     truncated: bool  # more queues match than the limit; the first ones are shown
+    sampled_fraction: float | None = None  # counts estimated from a sample of this share
+
+    @property
+    def approx(self) -> str:
+        """ "~" before each count when the counts are estimates."""
+        return "~" if self.sampled_fraction is not None else ""
 
     @property
     def locked(self) -> int:
@@ -113,15 +124,19 @@ class QueueReport:
 
 
 def queue_report(alias: str, *, name_contains: str = "", limit: int = 500) -> QueueReport:
-    """Every queue row (locked ones first, oldest lock first, then by name), counted by state."""
+    """Every queue row (locked ones first, oldest lock first, then by name), counted by state.
+
+    On a large table the counts come from the overview's sample (one read of ~20,000 rows
+    instead of a grouped pass over every job) and are marked as estimates.
+    """
     queues = JobQueue.objects.using(alias)
     if name_contains:
         queues = queues.filter(queue_name__contains=name_contains)
-    rows = list(
-        queues.annotate(**_job_aggregates("jobs")).order_by(
-            F("locked_at").asc(nulls_last=True), "queue_name"
-        )[: limit + 1]
-    )
+    order = (F("locked_at").asc(nulls_last=True), "queue_name")
+    sampled = sampled_groups(alias)
+    if sampled is not None:
+        return _sampled_queue_report(alias, queues.order_by(*order), sampled, limit)
+    rows = list(queues.annotate(**_job_aggregates("jobs")).order_by(*order)[: limit + 1])
     now = database_now(alias)
     return QueueReport(
         now=now,
@@ -140,6 +155,47 @@ def queue_report(alias: str, *, name_contains: str = "", limit: int = 500) -> Qu
     )
 
 
+def _sampled_queue_report(alias: str, queues, sampled: SampledGroups, limit: int) -> QueueReport:
+    rows = list(queues[: limit + 1])
+    now = database_now(alias)
+    locked = _locked_jobs_by_queue(alias, [row.id for row in rows[:limit] if row.locked_at])
+    result = []
+    for row in rows[:limit]:
+        counts = sampled.by_queue.get(row.id, StateCounts())
+        if locked is not None and row.locked_at is not None:
+            counts = replace(counts, locked=locked.get(row.id, 0))
+        result.append(
+            QueueRow(
+                name=row.queue_name,
+                counts=counts,
+                oldest_ready_age=None,
+                locked_by=row.locked_by,
+                locked_at=row.locked_at,
+                lock_age=_age(now, row.locked_at),
+                locked_jobs_known=locked is not None or row.locked_at is None,
+            )
+        )
+    return QueueReport(
+        now=now, queues=result, truncated=len(rows) > limit, sampled_fraction=sampled.fraction
+    )
+
+
+def _locked_jobs_by_queue(alias: str, queue_ids: list[int]) -> dict[int, int] | None:
+    """Exact running jobs of these locked queues, when the opt-in locked-jobs index exists
+    (a read of the few locked jobs); None without it (that count would read every job)."""
+    if not queue_ids:
+        return {}
+    if not indexes.present(alias, settings.GRAPHILE_WORKER_SCHEMA, "console_jobs_locked"):
+        return None
+    return dict(
+        Job.objects.using(alias)
+        .filter(locked_at__isnull=False, job_queue_id__in=queue_ids)
+        .values("job_queue_id")
+        .annotate(n=Count("id"))
+        .values_list("job_queue_id", "n")
+    )
+
+
 @dataclass(frozen=True)
 class TaskRow:
     identifier: str
@@ -151,10 +207,30 @@ class TaskRow:
 class TaskReport:
     now: datetime
     tasks: list[TaskRow]
+    sampled_fraction: float | None = None  # counts estimated from a sample of this share
+
+    @property
+    def approx(self) -> str:
+        return "~" if self.sampled_fraction is not None else ""
 
 
 def task_report(alias: str) -> TaskReport:
-    """Every task row, by identifier, counted by state, with its oldest ready job's wait."""
+    """Every task row, by identifier, counted by state, with its oldest ready job's wait.
+
+    On a large table the counts come from the overview's sample and are marked as estimates,
+    and the oldest ready job per task is not shown (it would need an index per task).
+    """
+    sampled = sampled_groups(alias)
+    if sampled is not None:
+        tasks = Task.objects.using(alias).order_by("identifier")
+        return TaskReport(
+            now=database_now(alias),
+            tasks=[
+                TaskRow(task.identifier, sampled.by_task.get(task.id, StateCounts()), None)
+                for task in tasks
+            ],
+            sampled_fraction=sampled.fraction,
+        )
     rows = list(
         Task.objects.using(alias).annotate(**_job_aggregates("jobs")).order_by("identifier")
     )

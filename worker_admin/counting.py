@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from django.db import connections
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet
 
 COUNT_BOUND = 10_000
 
@@ -18,7 +18,7 @@ COUNT_BOUND = 10_000
 @dataclass(frozen=True)
 class CountValue:
     value: int
-    kind: str  # "exact", "at_least" or "estimate"
+    kind: str  # "exact", "at_least", "estimate" or "not_counted"
 
     @property
     def display(self) -> str:
@@ -26,6 +26,8 @@ class CountValue:
             return f"{self.value:,}+"
         if self.kind == "estimate":
             return "~" + _compact(self.value)
+        if self.kind == "not_counted":
+            return "?"
         return f"{self.value:,}"
 
     @property
@@ -40,7 +42,15 @@ class CountValue:
                 "An estimate: the table is large, so this comes from PostgreSQL's statistics or "
                 "an evenly spread sample of it rather than reading every row."
             )
+        if self.kind == "not_counted":
+            return (
+                "Not counted: on a table this large a text search would read every error and "
+                "payload again just for the number. Search by job id or key, or add a filter."
+            )
         return "Exact count."
+
+
+NOT_COUNTED = CountValue(0, "not_counted")
 
 
 def _compact(n: int) -> str:
@@ -76,3 +86,17 @@ def total_count(queryset: QuerySet, alias: str, bound: int = COUNT_BOUND) -> Cou
         return counted
     estimate = table_estimate(alias, queryset.model._meta.db_table)
     return CountValue(estimate, "estimate") if estimate > bound else counted
+
+
+def bounded_state_counts(
+    queryset: QuerySet, aggregates: dict, bound: int = COUNT_BOUND
+) -> tuple[dict[str, int], bool]:
+    """Per-state counts of at most bound + 1 matching rows, in one pass; and whether the bound
+    was reached (then each count is only a lower bound).
+
+    One read instead of one bounded count per state: a filter that matches few rows reads the
+    table (or its index) once, not six times.
+    """
+    row = queryset.order_by()[: bound + 1].aggregate(**aggregates, matched=Count("pk"))
+    matched = row.pop("matched")
+    return row | {"all": matched}, matched > bound

@@ -67,9 +67,10 @@ from django.db.models.functions import Coalesce, Left, Length, NullIf, Trim
 
 from worker_admin.models import Job
 from worker_admin.states import RETRYING, STATE_PREDICATES, JobState
-from worker_admin.stats import database_now
+from worker_admin.stats import database_now, is_large
 
 MAX_MESSAGE_LENGTH = 500
+NEWEST_FAILURES = 10_000  # on a large table, the failing jobs grouped (the newest ones)
 NO_ERROR = "<no error>"
 EXAMPLE_LENGTH = 8000  # characters of a group's example error sent to the page
 
@@ -231,6 +232,8 @@ class FailureReport:
     now: datetime  # the database clock, for "first seen 3h ago"
     groups: list[FailureGroup]
     truncated: bool  # more groups exist than `limit`; the largest ones are shown
+    # On a large table, the groups cover only this many of the newest failing jobs (None: all).
+    newest: int | None = None
 
     @property
     def failed(self) -> int:
@@ -257,6 +260,15 @@ def failure_groups(
     jobs = Job.objects.using(alias).filter(state.predicate)
     if task:
         jobs = jobs.filter(task__identifier=task)
+    newest = None
+    if is_large(alias):
+        # Millions of jobs: group the newest NEWEST_FAILURES failing ones (the page says so).
+        # The id of the oldest of them comes from a walk down the primary key, and the grouped
+        # query then reads only ids from there up: the work does not grow with the table.
+        floor = list(jobs.order_by("-id").values_list("id", flat=True)[NEWEST_FAILURES - 1 :][:1])
+        if floor:
+            jobs = jobs.filter(id__gte=floor[0])
+            newest = NEWEST_FAILURES
     sql, params = _grouped_sql(jobs, alias)
     try:
         # A savepoint, so that a statement timeout leaves the connection usable for the page.
@@ -292,7 +304,9 @@ def failure_groups(
                 example_truncated=length > EXAMPLE_LENGTH,
             )
         )
-    return FailureReport(now=database_now(alias), groups=groups, truncated=len(rows) > limit)
+    return FailureReport(
+        now=database_now(alias), groups=groups, truncated=len(rows) > limit, newest=newest
+    )
 
 
 def _grouped_sql(jobs: QuerySet, alias: str) -> tuple[str, list]:

@@ -13,7 +13,14 @@ from django.conf import settings
 from django.http import Http404
 from django.shortcuts import render
 
-from worker_admin.counting import CountValue, bounded_count, total_count
+from worker_admin.counting import (
+    COUNT_BOUND,
+    NOT_COUNTED,
+    CountValue,
+    bounded_count,
+    bounded_state_counts,
+    total_count,
+)
 from worker_admin.filters import (
     PAGE_SIZES,
     SORTS,
@@ -21,6 +28,7 @@ from worker_admin.filters import (
     BadCursor,
     JobFilters,
     apply_filters,
+    exact_search_predicate,
     filter_state,
     make_cursor,
     order_by,
@@ -31,7 +39,13 @@ from worker_admin.filters import (
 from worker_admin.models import Job
 from worker_admin.redaction import may_reveal, redact
 from worker_admin.schema import capabilities
-from worker_admin.stats import database_now, sampled_state_counts
+from worker_admin.stats import (
+    available_priorities,
+    database_now,
+    is_large,
+    sampled_state_counts,
+    state_aggregates,
+)
 
 TAB_LABELS = {"all": "All", "retrying": "Retrying"} | {s: s.capitalize() for s in STATE_TABS[1:5]}
 LARGE_PAYLOAD_BYTES = 64 * 1024
@@ -59,21 +73,52 @@ def _jobs():
 
 def _tabs(filters: JobFilters) -> list[Tab]:
     narrowed = apply_filters(_jobs(), filters, with_state=False)
-    unfiltered = not filters.active()
-    # Unfiltered on a large table: per-state estimates from the overview's sample, because an
-    # exact count of a rare state (locked) reads the whole table. Filtered: bounded counts.
-    estimates = sampled_state_counts(settings.WORKER_DATABASE) if unfiltered else None
+    counts = _tab_counts(narrowed, filters, settings.WORKER_DATABASE)
     tabs = []
     for key in STATE_TABS:
-        if key == "all" and unfiltered:
-            count = total_count(_jobs(), settings.WORKER_DATABASE)
-        elif estimates is not None:
-            count = CountValue(getattr(estimates, key), "estimate")
-        else:
-            count = bounded_count(filter_state(narrowed, key))
         url = "?" + urlencode(filters.query(state=key, sort=None, cursor=None))
-        tabs.append(Tab(key, TAB_LABELS[key], count, url))
+        tabs.append(Tab(key, TAB_LABELS[key], counts[key], url))
     return tabs
+
+
+def _tab_counts(narrowed, filters: JobFilters, alias: str) -> dict[str, CountValue]:
+    """Each tab's count, at a cost that does not grow with the table.
+
+    Unfiltered on a large table: per-state estimates from the overview's sample (an exact
+    count of a rare state, locked, reads the whole table). Filtered: one pass over at most
+    COUNT_BOUND + 1 matching rows gives every state at once, exact when the filter matches
+    fewer; when it matches more, the sample (narrowed by the filter) estimates each state,
+    never below what the pass saw. A text search on a large table is not counted: it would read
+    every error and payload again just for the numbers.
+    """
+    large = is_large(alias)
+    if not filters.active():
+        estimates = sampled_state_counts(alias)
+        if estimates is not None:
+            states = {key: CountValue(estimates.of_tab(key), "estimate") for key in STATE_TABS}
+            return states | {"all": total_count(_jobs(), alias)}
+        return {key: bounded_count(filter_state(narrowed, key)) for key in STATE_TABS}
+    if large and is_text_search(filters):
+        return dict.fromkeys(STATE_TABS, NOT_COUNTED)
+    seen, reached = bounded_state_counts(narrowed, state_aggregates())
+    if not reached:
+        return {key: CountValue(seen[key], "exact") for key in STATE_TABS}
+    if not large:
+        return {key: bounded_count(filter_state(narrowed, key)) for key in STATE_TABS}
+    estimates = sampled_state_counts(alias, narrowed)
+    counts = {
+        key: CountValue(max(seen[key], estimates.of_tab(key)), "estimate") for key in STATE_TABS[1:]
+    }
+    total = estimates.total
+    bounded = CountValue(COUNT_BOUND, "at_least")
+    counts["all"] = CountValue(total, "estimate") if total > COUNT_BOUND else bounded
+    return counts
+
+
+def is_text_search(filters: JobFilters) -> bool:
+    """The search box holds text that is no job id or key: it reads every error and payload."""
+    text = filters.values.get("q")
+    return bool(text) and not _jobs().filter(exact_search_predicate(text)).exists()
 
 
 def _page(request, filters: JobFilters) -> Page:
@@ -91,7 +136,7 @@ def _page(request, filters: JobFilters) -> Page:
     forward = direction == "after"
     if values is not None:
         jobs = jobs.filter(seek(sort, values, forward=forward))
-    rows = list(jobs.order_by(*order_by(sort, forward=forward))[: size + 1])
+    rows = _rows(jobs, filters, forward=forward, limit=size + 1)
     has_more = len(rows) > size
     rows = rows[:size]
     if not forward:
@@ -108,6 +153,36 @@ def _page(request, filters: JobFilters) -> Page:
         newer_url=link(rows[0], "before") if rows and more_newer else None,
         first_url="?" + urlencode(filters.query(cursor=None)) if values is not None else None,
     )
+
+
+# Sorts by run_at alone that jobs_main_index (priority, run_at) serves one priority at a time.
+RUN_AT_SORTS = ("run_at", "run_at_desc")
+MAX_MERGED_PRIORITIES = 16
+
+
+def _rows(jobs, filters: JobFilters, *, forward: bool, limit: int) -> list[Job]:
+    """The page's rows in sort order, plus one to tell whether there is a next page.
+
+    Ready and scheduled jobs sorted by run_at (the scheduled tab's default) have no index in
+    that order: jobs_main_index is (priority, run_at). Reading every scheduled job to sort them
+    costs seconds on millions, so on a large table the page takes the first rows of each
+    priority (a range of the index each; there are a handful of distinct priorities) and merges
+    them: the same rows, in the same order, as the single sorted query.
+    """
+    sort = filters.sort
+    ordering = order_by(sort, forward=forward)
+    alias = settings.WORKER_DATABASE
+    merge = filters.sort_key in RUN_AT_SORTS and filters.state in ("ready", "scheduled")
+    if merge and is_large(alias):
+        priorities = available_priorities(alias, MAX_MERGED_PRIORITIES + 1)
+        if len(priorities) <= MAX_MERGED_PRIORITIES:
+            rows = []
+            for priority in priorities:
+                rows += jobs.filter(priority=priority).order_by(*ordering)[:limit]
+            descending = sort.fields[0][1] == forward
+            rows.sort(key=lambda job: (job.run_at, job.id), reverse=descending)
+            return rows[:limit]
+    return list(jobs.order_by(*ordering)[:limit])
 
 
 def job_list(request):
