@@ -116,6 +116,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "worker_admin.instrumentation.RequestMetricsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -221,6 +222,7 @@ AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5, minimum=1)
 AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_COOLOFF_MINUTES", 15, minimum=1))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
+AXES_VERBOSE = False  # no start-up banner on every command (the CLI's stderr is for errors)
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 # Behind the HTTPS proxy every request comes from the proxy's address; the client's is the
 # entry the proxy appended to X-Forwarded-For (the right-most; earlier ones the client may
@@ -229,10 +231,13 @@ TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 1 if HTTPS else 0, minimum=
 
 
 def _client_ip(request) -> str | None:
+    from django.conf import settings  # read at call time, so a test may change the count
+
+    count = settings.TRUSTED_PROXY_COUNT
     forwarded = [part.strip() for part in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")]
     forwarded = [part for part in forwarded if part]
-    if TRUSTED_PROXY_COUNT and len(forwarded) >= TRUSTED_PROXY_COUNT:
-        return forwarded[-TRUSTED_PROXY_COUNT]
+    if count and len(forwarded) >= count:
+        return forwarded[-count]
     return request.META.get("REMOTE_ADDR")
 
 
