@@ -466,12 +466,23 @@ def record_rejection(*, actor, via: str, action: str, error: str, data: dict) ->
     audit.record(
         actor=actor,
         via=via,
-        action=action or "unknown",
+        action=_storable(action) or "unknown",
         outcome="rejected",
-        parameters={k: (v if len(str(v)) < 500 else str(v)[:500] + "…") for k, v in data.items()},
-        error=error[:2000],
+        parameters={_storable(k): _storable(v, 500) for k, v in data.items()},
+        error=_storable(error, 2000),
         summary="rejected; nothing changed",
     )
+
+
+def _storable(value: Any, limit: int | None = None) -> Any:
+    """What the audit log can keep of rejected input: PostgreSQL's text and jsonb refuse NUL
+    characters (a stand-in shows where one was), and long values are clipped."""
+    if not isinstance(value, str):
+        if limit is None or len(str(value)) < limit:
+            return value
+        value = str(value)
+    value = value.replace("\x00", "\ufffd")
+    return value if limit is None or len(value) < limit else value[:limit] + "…"
 
 
 # -- resumable state, kept in the session between progress steps ------------------------------

@@ -13,6 +13,7 @@ hidden fields and the confirmation token signs a hash of them (see views/add.py)
 from __future__ import annotations
 
 import json
+import math
 import unicodedata
 from datetime import datetime, timedelta
 from typing import Any
@@ -64,8 +65,14 @@ def parse_json(text: str, what: str) -> Any:
     def refuse(constant: str) -> Any:
         raise ValueError(f"{constant} is not JSON; use null or a number")
 
+    def finite(number: str) -> float:
+        value = float(number)
+        if math.isinf(value):  # 1e309 reads as infinity, which cannot be stored either
+            raise ValueError(f"the number {number[:20]} is too large")
+        return value
+
     try:
-        return json.loads(text, parse_constant=refuse)
+        return json.loads(text, parse_constant=refuse, parse_float=finite)
     except json.JSONDecodeError as exc:
         raise ValidationError(
             f"{what} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}."

@@ -50,7 +50,7 @@ class AuditFilterForm(forms.Form):
     after = forms.DateTimeField(required=False)
     before = forms.DateTimeField(required=False)
     job = forms.IntegerField(min_value=1, max_value=2**63 - 1, required=False)
-    older_than = forms.IntegerField(min_value=1, required=False)
+    older_than = forms.IntegerField(min_value=1, max_value=2**63 - 1, required=False)
 
 
 def _filtered(form: AuditFilterForm):

@@ -11,6 +11,9 @@ def queue_list(request):
     context = {"active": "queues", "title": "Queues"}
     if capabilities().usable:
         name = request.GET.get("name", "").strip()[:128]
+        if "\x00" in name:  # PostgreSQL text cannot hold NUL: no queue has it in its name
+            context["problem"] = "Ignored the name filter: it contains a NUL character."
+            name = ""
         context.update(
             filters={"name": name},
             report=catalog.queue_report(settings.WORKER_DATABASE, name_contains=name),
