@@ -2,6 +2,8 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from worker_admin.views import health
+
 admin.site.site_header = "Graphile Worker console: users and roles"
 
 urlpatterns = [
@@ -9,5 +11,8 @@ urlpatterns = [
     path("django-admin/", admin.site.urls),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    # Monitoring, without a login: load balancers and Prometheus (worker_admin/views/health.py).
+    path("healthz", health.healthz, name="healthz"),
+    path("metrics", health.metrics, name="metrics"),
     path("", include("worker_admin.urls")),
 ]

@@ -1,0 +1,306 @@
+"""What /metrics says about the queue, read from the worker schema at scrape time.
+
+A custom prometheus_client collector: every scrape reads the same numbers the overview and the
+workers page show, through the same code (stats.queue_stats, fleet.fleet, the state predicates),
+so a dashboard and an alert never disagree with the console. On a large jobs table the counts
+per state, task and queue are the overview's estimates from an evenly spread sample, and
+graphile_console_counts_estimated says so; the oldest ready job, the lock facts and the workers
+are always exact (the lock facts cost one pass over the locked jobs, which no index serves).
+
+Nothing here is stored between scrapes except the capabilities cache; the console's own request
+and query timings are in worker_admin.instrumentation.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import DatabaseError
+from django.db.models import Count, Min, Q, Value
+from django.db.models.functions import Now
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
+
+from worker_admin.audit import AuditEntry
+from worker_admin.fleet import Fleet, fleet
+from worker_admin.models import Job
+from worker_admin.schema import Capabilities, capabilities
+from worker_admin.states import STATE_PREDICATES, JobState
+from worker_admin.stats import GroupCounts, QueueStats, StateCounts, queue_stats
+from worker_admin.views.workers import DEFAULT_THRESHOLD
+
+logger = logging.getLogger(__name__)
+
+LONG_LOCK = timedelta(hours=1)
+# The audit action that the console's sweep (web and CLI) records when it has run.
+SWEEP_ACTION = "sweep"
+# One series per task or queue and state: a fleet with a queue per tenant could otherwise send
+# Prometheus tens of thousands of series. The largest are kept; the rest are summed into OTHER.
+MAX_LABELLED_GROUPS = 1000
+OTHER = "__other__"
+
+
+def stale_worker_threshold() -> timedelta:
+    """STALE_WORKER_THRESHOLD_SECONDS when set, else the workers page's default (5 minutes)."""
+    seconds = getattr(settings, "STALE_WORKER_THRESHOLD_SECONDS", None)
+    return timedelta(seconds=seconds) if seconds else timedelta(minutes=DEFAULT_THRESHOLD)
+
+
+@dataclass(frozen=True)
+class LockFacts:
+    over_one_hour: int
+    oldest_lock_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything one scrape reads; None parts were not readable (see `problem`)."""
+
+    caps: Capabilities | None
+    stats: QueueStats | None = None
+    locks: LockFacts | None = None
+    fleet: Fleet | None = None
+    last_sweep_at: datetime | None = None
+    problem: str | None = None
+
+
+def read_snapshot(alias: str, threshold: timedelta) -> Snapshot:
+    try:
+        last_sweep_at = _last_sweep_at()
+    except DatabaseError as exc:  # the console's own tables: the queue facts may still be there
+        logger.warning("/metrics could not read the audit log: %s", exc)
+        last_sweep_at = None
+    try:
+        caps = capabilities(alias)
+        if caps.problem is not None:
+            return Snapshot(caps, last_sweep_at=last_sweep_at, problem=caps.problem)
+        return Snapshot(
+            caps,
+            stats=queue_stats(alias),
+            locks=_lock_facts(alias),
+            fleet=fleet(alias, threshold, has_workers_table=caps.has_workers_table),
+            last_sweep_at=last_sweep_at,
+        )
+    except DatabaseError as exc:
+        logger.warning("/metrics could not read the worker schema: %s", exc)
+        return Snapshot(None, last_sweep_at=last_sweep_at, problem="database error")
+
+
+def _lock_facts(alias: str) -> LockFacts:
+    row = (
+        Job.objects.using(alias)
+        .filter(STATE_PREDICATES[JobState.LOCKED])
+        .aggregate(
+            over_one_hour=Count("id", filter=Q(locked_at__lt=Now() - Value(LONG_LOCK))),
+            oldest_lock_at=Min("locked_at"),
+        )
+    )
+    return LockFacts(row["over_one_hour"], row["oldest_lock_at"])
+
+
+def _last_sweep_at() -> datetime | None:
+    entry = (
+        AuditEntry.objects.filter(
+            action=SWEEP_ACTION,
+            outcome=AuditEntry.Outcome.DONE,
+            worker_schema=settings.GRAPHILE_WORKER_SCHEMA,
+        )
+        .order_by("-created_at")
+        .values_list("created_at", flat=True)
+        .first()
+    )
+    return entry
+
+
+# -- families ------------------------------------------------------------------------------
+
+STATES = [state.value for state in JobState]
+
+
+def _gauge(name: str, documentation: str, value: float | None = None, labels=()):
+    family = GaugeMetricFamily(name, documentation, labels=list(labels) or None)
+    if value is not None:
+        family.add_metric([], value)
+    return family
+
+
+def _seconds(delta: timedelta | None) -> float:
+    return max(delta.total_seconds(), 0.0) if delta is not None else 0.0
+
+
+def fold_groups(groups: Iterable[GroupCounts], limit: int) -> list[tuple[str, StateCounts]]:
+    """(label, counts) per group, the `limit` largest by total; the rest summed into OTHER."""
+    ranked = sorted(groups, key=lambda g: (-g.counts.total, str(g.name)))
+    kept = [(str(g.name), g.counts) for g in ranked[:limit]]
+    rest = ranked[limit:]
+    if rest:
+        names = ("ready", "scheduled", "locked", "failed", "retrying")
+        summed = StateCounts(**{n: sum(getattr(g.counts, n) for g in rest) for n in names})
+        kept.append((OTHER, summed))
+    return sorted(kept)
+
+
+def _grouped(kind: str, groups: list[GroupCounts]) -> Iterator[Metric]:
+    by_state = GaugeMetricFamily(
+        f"graphile_worker_{kind}_jobs",
+        f"Jobs per {kind} and state (estimated when graphile_console_counts_estimated is 1; "
+        f'{kind}s past the {MAX_LABELLED_GROUPS:,} largest are summed as {kind}="{OTHER}").',
+        labels=[kind, "state"],
+    )
+    retrying = GaugeMetricFamily(
+        f"graphile_worker_{kind}_jobs_retrying",
+        f"Jobs per {kind} that failed at least once and will run again (also counted as ready "
+        "or scheduled).",
+        labels=[kind],
+    )
+    for name, counts in fold_groups(groups, MAX_LABELLED_GROUPS):
+        for state in STATES:
+            by_state.add_metric([name, state], getattr(counts, state))
+        retrying.add_metric([name], counts.retrying)
+    yield by_state
+    yield retrying
+
+
+def queue_families(snapshot: Snapshot) -> Iterator[Metric]:
+    stats, locks, fleet_ = snapshot.stats, snapshot.locks, snapshot.fleet
+    jobs = GaugeMetricFamily(
+        "graphile_worker_jobs",
+        "Jobs in each state: ready (run_at has passed), scheduled (waiting for run_at), locked "
+        "(held by a worker), failed (no attempts left). Estimated when "
+        "graphile_console_counts_estimated is 1.",
+        labels=["state"],
+    )
+    for state in STATES:
+        jobs.add_metric([state], getattr(stats.counts, state))
+    yield jobs
+    yield _gauge(
+        "graphile_worker_jobs_retrying",
+        "Jobs that failed at least once and will run again (also counted as ready or scheduled).",
+        stats.counts.retrying,
+    )
+    yield from _grouped("task", stats.by_task)
+    # Jobs without a queue run in parallel and are not in the queue families.
+    yield from _grouped("queue", stats.by_queue)
+    yield _gauge(
+        "graphile_worker_oldest_ready_job_age_seconds",
+        "How long the longest-waiting ready job has waited since its run_at (queue latency); 0 "
+        "when no job is ready. Exact at any table size.",
+        _seconds(stats.oldest_ready_age),
+    )
+    yield _gauge(
+        "graphile_worker_jobs_locked_over_one_hour",
+        "Locked jobs whose lock was taken more than one hour ago. Exact.",
+        locks.over_one_hour,
+    )
+    yield _gauge(
+        "graphile_worker_oldest_job_lock_age_seconds",
+        "Age of the oldest lock on a job; 0 when no job is locked. Exact.",
+        _seconds(stats.now - locks.oldest_lock_at if locks.oldest_lock_at else None),
+    )
+    if fleet_.workers is not None:  # absent without the recovery extension: nothing registers
+        yield _gauge(
+            "graphile_worker_registered_workers",
+            "Workers registered in _private_workers (the worker-recovery extension).",
+            len(fleet_.workers),
+        )
+        yield _gauge(
+            "graphile_worker_stale_registered_workers",
+            "Registered workers whose last heartbeat is older than "
+            "graphile_console_stale_worker_threshold_seconds.",
+            fleet_.stale_count,
+        )
+    yield _gauge(
+        "graphile_worker_lock_holders",
+        "Distinct worker ids holding a job or queue lock (locked_by).",
+        len(fleet_.holders),
+    )
+    yield _gauge(
+        "graphile_worker_unregistered_lock_holders",
+        "Lock holders with no registration in _private_workers: Node workers and pools, which "
+        "never register, or Rust workers whose registration is gone.",
+        sum(1 for holder in fleet_.holders if not holder.registered),
+    )
+
+
+def console_families(snapshot: Snapshot, threshold: timedelta) -> Iterator[Metric]:
+    caps = snapshot.caps
+    if caps is not None:
+        info = InfoMetricFamily(
+            "graphile_worker_schema",
+            "The worker schema the console reads: its name, flavour and latest migration.",
+            labels=["schema", "flavour", "migration"],
+        )
+        info.add_metric([caps.schema, caps.flavour.value, str(caps.latest_migration or "")], {})
+        yield info
+    if snapshot.stats is not None:
+        stats = snapshot.stats
+        yield _gauge(
+            "graphile_console_counts_estimated",
+            "1 when the job counts per state, task and queue are estimates from a sample of a "
+            "large jobs table (as on the overview), 0 when every row was counted.",
+            0 if stats.exact else 1,
+        )
+        yield _gauge(
+            "graphile_console_counts_sample_ratio",
+            "Share of the jobs table the job counts were read from (1 when exact).",
+            1.0 if stats.exact else stats.sampled_fraction,
+        )
+    yield _gauge(
+        "graphile_console_stale_worker_threshold_seconds",
+        "Heartbeat age past which a registered worker counts as stale in these metrics.",
+        threshold.total_seconds(),
+    )
+    if snapshot.last_sweep_at is not None:  # absent until the first sweep through the console
+        yield _gauge(
+            "graphile_console_last_stale_worker_sweep_timestamp_seconds",
+            "When the last stale-worker sweep run through the console (web or CLI) finished, "
+            "from its audit log, as a Unix timestamp. Sweeps run by the workers themselves are "
+            "not recorded there.",
+            snapshot.last_sweep_at.timestamp(),
+        )
+
+
+class WorkerQueueCollector:
+    """Reads the worker schema when scraped. Register it in a registry built for one scrape."""
+
+    def __init__(self, alias: str | None = None, threshold: timedelta | None = None) -> None:
+        self.alias = alias or settings.WORKER_DATABASE
+        self.threshold = threshold or stale_worker_threshold()
+
+    def describe(self) -> list[Metric]:
+        # Registering must not read the database; the registry then skips name checks.
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        started = time.perf_counter()
+        snapshot = read_snapshot(self.alias, self.threshold)
+        if snapshot.problem is None:
+            yield from queue_families(snapshot)
+        yield from console_families(snapshot, self.threshold)
+        yield _gauge(
+            "graphile_console_scrape_success",
+            "1 when this scrape read the worker schema; 0 when the database could not be read "
+            "or the console cannot show the truth (no schema, an unsupported version, a role "
+            "that cannot read the jobs): the queue families are then left out, not zero.",
+            1 if snapshot.problem is None else 0,
+        )
+        yield _gauge(
+            "graphile_console_scrape_duration_seconds",
+            "How long this scrape took to read the worker schema and the audit log.",
+            time.perf_counter() - started,
+        )
+
+
+def scrape_registry() -> CollectorRegistry:
+    """A registry for one scrape: the queue collector plus the console's own timings."""
+    from worker_admin.instrumentation import register_timings
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(WorkerQueueCollector())
+    register_timings(registry)
+    return registry
