@@ -50,6 +50,19 @@ def _audit(action: str) -> AuditEntry:
     return entry
 
 
+def _refused(action: str, message: str, *args) -> None:
+    """Bad input: exit status 2, one sentence, nothing written but a "rejected" audit entry."""
+    with pytest.raises(CommandError, match=re.escape(message)) as refused:
+        _run(*args)
+    assert refused.value.returncode == 2
+    assert not AuditEntry.objects.exclude(outcome="rejected").exists()
+    entry = AuditEntry.objects.latest("id")
+    assert (entry.action, entry.outcome, entry.via) == (action, "rejected", "cli")
+    assert entry.actor_name == getpass.getuser()
+    assert message in entry.error
+    assert entry.changed_ids == []
+
+
 # -- parsing ------------------------------------------------------------------------------
 
 
@@ -104,8 +117,9 @@ def test_parse_ids():
 def test_parse_payload_and_state():
     assert parsing.parse_payload('{"a": [1]}') == {"a": [1]}
     assert parsing.parse_payload(None) is None
-    with pytest.raises(CommandError, match="The --payload is not valid JSON"):
+    with pytest.raises(CommandError, match="The --payload is not valid JSON") as refused:
         parsing.parse_payload("{nope")
+    assert refused.value.returncode == 2
     assert parsing.parse_state("all") is None
     assert parsing.parse_state("Failed") == "failed"
     with pytest.raises(CommandError, match="Unknown state 'done'"):
@@ -172,10 +186,42 @@ def test_add__json_all_options(db):
     ],
 )
 def test_add__bad_input_writes_nothing(db, args, message):
-    with pytest.raises(CommandError, match=re.escape(message)):
-        _run("add", "send_email", *args)
+    _refused("add_job", message, "add", "send_email", *args)
     assert not Job.objects.exists()
-    assert not AuditEntry.objects.exists()
+
+
+def test_add__payload_file_and_stdin(db, tmp_path):
+    path = tmp_path / "payload.json"
+    path.write_text('{"to": "ops@example.com", "n": [1, 2]}', encoding="utf-8")
+    first = _json("add", "send_email", "--payload-file", str(path))
+    assert Job.objects.get(id=first["id"]).payload == {"to": "ops@example.com", "n": [1, 2]}
+
+    out = StringIO()
+    stdin = StringIO('["from", "stdin"]')
+    call_command(
+        "graphile_worker", "--json", "add", "t", "--payload-file", "-", stdin=stdin, stdout=out
+    )
+    assert Job.objects.get(id=json.loads(out.getvalue())["id"]).payload == ["from", "stdin"]
+
+
+@pytest.mark.parametrize(
+    ("content", "extra", "message"),
+    [
+        ("{nope", [], "--payload-file '{path}' is not valid JSON"),
+        (None, [], "--payload-file '{path}' does not exist."),
+        ("{}", ["--payload", "{}"], "Give either --payload or --payload-file, not both."),
+        (b"\xff\xfe{", [], "--payload-file '{path}' is not UTF-8 text."),
+    ],
+)
+def test_add__bad_payload_file_writes_nothing(db, tmp_path, content, extra, message):
+    path = tmp_path / "payload.json"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        path.write_text(content, encoding="utf-8")
+    message = message.replace("{path}", str(path))
+    _refused("add_job", message, "add", "t", "--payload-file", str(path), *extra)
+    assert not Job.objects.exists()
 
 
 # -- list / show --------------------------------------------------------------------------
@@ -329,11 +375,10 @@ def test_remove(jobs):
 def test_writes__bad_input_writes_nothing(jobs, args, message):
     job = jobs.ready()
     before = (job.run_at, job.priority, job.attempts, job.max_attempts, job.last_error)
-    with pytest.raises(CommandError, match=re.escape(message)):
-        _run(*[arg.replace("{id}", str(job.id)) for arg in args])
+    args = [arg.replace("{id}", str(job.id)) for arg in args]
+    _refused(args[0], message, *args)
     job = Job.objects.get(id=job.id)
     assert (job.run_at, job.priority, job.attempts, job.max_attempts, job.last_error) == before
-    assert not AuditEntry.objects.exists()
 
 
 # -- stats --------------------------------------------------------------------------------
@@ -420,10 +465,9 @@ def test_cleanup__one_task_human(jobs):
 
 def test_cleanup__unknown_task_writes_nothing(jobs):
     failed = jobs.failed("resize")
-    with pytest.raises(CommandError, match=re.escape("Unknown cleanup task 'gc-everything'")):
-        _run("cleanup", "gc-job-queues", "gc-everything")
+    message = "Unknown cleanup task 'gc-everything'"
+    _refused("cleanup", message, "cleanup", "gc-job-queues", "gc-everything")
     assert Job.objects.filter(id=failed.id).exists()
-    assert not AuditEntry.objects.exists()
 
 
 def test_force_unlock(jobs):
@@ -449,12 +493,10 @@ def test_force_unlock(jobs):
 
 def test_force_unlock__no_ids_writes_nothing(jobs):
     held = jobs.locked(by="graphile_worker_dead")
-    with pytest.raises(CommandError, match=re.escape("Give at least one worker id.")):
-        _run("force-unlock")
-    with pytest.raises(CommandError, match=re.escape("A worker id must not be empty.")):
-        _run("force-unlock", "graphile_worker_dead", " ")
+    _refused("force_unlock", "Give at least one worker id.", "force-unlock")
+    message = "A worker id must not be empty."
+    _refused("force_unlock", message, "force-unlock", "graphile_worker_dead", " ")
     assert Job.objects.get(id=held.id).locked_by == "graphile_worker_dead"
-    assert not AuditEntry.objects.exists()
 
 
 SWEEP_KEYS = {
@@ -504,10 +546,8 @@ def test_sweep_stale_workers__dry_run_then_real(jobs):
 )
 def test_sweep_stale_workers__bad_input_writes_nothing(jobs, args, message):
     _register(jobs, "graphile_worker_stale", "1 hour")
-    with pytest.raises(CommandError, match=re.escape(message)):
-        _run("sweep-stale-workers", *args)
+    _refused("sweep", message, "sweep-stale-workers", *args)
     assert _registered(jobs) == ["graphile_worker_stale"]
-    assert not AuditEntry.objects.exists()
 
 
 # -- queues / workers ---------------------------------------------------------------------

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import getpass
+import json
+import logging
 
 from django.conf import settings
 from django.core.management.base import CommandError
+from django.db import DatabaseError, connections
 
 from worker_admin import audit
 from worker_admin.utils import JobActionResult, WorkerUtils
+
+logger = logging.getLogger(__name__)
 
 
 def os_user() -> str:
@@ -28,6 +33,61 @@ def record(utils: WorkerUtils, action: str, **fields) -> None:
         worker_schema=utils.schema,
         **fields,
     )
+
+
+def record_rejection(utils: WorkerUtils, action: str, options: dict, error: str) -> None:
+    """Bad input to a write is audited as "rejected", like the console's; nothing else happens.
+
+    The options are kept as given (strings from the shell), minus the command's plumbing.
+    """
+    parameters = {
+        name: value
+        for name, value in options.items()
+        if name not in _PLUMBING and value not in (None, False, [], "")
+    }
+    try:
+        audit.record(
+            actor=os_user(),
+            via=audit.AuditEntry.Via.CLI,
+            action=action,
+            outcome=audit.AuditEntry.Outcome.REJECTED,
+            worker_schema=utils.schema,
+            parameters=json.loads(json.dumps(parameters, default=str)),
+            error=error,
+        )
+    except DatabaseError:
+        logger.warning("Could not audit a rejected %s command", action)
+
+
+_PLUMBING = frozenset(
+    {
+        "verbosity",
+        "settings",
+        "pythonpath",
+        "traceback",
+        "no_color",
+        "force_color",
+        "skip_checks",
+        "stdin",
+        "stdout",
+        "stderr",
+        "subcommand",
+        "json",
+        "schema",
+    }
+)
+
+
+def require_audit_log() -> None:
+    """Writes are audited; refuse them (before any change) where the audit log is missing."""
+    table = audit.AuditEntry._meta.db_table
+    with connections["default"].cursor() as cursor:
+        present = table in connections["default"].introspection.table_names(cursor)
+    if not present:
+        raise CommandError(
+            f"The console's audit log is not installed in schema {settings.CONSOLE_SCHEMA}, "
+            "and every write is audited: run `graphile_worker migrate --console-tables` once."
+        )
 
 
 def record_action(
@@ -63,5 +123,6 @@ def require_configured_schema(utils: WorkerUtils) -> None:
     if utils.schema != settings.GRAPHILE_WORKER_SCHEMA:
         raise CommandError(
             f"This command reads only the configured schema {settings.GRAPHILE_WORKER_SCHEMA}; "
-            f"set GRAPHILE_WORKER_SCHEMA to read {utils.schema}."
+            f"set GRAPHILE_WORKER_SCHEMA={utils.schema} (or use `graphile-console --schema "
+            f"{utils.schema}`) to read it."
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 from django.core.management.base import BaseCommand, CommandError
 
@@ -13,7 +14,14 @@ from worker_admin.cli.common import (
     require_configured_schema,
 )
 from worker_admin.cli.output import JOB_ROW_KEYS, job_detail, job_row, table
-from worker_admin.cli.parsing import parse_ids, parse_payload, parse_run_at, parse_state
+from worker_admin.cli.parsing import (
+    UsageError,
+    parse_ids,
+    parse_payload,
+    parse_run_at,
+    parse_state,
+    read_payload_file,
+)
 from worker_admin.models import Job
 from worker_admin.utils import JobKeyMode, JobSpec, RescheduleJobOptions, RunNow, WorkerUtils
 
@@ -21,14 +29,24 @@ KEY_MODES = {"replace": JobKeyMode.REPLACE, "preserve-run-at": JobKeyMode.PRESER
 KEY_MODES["unsafe-dedupe"] = JobKeyMode.UNSAFE_DEDUPE
 
 
+def _payload(command: BaseCommand, options: dict):
+    """--payload TEXT or --payload-file PATH (`-` reads standard input); not both."""
+    if options["payload"] is not None and options["payload_file"] is not None:
+        raise UsageError("Give either --payload or --payload-file, not both.")
+    if options["payload_file"] is None:
+        return parse_payload(options["payload"])
+    text = read_payload_file(options["payload_file"], options.get("stdin") or sys.stdin)
+    return parse_payload(text, source=f"--payload-file {options['payload_file']!r}")
+
+
 def add(command: BaseCommand, utils: WorkerUtils, options: dict) -> dict:
-    payload = parse_payload(options["payload"])
+    payload = _payload(command, options)
     run_at = parse_run_at(options["run_at"]) if options["run_at"] else None
     mode = options["job_key_mode"]
     if mode is not None and mode not in KEY_MODES:
-        raise CommandError(f"Unknown --job-key-mode {mode!r}: use one of {', '.join(KEY_MODES)}.")
+        raise UsageError(f"Unknown --job-key-mode {mode!r}: use one of {', '.join(KEY_MODES)}.")
     if mode is not None and not options["key"]:
-        raise CommandError("--job-key-mode needs --key.")
+        raise UsageError("--job-key-mode needs --key.")
     spec = JobSpec(
         queue_name=options["queue"],
         run_at=None if isinstance(run_at, RunNow) else run_at,  # "now" is the default
@@ -73,9 +91,9 @@ def list_jobs(command: BaseCommand, utils: WorkerUtils, options: dict) -> dict:
     state = parse_state(options["state"])
     limit, offset = options["limit"], options["offset"]
     if limit < 1 or limit > 10_000:
-        raise CommandError("--limit must be between 1 and 10000.")
+        raise UsageError("--limit must be between 1 and 10000.")
     if offset < 0:
-        raise CommandError("--offset must not be negative.")
+        raise UsageError("--offset must not be negative.")
     require_configured_schema(utils)
     jobs = Job.objects.using(utils.alias).with_state().select_related("task", "job_queue")
     if state is not None:
@@ -128,7 +146,7 @@ def fail(command: BaseCommand, utils: WorkerUtils, options: dict) -> dict:
     ids = parse_ids(options["ids"])
     reason = (options["reason"] or "").strip()
     if not reason:
-        raise CommandError("Give a --reason for failing the jobs.")
+        raise UsageError("Give a --reason for failing the jobs.")
     result = utils.permanently_fail_jobs(ids, reason)
     record_action(utils, "fail", result, reason=reason)
     return action_result(result, "fail")
@@ -137,7 +155,7 @@ def fail(command: BaseCommand, utils: WorkerUtils, options: dict) -> dict:
 def reschedule(command: BaseCommand, utils: WorkerUtils, options: dict) -> dict:
     ids = parse_ids(options["ids"])
     if options["now"] and options["run_at"]:
-        raise CommandError("Give either --now or --run-at, not both.")
+        raise UsageError("Give either --now or --run-at, not both.")
     run_at = (
         parse_run_at("now" if options["now"] else options["run_at"])
         if (options["now"] or options["run_at"])
@@ -150,7 +168,7 @@ def reschedule(command: BaseCommand, utils: WorkerUtils, options: dict) -> dict:
         max_attempts=options["max_attempts"],
     )
     if changes == RescheduleJobOptions():
-        raise CommandError(
+        raise UsageError(
             "Nothing to change: give --now, --run-at, --priority, --attempts or --max-attempts."
         )
     result = utils.reschedule_jobs(ids, changes)

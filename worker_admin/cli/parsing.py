@@ -1,6 +1,7 @@
 """Parsing of CLI arguments: durations, run-at times, job ids, JSON payloads, job states.
 
-Every helper raises `CommandError` with one sentence, before anything is written.
+Every helper raises `UsageError` with one sentence, before anything is written: bad input is
+bad usage, exit status 2, like argparse's own complaints.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from django.core.management.base import CommandError
@@ -35,6 +37,15 @@ _UNITS = {
     "hours": 3600,
 }
 LIST_STATES = ("all", *(state.value for state in JobState))
+# A payload file larger than this is refused before it is read (the web's limit is the same).
+PAYLOAD_FILE_LIMIT = 5 * 1024 * 1024
+
+
+class UsageError(CommandError):
+    """Bad input on the command line: exit status 2, nothing written."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, returncode=2)
 
 
 def parse_duration(text: str) -> timedelta:
@@ -42,7 +53,7 @@ def parse_duration(text: str) -> timedelta:
     match = _DURATION.match(text or "")
     unit = match.group(2).lower() if match else None
     if match is None or unit not in _UNITS:
-        raise CommandError(
+        raise UsageError(
             f"Invalid duration {text!r}: use a whole number of seconds or a number with "
             "s, sec, m, min, h or hr (for example 30s, 5m, 1h)."
         )
@@ -58,7 +69,7 @@ def parse_run_at(text: str) -> datetime | RunNow:
     except ValueError:
         value = None
     if value is None or value.utcoffset() is None:
-        raise CommandError(
+        raise UsageError(
             f"Invalid --run-at {text!r}: use 'now' or an RFC 3339 time with a time zone, "
             "for example 2025-01-31T09:00:00Z."
         )
@@ -68,29 +79,52 @@ def parse_run_at(text: str) -> datetime | RunNow:
 def parse_ids(values: list[str] | None) -> list[int]:
     """Job ids from the command line: at least one, each a positive whole number, no repeats."""
     if not values:
-        raise CommandError("Give at least one job id.")
+        raise UsageError("Give at least one job id.")
     ids = []
     for value in values:
         text = value.strip()
         if not text.isdigit() or not 1 <= int(text) <= BIGINT_MAX:
-            raise CommandError(f"Invalid job id {value!r}: job ids are positive whole numbers.")
+            raise UsageError(f"Invalid job id {value!r}: job ids are positive whole numbers.")
         ids.append(int(text))
     return list(dict.fromkeys(ids))
 
 
-def parse_payload(text: str | None) -> Any:
+def parse_payload(text: str | None, *, source: str = "--payload") -> Any:
     """The --payload JSON document (None when not given)."""
     if text is None:
         return None
     try:
         return json.loads(text)
     except ValueError as exc:
-        raise CommandError(f"The --payload is not valid JSON: {exc}.") from None
+        raise UsageError(f"The {source} is not valid JSON: {exc}.") from None
+
+
+def read_payload_file(name: str, stdin) -> str:
+    """The text of --payload-file: a path, or `-` for standard input."""
+    if name == "-":
+        text = stdin.read(PAYLOAD_FILE_LIMIT + 1)
+    else:
+        path = Path(name)
+        try:
+            if path.stat().st_size > PAYLOAD_FILE_LIMIT:
+                raise UsageError(f"The --payload-file {name!r} is larger than 5 MB.")
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise UsageError(f"The --payload-file {name!r} does not exist.") from None
+        except IsADirectoryError:
+            raise UsageError(f"The --payload-file {name!r} is a directory.") from None
+        except UnicodeDecodeError:
+            raise UsageError(f"The --payload-file {name!r} is not UTF-8 text.") from None
+        except OSError as exc:
+            raise UsageError(f"Cannot read --payload-file {name!r}: {exc.strerror}.") from None
+    if len(text) > PAYLOAD_FILE_LIMIT:
+        raise UsageError("The payload on standard input is larger than 5 MB.")
+    return text
 
 
 def parse_state(text: str) -> JobState | None:
     """A job state for `list`; `all` means no filter."""
     value = text.strip().lower()
     if value not in LIST_STATES:
-        raise CommandError(f"Unknown state {text!r}: use one of {', '.join(LIST_STATES)}.")
+        raise UsageError(f"Unknown state {text!r}: use one of {', '.join(LIST_STATES)}.")
     return None if value == "all" else JobState(value)

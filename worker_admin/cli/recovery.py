@@ -7,7 +7,7 @@ from django.core.management.base import BaseCommand, CommandError
 from worker_admin.catalog import queue_report
 from worker_admin.cli.common import record, require_configured_schema
 from worker_admin.cli.output import table
-from worker_admin.cli.parsing import parse_duration
+from worker_admin.cli.parsing import UsageError, parse_duration
 from worker_admin.fleet import fleet
 from worker_admin.recovery import CleanupTask, SweepStaleWorkersOptions
 from worker_admin.schema import capabilities
@@ -29,7 +29,7 @@ def parse_cleanup_tasks(values: list[str] | None) -> list[CleanupTask]:
     tasks = []
     for value in values or []:
         if value not in CLEANUP_TASKS:
-            raise CommandError(
+            raise UsageError(
                 f"Unknown cleanup task {value!r}: use one or more of {', '.join(CLEANUP_TASKS)}."
             )
         tasks.append(CleanupTask(value))
@@ -57,9 +57,9 @@ def cleanup(command: BaseCommand, utils: WorkerUtils, options: dict) -> dict:
 def force_unlock(command: BaseCommand, utils: WorkerUtils, options: dict) -> dict:
     ids = list(dict.fromkeys(value.strip() for value in options["worker_ids"] or []))
     if not ids:
-        raise CommandError("Give at least one worker id.")
+        raise UsageError("Give at least one worker id.")
     if "" in ids:
-        raise CommandError("A worker id must not be empty.")
+        raise UsageError("A worker id must not be empty.")
     result = utils.force_unlock_workers(ids)
     record(
         utils,
@@ -82,7 +82,7 @@ def sweep_stale_workers(command: BaseCommand, utils: WorkerUtils, options: dict)
     threshold = parse_duration(options["sweep_threshold"])
     delay = parse_duration(options["recovery_delay"])
     if threshold.total_seconds() <= 0:
-        raise CommandError("--sweep-threshold must be longer than zero.")
+        raise UsageError("--sweep-threshold must be longer than zero.")
     dry_run = options["dry_run"]
     sweep_options = SweepStaleWorkersOptions(
         sweep_threshold=threshold,
@@ -175,7 +175,7 @@ HOLDER_KEYS = ("id", "kind", "registered", "stale", "jobs_held", "queues_held", 
 def workers(command: BaseCommand, utils: WorkerUtils, options: dict) -> dict:
     threshold = parse_duration(options["threshold"])
     if threshold.total_seconds() <= 0:
-        raise CommandError("--threshold must be longer than zero.")
+        raise UsageError("--threshold must be longer than zero.")
     require_configured_schema(utils)
     caps = capabilities(utils.alias, utils.schema)
     if caps.problem is not None:

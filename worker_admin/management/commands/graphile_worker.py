@@ -9,17 +9,37 @@ from __future__ import annotations
 import json
 import time
 
+from django.conf import settings
+from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
 from worker_admin.cli import jobs as job_commands
 from worker_admin.cli import recovery as recovery_commands
+from worker_admin.cli.common import record_rejection, require_audit_log
+from worker_admin.cli.parsing import UsageError
 from worker_admin.cli.stats import stats as stats_command
 from worker_admin.demo.fleet import DemoFleet, FleetRefused, check_demo_database
 from worker_admin.installer import UnsupportedSchemaError
-from worker_admin.utils import WorkerUtils, WorkerUtilsError
+from worker_admin.utils import InvalidJobAction, InvalidJobSpec, WorkerUtils, WorkerUtilsError
+
+
+def _console_tables(command: BaseCommand, options: dict) -> str:
+    """Django's migrate for the console's own tables (audit log, users), for the console script."""
+    if not options["console_tables"]:
+        return ""
+    call_command("migrate", interactive=False, verbosity=0, stdout=command.stderr)
+    return f" The console's own tables in {settings.CONSOLE_SCHEMA} are up to date."
 
 
 def _migrate(command: BaseCommand, utils: WorkerUtils, options: dict) -> dict:
+    console_note = _console_tables(command, options)
+    result = _migrate_worker_schema(utils, options)
+    result["console_tables"] = bool(console_note)
+    result["message"] += console_note
+    return result
+
+
+def _migrate_worker_schema(utils: WorkerUtils, options: dict) -> dict:
     if options["add_recovery"]:
         added = utils.add_recovery()
         message = (
@@ -111,10 +131,27 @@ COMMANDS = {
 }
 
 
+# Subcommands that change the queue, with the audit action each records: every write is
+# audited, and so is every refusal of bad input to one.
+AUDITED_WRITES = {
+    "add": "add_job",
+    "complete": "complete",
+    "fail": "fail",
+    "reschedule": "reschedule",
+    "remove": "remove",
+    "cleanup": "cleanup",
+    "force-unlock": "force_unlock",
+    "sweep-stale-workers": "sweep",
+}
+
+
 def _add_job_parsers(sub) -> None:
     add = sub.add_parser("add", help="Add a job.")
     add.add_argument("identifier", help="Task identifier.")
     add.add_argument("--payload", help="JSON payload (default: {}).")
+    add.add_argument(
+        "--payload-file", metavar="FILE", help="Read the JSON payload from FILE (- for stdin)."
+    )
     add.add_argument("--queue", help="Named queue (jobs in it run one at a time).")
     add.add_argument("--run-at", help="RFC 3339 time with a time zone, or 'now' (default).")
     add.add_argument("--max-attempts", type=int, help="Attempts before failing (default 25).")
@@ -190,6 +227,12 @@ def _add_recovery_parsers(sub) -> None:
 
 class Command(BaseCommand):
     help = "Operate a Graphile Worker schema (the graphile-worker CLI's commands)."
+    # call_command(..., stdin=StringIO(...)) feeds `add --payload-file -` in tests.
+    stealth_options = ("stdin",)
+    # Django's own options still work; they are left out of the help, which is about the queue.
+    suppressed_base_arguments = frozenset(
+        {"--version", "--settings", "--pythonpath", "--traceback", "--no-color", "--force-color"}
+    )
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--schema", help="Worker schema (default: GRAPHILE_WORKER_SCHEMA).")
@@ -206,6 +249,11 @@ class Command(BaseCommand):
             "--no-recovery",
             action="store_true",
             help="Install the plain node schema, without the worker-recovery extension.",
+        )
+        migrate.add_argument(
+            "--console-tables",
+            action="store_true",
+            help="Also create or upgrade the console's own tables (audit log, users).",
         )
         demo = sub.add_parser(
             "demo-workers",
@@ -234,10 +282,20 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options) -> None:
         utils = WorkerUtils(schema=options["schema"])
+        subcommand = options["subcommand"]
         try:
-            result = COMMANDS[options["subcommand"]](self, utils, options)
+            if subcommand in AUDITED_WRITES:
+                require_audit_log()
+            try:
+                result = COMMANDS[subcommand](self, utils, options)
+            except (InvalidJobSpec, InvalidJobAction) as exc:  # the values, not the database
+                raise UsageError(str(exc)) from None
         except (UnsupportedSchemaError, WorkerUtilsError) as exc:
             raise CommandError(str(exc)) from None
+        except UsageError as exc:
+            if subcommand in AUDITED_WRITES:
+                record_rejection(utils, AUDITED_WRITES[subcommand], options, str(exc))
+            raise
         # "text" is the human rendering (tables); JSON leaves it out.
         text = result.pop("text", None)
         if options["json"]:
