@@ -6,16 +6,33 @@ what was previewed, so the change cannot differ from it, and a one-time nonce, s
 submit acts once. Filter targets are re-read at execution time in chunks of ids, each chunk one
 transaction with its own audit entry: a failure part-way leaves an honest record of what did
 and did not change.
+
+Acting once. The nonce in the session stops a confirmation sent again later, but two requests
+sent at the same moment (a double click, a retried POST) both find it there. So each part of an
+action also claims its place in the audit log, in the transaction that does it: under an
+advisory lock on the action's batch (derived from the confirmation), it checks that no entry
+records that part yet. The second request waits for the first to commit, finds its entry and
+is refused with "already used" (ConfirmationUsed); a second "continue" of the same long action
+catches up from the audit log instead of doing a part again. Single-step confirmations (the
+sweep, force-unlock, cleanup) get the same guarantee from `acting_once`.
+
+Failures. A part that fails is rolled back whole and recorded as a "failed" entry, under the
+same lock when its connection survived, else on a fresh connection afterwards. When the
+console's own database is the one that is down, no entry can be written: the failure is logged
+(ERROR, with the batch, part and ids) and the exception goes on to the 503 page; the session is
+not saved either, so the confirmation or the progress stays where the audit log says it is.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import secrets
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -23,9 +40,10 @@ from typing import Any
 
 from django.conf import settings
 from django.core import signing
-from django.db import transaction
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections, transaction
 from django.db.models import DateTimeField, ExpressionWrapper, F, Q, Value
 from django.db.models.functions import Now
+from django.utils import timezone
 
 from worker_admin import audit
 from worker_admin.counting import bounded_count
@@ -44,6 +62,14 @@ MAX_EXPLICIT_IDS = 10_000
 TOKEN_SALT = "worker_admin.actions.confirm"
 TOKEN_MAX_AGE = 30 * 60  # seconds a preview stays valid
 SESSION_KEY = "worker_admin_action_nonces"
+# The advisory lock namespace for claiming a part of an action ("GCON"); the second key is the
+# hash of the batch or confirmation.
+CLAIM_LOCK_NAMESPACE = 1195593550
+# How far back to look for an earlier use of a confirmation: it cannot be redeemed later than
+# TOKEN_MAX_AGE after its preview, so twice that covers every use of it.
+CLAIM_WINDOW = timedelta(seconds=2 * TOKEN_MAX_AGE)
+
+logger = logging.getLogger(__name__)
 
 
 class ActionKind(StrEnum):
@@ -109,6 +135,18 @@ class ActionRefused(ValueError):
 
 class PreviewExpired(ActionRefused):
     pass
+
+
+class ConfirmationUsed(ActionRefused):
+    """Another request already acted on this confirmation (its audit entry says when)."""
+
+    def __init__(self, entry) -> None:
+        when = timezone.localtime(entry.created_at).strftime("%Y-%m-%d %H:%M:%S %Z")
+        super().__init__(
+            f"This confirmation was already used: the action ran once, at {when} (audit entry "
+            f"#{entry.pk}, {entry.outcome}). Nothing was done again."
+        )
+        self.entry = entry
 
 
 @dataclass(frozen=True)
@@ -270,8 +308,11 @@ def issue_token(fingerprint: str, session) -> str:
     return signing.dumps({"f": fingerprint, "n": nonce}, salt=TOKEN_SALT)
 
 
-def redeem_token(token: str, fingerprint: str, session) -> None:
-    """Check the confirmation matches its preview and has not been used; use it up."""
+def redeem_token(token: str, fingerprint: str, session) -> str:
+    """Check the confirmation matches its preview and has not been used; use it up.
+
+    Returns its nonce: pass it to `execute(confirmation=...)` or `acting_once`, which make the
+    "once" hold for requests that arrive together too."""
     try:
         data = signing.loads(token, salt=TOKEN_SALT, max_age=TOKEN_MAX_AGE)
     except signing.SignatureExpired:
@@ -286,6 +327,7 @@ def redeem_token(token: str, fingerprint: str, session) -> None:
     if data.get("n") not in pending:
         raise ActionRefused("This confirmation was already used: the action ran once.")
     session[SESSION_KEY] = [n for n in pending if n != data["n"]]
+    return data["n"]
 
 
 @dataclass
@@ -324,56 +366,215 @@ def execute(
     via: str = "web",
     outcome: Outcome | None = None,
     budget_seconds: float | None = None,
+    confirmation: str | None = None,
 ) -> Outcome:
     """Do the action chunk by chunk; every chunk is one transaction with its own audit entry.
 
     With a time budget it stops between chunks once the budget is spent and returns an
     unfinished Outcome; calling again with that Outcome resumes where it stopped (the console
     shows progress that way instead of holding one request open for minutes).
+
+    `confirmation` (the nonce redeem_token returned) names the batch, so that a second request
+    with the same confirmation raises ConfirmationUsed instead of acting again. An action that
+    finds nothing left to change still gets its "done" entry.
     """
     utils = WorkerUtils()
-    outcome = outcome or Outcome()
+    fresh = outcome is None
+    if outcome is None:
+        outcome = Outcome(batch=_batch_for(confirmation)) if confirmation else Outcome()
     deadline = time.monotonic() + budget_seconds if budget_seconds is not None else None
-    for step, (ids, position) in enumerate(_chunks(request.target, outcome)):
+    steps = 0
+    while True:
+        chunk = _next_chunk(request.target, outcome)
+        if chunk is None and outcome.parts:
+            break
         # Stop between chunks once the budget is spent, but only when there is more to do.
-        if step and deadline is not None and time.monotonic() > deadline:
+        if steps and deadline is not None and time.monotonic() > deadline:
             return outcome
-        outcome.parts += 1
+        steps += 1
+        ids, position = chunk if chunk is not None else ([], outcome.position)
         try:
-            with transaction.atomic(using=utils.alias), transaction.atomic(using="default"):
-                before = _before_image(request.kind, ids)
-                result = _apply(utils, request, ids)
-                entry = _audit(request, actor, via, result, outcome, before)
-        except Exception as exc:  # recorded, then reported; earlier chunks stay done
-            _record_failure(request, actor, via, outcome, ids, exc)
+            status = _run_part(utils, request, actor, via, outcome, ids, position, fresh=fresh)
+        except ConfirmationUsed:
+            raise
+        except Exception as exc:  # the part rolled back, and its connection with it
+            _record_failure(request, actor, via, outcome, ids, exc, part=outcome.parts + 1)
             outcome.done = True
             return outcome
-        outcome.requested += len(result.requested)
-        outcome.changed += len(result.changed)
-        outcome.skipped += len(result.skipped_locked)
-        outcome.missing += len(result.missing)
-        outcome.entries.append(entry.id)
-        outcome.position = position
+        if status == "failed" or outcome.done:
+            outcome.done = True
+            return outcome
+        if chunk is None:
+            break
     outcome.done = True
     return outcome
 
 
-def _record_failure(request, actor, via, outcome: Outcome, ids: list[int], exc: Exception):
-    outcome.error = _describe(exc)
-    failed = audit.record(
-        actor=actor,
-        via=via,
-        action=request.kind.value,
-        outcome="failed",
-        reason=request.reason,
-        parameters=request.parameters() | {"batch": outcome.batch, "part": outcome.parts},
-        filter=request.target.describe().get("filter"),
-        requested_ids=ids,
-        error=outcome.error,
-        summary=f"failed; nothing in this part changed ({len(ids):,} jobs)",
+def _batch_for(confirmation: str) -> str:
+    return hashlib.sha256(f"batch:{confirmation}".encode()).hexdigest()[:16]
+
+
+def _lock(key: str) -> None:
+    """Until this transaction ends, requests claiming the same key wait for each other."""
+    with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", [CLAIM_LOCK_NAMESPACE, key]
+        )
+
+
+def _batch_entries(request: ActionRequest, outcome: Outcome):
+    entries = audit.AuditEntry.objects.filter(
+        action=request.kind.value, parameters__batch=outcome.batch
     )
+    if outcome.entries:  # the batch's entries come after its first one
+        return entries.filter(pk__gte=min(outcome.entries))
+    return entries.filter(created_at__gte=timezone.now() - CLAIM_WINDOW)
+
+
+def _run_part(utils, request, actor, via, outcome: Outcome, ids, position, *, fresh) -> str:
+    """One part in one transaction: claim it, do it, audit it. Returns "done", "failed" (the
+    failure recorded under the claim) or "resynced" (another request had done this part: the
+    outcome now says what the audit log says)."""
+    with transaction.atomic(using=DEFAULT_DB_ALIAS):
+        _lock(outcome.batch)
+        recorded = list(
+            _batch_entries(request, outcome)
+            .filter(parameters__part__gt=outcome.parts)
+            .order_by("pk")[:1]
+        )
+        if recorded:
+            if fresh and not outcome.parts:
+                raise ConfirmationUsed(recorded[0])
+            _resync(request, outcome)
+            return "resynced"
+        try:
+            with transaction.atomic(using=utils.alias), transaction.atomic(using=DEFAULT_DB_ALIAS):
+                before = _before_image(request.kind, ids)
+                result = _apply(utils, request, ids)
+                entry = _audit(request, actor, via, result, outcome, before, outcome.parts + 1)
+        except Exception as exc:
+            if connections[DEFAULT_DB_ALIAS].needs_rollback:
+                raise  # the console's connection is broken: recorded after the rollback
+            _record_failure(request, actor, via, outcome, ids, exc, part=outcome.parts + 1)
+            return "failed"
+    outcome.parts += 1
+    outcome.requested += len(result.requested)
+    outcome.changed += len(result.changed)
+    outcome.skipped += len(result.skipped_locked)
+    outcome.missing += len(result.missing)
+    outcome.entries.append(entry.id)
+    outcome.position = position
+    return "done"
+
+
+def _resync(request: ActionRequest, outcome: Outcome) -> None:
+    """Totals and position from the batch's audit entries: the truth when another request (a
+    second "continue", or a step whose answer never arrived) did parts this one did not see."""
+    entries = list(_batch_entries(request, outcome).order_by("pk"))
+    outcome.parts = max(int(e.parameters.get("part", 0)) for e in entries)
+    outcome.requested = sum(len(e.requested_ids) for e in entries)
+    outcome.changed = sum(len(e.changed_ids) for e in entries)
+    outcome.skipped = sum(len(e.skipped_ids) for e in entries)
+    outcome.missing = sum(len(e.missing_ids) for e in entries)
+    outcome.entries = [e.pk for e in entries]
+    if request.target.is_filter:
+        outcome.position = max((i for e in entries for i in e.requested_ids), default=0)
+    else:
+        outcome.position = outcome.parts * CHUNK
+    failed = [e for e in entries if e.outcome == audit.AuditEntry.Outcome.FAILED]
+    if failed:
+        outcome.error, outcome.done = failed[-1].error, True
+
+
+def _record_failure(
+    request, actor, via, outcome: Outcome, ids: list[int], exc: Exception, *, part: int
+):
+    """A "failed" entry for a part that rolled back. If even that cannot be written (the
+    console's database is down), say so in the log and let the error reach the 503 page."""
+    error = _describe(exc)
+    try:
+        failed = audit.record(
+            actor=actor,
+            via=via,
+            action=request.kind.value,
+            outcome="failed",
+            reason=request.reason,
+            parameters=request.parameters() | {"batch": outcome.batch, "part": part},
+            filter=request.target.describe().get("filter"),
+            requested_ids=ids,
+            error=error,
+            summary=f"failed; nothing in this part changed ({len(ids):,} jobs)",
+        )
+    except DatabaseError as audit_exc:
+        logger.error(
+            "%s part %s of batch %s by %s failed and could not be audited (%s); it was rolled "
+            "back, nothing in it changed. Ids: %s. Error: %s",
+            request.kind.value,
+            part,
+            outcome.batch,
+            getattr(actor, "username", actor),
+            _describe(audit_exc),
+            ids[:50] if len(ids) <= 50 else f"{len(ids):,} ids from {ids[0]} to {ids[-1]}",
+            error,
+        )
+        raise audit_exc from exc
+    logger.warning(
+        "%s part %s of batch %s failed and was rolled back: %s",
+        request.kind.value,
+        part,
+        outcome.batch,
+        error,
+    )
+    outcome.error = error
+    outcome.parts = part
     outcome.entries.append(failed.id)
     outcome.requested += len(ids)
+
+
+@contextmanager
+def acting_once(
+    confirmation: str, *, actor, via: str, action: str, parameters: dict | None = None
+) -> Iterator[None]:
+    """One transaction (on the console's database) for a single-step confirmed action: the
+    caller does the work and writes its audit entry inside, with parameters["confirmation"] set
+    to `confirmation`. Of two requests with the same confirmation one acts; the other waits for
+    it and gets ConfirmationUsed. A database failure inside is recorded as a "failed" entry
+    (or logged, when the console's database is the one that failed)."""
+    try:
+        with transaction.atomic(using=DEFAULT_DB_ALIAS):
+            _lock(confirmation)
+            earlier = (
+                audit.AuditEntry.objects.filter(
+                    action=action,
+                    created_at__gte=timezone.now() - CLAIM_WINDOW,
+                    parameters__confirmation=confirmation,
+                )
+                .order_by("pk")
+                .first()
+            )
+            if earlier is not None:
+                raise ConfirmationUsed(earlier)
+            yield
+    except DatabaseError as exc:
+        try:
+            audit.record(
+                actor=actor,
+                via=via,
+                action=action,
+                outcome="failed",
+                parameters=(parameters or {}) | {"confirmation": confirmation},
+                error=_describe(exc),
+                summary="failed; rolled back, nothing changed",
+            )
+        except DatabaseError as audit_exc:
+            logger.error(
+                "%s by %s failed and could not be audited (%s); it was rolled back. Error: %s",
+                action,
+                getattr(actor, "username", actor),
+                _describe(audit_exc),
+                _describe(exc),
+            )
+        raise
 
 
 def _describe(exc: Exception) -> str:
@@ -381,28 +582,29 @@ def _describe(exc: Exception) -> str:
     return text[:500]
 
 
-def _chunks(target: Target, outcome: Outcome) -> Iterator[tuple[list[int], int]]:
-    """(ids, position after them), from where the outcome stopped."""
+def _next_chunk(target: Target, outcome: Outcome) -> tuple[list[int], int] | None:
+    """The next (ids, position after them), from where the outcome stands; None when done."""
     if not target.is_filter:
-        for start in range(outcome.position, len(target.ids), CHUNK):
-            yield list(target.ids[start : start + CHUNK]), start + CHUNK
-        return
+        start = outcome.position
+        if start >= len(target.ids):
+            return None
+        return list(target.ids[start : start + CHUNK]), start + CHUNK
     # Re-read the filter now: jobs may have completed or changed since the preview.
-    last, taken = outcome.position, outcome.requested
-    while taken < _limit():
-        ids = list(
-            target_queryset(target)
-            .filter(id__gt=last)
-            .order_by("id")
-            .values_list("id", flat=True)[: min(CHUNK, _limit() - taken)]
-        )
-        if not ids:
-            return
-        yield ids, ids[-1]
-        last, taken = ids[-1], taken + len(ids)
+    room = _limit() - outcome.requested
+    if room <= 0:
+        return None
+    ids = list(
+        target_queryset(target)
+        .filter(id__gt=outcome.position)
+        .order_by("id")
+        .values_list("id", flat=True)[: min(CHUNK, room)]
+    )
+    return (ids, ids[-1]) if ids else None
 
 
 def _apply(utils: WorkerUtils, request: ActionRequest, ids: list[int]) -> JobActionResult:
+    if not ids:  # nothing matched any more: the entry says so
+        return JobActionResult(requested=(), changed=(), skipped_locked=(), missing=())
     if request.kind is ActionKind.REMOVE:
         return _remove_by_key(utils, ids)
     if request.kind is ActionKind.COMPLETE:
@@ -443,14 +645,14 @@ def _before_image(kind: ActionKind, ids: list[int]) -> dict[int, dict]:
     return images
 
 
-def _audit(request, actor, via, result: JobActionResult, outcome: Outcome, before: dict):
+def _audit(request, actor, via, result: JobActionResult, outcome: Outcome, before: dict, part: int):
     return audit.record(
         actor=actor,
         via=via,
         action=request.kind.value,
         outcome="done",
         reason=request.reason,
-        parameters=request.parameters() | {"batch": outcome.batch, "part": outcome.parts},
+        parameters=request.parameters() | {"batch": outcome.batch, "part": part},
         filter=request.target.describe().get("filter"),
         requested_ids=result.requested,
         changed_ids=result.changed_ids,

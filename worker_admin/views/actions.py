@@ -127,7 +127,14 @@ def job_action(request):
             raise ActionRefused(
                 f"Give a reason to {info.verb} these jobs; it goes in the audit log."
             )
-        redeem_token(request.POST["token"], action_request.fingerprint(), request.session)
+        nonce = redeem_token(request.POST["token"], action_request.fingerprint(), request.session)
+        # Inside the try: a second request with the same confirmation is refused here.
+        outcome = execute(
+            action_request,
+            actor=request.user,
+            budget_seconds=settings.ACTION_STEP_SECONDS,
+            confirmation=nonce,
+        )
     except ActionRefused as exc:
         record_rejection(
             actor=request.user,
@@ -144,9 +151,6 @@ def job_action(request):
             {"title": "Nothing was changed", "message": str(exc)},
             status=400,
         )
-    outcome = execute(
-        action_request, actor=request.user, budget_seconds=settings.ACTION_STEP_SECONDS
-    )
     return _after_step(request, action_request, outcome)
 
 

@@ -12,7 +12,13 @@ from django.http import HttpResponseNotAllowed
 from django.shortcuts import redirect, render
 
 from worker_admin import audit
-from worker_admin.actions import ActionRefused, issue_token, record_rejection, redeem_token
+from worker_admin.actions import (
+    ActionRefused,
+    acting_once,
+    issue_token,
+    record_rejection,
+    redeem_token,
+)
 from worker_admin.models import Job, JobQueue, Worker
 from worker_admin.recovery import CleanupTask, SweepStaleWorkersOptions
 from worker_admin.roles import can_run_maintenance
@@ -104,21 +110,24 @@ def sweep(request):
                 "token": issue_token(fingerprint, request.session),
             }
             return render(request, "worker_admin/sweep_preview.html", context)
-        redeem_token(request.POST["token"], fingerprint, request.session)
-        result = utils.sweep_stale_workers(form.options(dry_run=False))
+        nonce = redeem_token(request.POST["token"], fingerprint, request.session)
+        # The sweep and its audit entry in one transaction, acted on once per confirmation.
+        with acting_once(nonce, actor=request.user, via="web", action="sweep"):
+            result = utils.sweep_stale_workers(form.options(dry_run=False))
+            audit.record(
+                actor=request.user,
+                via="web",
+                action="sweep",
+                outcome="done",
+                reason=request.POST.get("reason", "").strip()[:2000],
+                parameters=form.cleaned_data
+                | {"worker_ids": result.worker_ids, "confirmation": nonce},
+                requested_ids=[job.id for job in result.jobs],
+                changed_ids=[job.id for job in result.jobs] if result.recovered_count else [],
+                summary=result.summary,
+            )
     except (ActionRefused, WorkerUtilsError) as exc:
         return _refuse(request, "sweep", str(exc))
-    audit.record(
-        actor=request.user,
-        via="web",
-        action="sweep",
-        outcome="done",
-        reason=request.POST.get("reason", "").strip()[:2000],
-        parameters=form.cleaned_data | {"worker_ids": result.worker_ids},
-        requested_ids=[job.id for job in result.jobs],
-        changed_ids=[job.id for job in result.jobs] if result.recovered_count else [],
-        summary=result.summary,
-    )
     messages.success(request, f"Sweep: {result.summary}.")
     return redirect("worker_admin:maintenance")
 
@@ -136,21 +145,26 @@ def force_unlock(request):
     try:
         if "token" not in request.POST:
             return _force_unlock_preview(request, ids, issue_token(fingerprint, request.session))
-        redeem_token(request.POST["token"], fingerprint, request.session)
-        result = WorkerUtils().force_unlock_workers(ids)
+        nonce = redeem_token(request.POST["token"], fingerprint, request.session)
+        with acting_once(nonce, actor=request.user, via="web", action="force_unlock"):
+            result = WorkerUtils().force_unlock_workers(ids)
+            audit.record(
+                actor=request.user,
+                via="web",
+                action="force_unlock",
+                outcome="done",
+                reason=request.POST.get("reason", "").strip()[:2000],
+                parameters={
+                    "worker_ids": ids,
+                    "queues_unlocked": result.queues_unlocked,
+                    "confirmation": nonce,
+                },
+                requested_ids=result.jobs_unlocked,
+                changed_ids=result.jobs_unlocked,
+                summary=result.summary,
+            )
     except (ActionRefused, WorkerUtilsError) as exc:
         return _refuse(request, "force_unlock", str(exc))
-    audit.record(
-        actor=request.user,
-        via="web",
-        action="force_unlock",
-        outcome="done",
-        reason=request.POST.get("reason", "").strip()[:2000],
-        parameters={"worker_ids": ids, "queues_unlocked": result.queues_unlocked},
-        requested_ids=result.jobs_unlocked,
-        changed_ids=result.jobs_unlocked,
-        summary=result.summary,
-    )
     messages.success(request, f"Force-unlock: {result.summary}.")
     return redirect("worker_admin:workers")
 
@@ -202,17 +216,20 @@ def cleanup(request):
                 "token": issue_token(fingerprint, request.session),
             }
             return render(request, "worker_admin/cleanup_preview.html", context)
-        redeem_token(request.POST["token"], fingerprint, request.session)
-        result = utils.cleanup(tasks, keep)
+        nonce = redeem_token(request.POST["token"], fingerprint, request.session)
+        with acting_once(nonce, actor=request.user, via="web", action="cleanup"):
+            result = utils.cleanup(tasks, keep)
+            fields = result.audit_fields()
+            fields["parameters"] = fields.get("parameters", {}) | {"confirmation": nonce}
+            audit.record(
+                actor=request.user,
+                via="web",
+                action="cleanup",
+                outcome="done",
+                reason=request.POST.get("reason", "").strip()[:2000],
+                **fields,
+            )
     except (ActionRefused, WorkerUtilsError, ValueError) as exc:
         return _refuse(request, "cleanup", str(exc))
-    audit.record(
-        actor=request.user,
-        via="web",
-        action="cleanup",
-        outcome="done",
-        reason=request.POST.get("reason", "").strip()[:2000],
-        **result.audit_fields(),
-    )
     messages.success(request, f"Cleanup: {result.summary}.")
     return redirect("worker_admin:maintenance")
