@@ -14,5 +14,6 @@ urlpatterns = [
     # Monitoring, without a login: load balancers and Prometheus (worker_admin/views/health.py).
     path("healthz", health.healthz, name="healthz"),
     path("metrics", health.metrics, name="metrics"),
+    path("api/", include("worker_admin.api.urls")),  # token-authenticated JSON (docs/api.md)
     path("", include("worker_admin.urls")),
 ]

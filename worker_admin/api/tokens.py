@@ -70,26 +70,66 @@ class IssuedToken:
     secret: str  # the only time it exists outside the caller's hands
 
 
-def issue(user, *, name: str, created_by=None) -> IssuedToken:
+def new_secret(token: ApiToken) -> str:
+    """Give an unsaved token a fresh secret (its prefix and digest); return the secret."""
     body = secrets.token_urlsafe(SECRET_BYTES)
     secret = TOKEN_MARK + body
-    token = ApiToken.objects.create(
-        name=name,
-        user=user,
-        prefix=body[:VISIBLE_PREFIX_LENGTH],
-        digest=digest_of(secret),
-        created_by=created_by if created_by is not None and created_by.pk else None,
-    )
+    token.prefix = body[:VISIBLE_PREFIX_LENGTH]
+    token.digest = digest_of(secret)
+    return secret
+
+
+def issue(user, *, name: str, created_by=None, via: str) -> IssuedToken:
+    """A new token for `user`, audited as issued by `created_by` (a user, or a name such as
+    the OS user of the command line)."""
+    issuer = created_by if hasattr(created_by, "get_username") else None
+    token = ApiToken(name=name, user=user, created_by=issuer if issuer and issuer.pk else None)
+    secret = new_secret(token)
+    token.save()
+    record_issue(token, actor=created_by, via=via)
     return IssuedToken(token=token, secret=secret)
 
 
-def revoke(token: ApiToken) -> bool:
-    """Revoke; False when it already was (revoking twice changes nothing)."""
+def record_issue(token: ApiToken, *, actor, via: str) -> None:
+    from worker_admin import audit
+
+    audit.record(
+        actor=actor,
+        via=via,
+        action="issue_api_token",
+        outcome="done",
+        parameters=_described(token),
+        summary=f"issued API token {token} to {token.user.get_username()}",
+    )
+
+
+def revoke(token: ApiToken, *, actor, via: str) -> bool:
+    """Revoke and audit; False when it already was (revoking twice changes nothing)."""
+    from worker_admin import audit
+
     updated = ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(
         revoked_at=timezone.now()
     )
     token.refresh_from_db(fields=["revoked_at"])
+    if updated:
+        audit.record(
+            actor=actor,
+            via=via,
+            action="revoke_api_token",
+            outcome="done",
+            parameters=_described(token),
+            summary=f"revoked API token {token} of {token.user.get_username()}",
+        )
     return bool(updated)
+
+
+def _described(token: ApiToken) -> dict:
+    return {
+        "token_id": token.pk,
+        "name": token.name,
+        "prefix": token.prefix,
+        "user": token.user.get_username(),
+    }
 
 
 def authenticate(secret: str) -> ApiToken | None:

@@ -1,0 +1,188 @@
+"""The NinjaAPI: token authentication, JSON error bodies, and the routers.
+
+Every answer that is not a success is `{"detail": "<one sentence>"}` (validation errors add
+`errors`, one per bad field). A request without a valid token gets 401, never the login page;
+the views are exempt from Django's LoginRequiredMiddleware (see urls.py) and, as bearer-token
+requests that carry no cookie credentials, from CSRF.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import psycopg.errors
+from django.core.exceptions import RequestDataTooBig
+from django.db import DatabaseError, OperationalError
+from ninja import NinjaAPI
+from ninja.errors import AuthenticationError, HttpError, ValidationError
+from ninja.parser import Parser
+from ninja.security import HttpBearer
+
+from worker_admin.api import tokens
+from worker_admin.api.common import Refusal, detail, refuse
+
+logger = logging.getLogger(__name__)
+
+DESCRIPTION = """\
+The Graphile Worker console's JSON API. Authenticate with `Authorization: Bearer <token>`
+(an admin issues tokens: `manage.py console_token issue USER --name NAME`). A token acts with
+its user's role: viewers read, operators act on jobs, admins also run maintenance.
+
+Every write is two calls: `…/preview` answers what would change and a `fingerprint`;
+`…/apply` takes the same body plus that fingerprint, recomputes the preview, and answers 409
+without changing anything if the result differs. See docs/api.md.
+"""
+
+
+class BearerToken(HttpBearer):
+    """An API token (worker_admin/api/tokens.py); the request then acts as the token's user."""
+
+    def authenticate(self, request, token: str):
+        found = tokens.authenticate(token.strip())
+        if found is None:
+            return None
+        request.user = found.user
+        request.api_token = found
+        return found.user
+
+
+class StrictJSONParser(Parser):
+    """JSON bodies without NaN or Infinity, which neither PostgreSQL's json nor JSON allow."""
+
+    def parse_body(self, request):
+        def refuse_constant(constant: str):
+            raise ValueError(f"{constant} is not JSON; use null or a number")
+
+        return json.loads(request.body, parse_constant=refuse_constant)
+
+
+api = NinjaAPI(
+    title="Graphile Worker console API",
+    version="1",
+    description=DESCRIPTION,
+    auth=BearerToken(),
+    urls_namespace="api",
+    openapi_url="/schema",
+    docs_url="/docs",
+    parser=StrictJSONParser(),
+)
+
+
+UNAUTHORIZED = (
+    "A valid API token is required: send `Authorization: Bearer <token>` with a token an admin "
+    "issued (it may have been revoked, or its user deactivated)."
+)
+
+
+@api.exception_handler(AuthenticationError)
+def _unauthorized(request, exc):
+    response = detail(UNAUTHORIZED, 401)
+    response["WWW-Authenticate"] = 'Bearer realm="graphile-console"'
+    return response
+
+
+def _location(loc) -> str:
+    parts = [str(part) for part in loc]
+    if parts and parts[0] in ("body", "query", "path"):
+        # ninja nests the body under the view's argument name: body.body.ids → body.ids
+        if len(parts) > 1 and parts[0] == "body" and parts[1] in ("body", "filters"):
+            parts = [parts[0], *parts[2:]]
+        if len(parts) > 1 and parts[0] == "query" and parts[1] == "filters":
+            parts = [parts[0], *parts[2:]]
+    return ".".join(parts)
+
+
+WRITE_ACTIONS = {
+    "/jobs/add/": "add_job",
+    "/jobs/batch/": "add_jobs",
+    "/maintenance/sweep/": "sweep",
+    "/maintenance/force-unlock/": "force_unlock",
+    "/maintenance/cleanup/": "cleanup",
+}
+
+
+def _write_action(request) -> str:
+    """The audited action name of a refused write: by its path, or a job action's `action`."""
+    for fragment, action in WRITE_ACTIONS.items():
+        if fragment in request.path:
+            return action
+    try:
+        body = json.loads(request.body) if request.body else {}
+        action = body.get("action") if isinstance(body, dict) else None
+    except (ValueError, RecursionError, RequestDataTooBig):
+        action = None
+    if isinstance(action, str) and action.isidentifier() and len(action) <= 40:
+        return action
+    return "job_action"
+
+
+def _is_write(request) -> bool:
+    return request.method == "POST" and getattr(request, "auth", None) is not None
+
+
+@api.exception_handler(ValidationError)
+def _invalid(request, exc):
+    errors = [
+        {"field": _location(error.get("loc", ())), "message": str(error.get("msg", "invalid"))}
+        for error in exc.errors
+    ]
+    first = errors[0] if errors else {"field": "", "message": "invalid"}
+    sentence = f"The request is not valid: {first['field']}: {first['message']}."
+    if first["field"] == "body" and first["message"] == "Field required":
+        sentence = "The request needs a JSON object as its body."
+    if len(errors) > 1:
+        sentence += f" ({len(errors) - 1} more in `errors`.)"
+    if _is_write(request):
+        refuse(request, _write_action(request), Refusal(422, sentence), {"errors": errors[:20]})
+    return detail(sentence, 422, errors=errors[:100])
+
+
+@api.exception_handler(HttpError)
+def _http_error(request, exc):
+    message = str(exc)
+    cause = exc.__cause__
+    if isinstance(cause, RequestDataTooBig):
+        message = (
+            "The request body is larger than the server accepts (DATA_UPLOAD_MAX_MEMORY_SIZE)."
+        )
+    elif isinstance(cause, json.JSONDecodeError):
+        message = (
+            f"The request body is not valid JSON: {cause.msg} at line {cause.lineno}, "
+            f"column {cause.colno}."
+        )
+    elif isinstance(cause, UnicodeDecodeError):
+        message = "The request body is not UTF-8 text."
+    elif isinstance(cause, ValueError):
+        message = f"The request body is not valid JSON: {cause}."
+    elif isinstance(cause, RecursionError):
+        message = "The request body is nested too deeply to be read."
+    if cause is not None and _is_write(request):
+        refuse(request, _write_action(request), Refusal(exc.status_code, message))
+    return detail(message, exc.status_code)
+
+
+@api.exception_handler(DatabaseError)
+def _database_error(request, exc):
+    cause = exc.__cause__ or exc
+    if isinstance(cause, psycopg.errors.QueryCanceled):
+        logger.warning("API read cancelled by statement_timeout on %s", request.path)
+        return detail(
+            "The database cancelled this query at the statement timeout: narrow the filters "
+            "(a task, a queue, a state, a time range) and try again.",
+            504,
+        )
+    if isinstance(exc, OperationalError):
+        logger.error("Database unavailable: %s", cause)
+        return detail("The console cannot reach the Graphile Worker database.", 503)
+    logger.exception("Database error on %s", request.path)
+    return detail(
+        "The database refused this request; nothing was changed. The error was logged.", 500
+    )
+
+
+from worker_admin.api import maintenance, reads, writes  # noqa: E402
+
+api.add_router("", reads.router)
+api.add_router("", writes.router)
+api.add_router("", maintenance.router)
