@@ -67,3 +67,124 @@ def screenshot(page):
         return path
 
     return take
+
+
+# -- shared helpers for the flow, hostile-content and accessibility tests ----------------------
+
+WIDE = {"width": 1280, "height": 800}
+NARROW = {"width": 390, "height": 844}
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+@pytest.fixture
+def console_user(worker_rows, django_user_model):
+    """make("olivia", "operator") -> (username, password): a login with one role."""
+    from django.contrib.auth.models import Group
+
+    from worker_admin.roles import ensure_groups
+
+    ensure_groups()  # an earlier transactional test flushed the migration's groups
+
+    def make(username: str, role: str) -> tuple[str, str]:
+        password = f"{username}-password-1"
+        user = django_user_model.objects.create_user(username, password=password)
+        user.groups.add(Group.objects.get(name=role))
+        return username, password
+
+    return make
+
+
+def log_in(page, base: str, credentials: tuple[str, str]) -> None:
+    page.goto(f"{base}/login/")
+    page.get_by_label("User name").fill(credentials[0])
+    page.get_by_label("Password").fill(credentials[1])
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(lambda url: "/login/" not in url)
+
+
+def new_page(browser, *, viewport=WIDE, color_scheme="light", bypass_csp=False):
+    context = browser.new_context(
+        viewport=viewport, color_scheme=color_scheme, bypass_csp=bypass_csp
+    )
+    return context.new_page()
+
+
+def save_screenshot(page, name: str, *, docs: bool = False, full_page: bool = True) -> Path:
+    """artifacts/screenshots/<name>.png (kept by CI); docs=True also copies it to docs/."""
+    folder = ARTIFACTS / "screenshots"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.png"
+    page.screenshot(path=str(path), full_page=full_page)
+    if docs:
+        shutil.copyfile(path, DOCS / f"{name}.png")
+    return path
+
+
+def horizontal_overflow(page) -> int:
+    """How many pixels the page is wider than the window (0 when nothing sticks out)."""
+    return page.evaluate(
+        "() => Math.max(document.documentElement.scrollWidth, document.body.scrollWidth)"
+        " - document.documentElement.clientWidth"
+    )
+
+
+# -- axe-core, from tests/node (npm ci installs it with the pinned graphile-worker) -------------
+
+AXE_SCRIPT = (
+    Path(__file__).resolve().parents[1] / "node" / "node_modules" / "axe-core" / "axe.min.js"
+)
+
+
+@pytest.fixture(scope="session")
+def axe_script() -> Path:
+    """The path of axe.min.js, installed by `npm ci` in tests/node when missing (a
+    node_modules left from before axe-core joined package.json gets it too)."""
+    import subprocess
+
+    from tests.nodejs import NODE_DIR, NPM_CI_TIMEOUT, _npm_lock, require_node
+
+    if AXE_SCRIPT.exists():
+        return AXE_SCRIPT
+    require_node()
+    with _npm_lock():
+        if not AXE_SCRIPT.exists():
+            result = subprocess.run(
+                ["npm", "ci", "--no-audit", "--no-fund"],
+                cwd=NODE_DIR,
+                capture_output=True,
+                text=True,
+                timeout=NPM_CI_TIMEOUT,
+                check=False,
+            )
+            if result.returncode != 0:
+                pytest.fail(f"npm ci failed in {NODE_DIR}:\n{result.stdout}\n{result.stderr}")
+    return AXE_SCRIPT
+
+
+def axe_violations(page, script: Path, *, impacts=("serious", "critical")) -> list[dict]:
+    """Run axe-core on the page as it is now; the violations of the given impacts.
+
+    The page's context must bypass the Content-Security-Policy (new_page(bypass_csp=True)):
+    the injected axe script is exactly the kind of script the policy forbids.
+    """
+    if not page.evaluate("() => typeof window.axe !== 'undefined'"):
+        page.add_script_tag(path=str(script))
+    found = page.evaluate(
+        """async () => (await window.axe.run(document, {
+              runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa',
+                                              'best-practice']},
+              resultTypes: ['violations'],
+           })).violations.map(v => ({id: v.id, impact: v.impact, help: v.help,
+              nodes: v.nodes.slice(0, 5).map(n => ({target: n.target.join(' '),
+                                                    summary: n.failureSummary}))}))"""
+    )
+    return [v for v in found if v["impact"] in impacts]
+
+
+def describe_violations(violations: list[dict]) -> str:
+    lines = []
+    for v in violations:
+        lines.append(f"{v['impact']}: {v['id']} ({v['help']})")
+        for node in v["nodes"]:
+            lines.append(f"    {node['target']}: {node['summary'].splitlines()[-1].strip()}")
+    return "\n".join(lines)
