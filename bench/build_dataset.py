@@ -40,7 +40,7 @@ from worker_admin.installer import migrate, quote_schema
 DEFAULT_SERVER_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_DATABASE = "gw_bench"
 DEFAULT_JOBS = 1_000_000
-MIN_JOBS = 100_000  # below this the fixed counts (10k locks, 1k workers) dominate the mix
+MIN_JOBS = 2_000  # the smoke test's size; below 100,000 the fixed counts dominate the mix
 CHUNK_SIZE = 250_000  # jobs per INSERT statement: big enough to be fast, small enough to stay flat
 
 # The comment that marks a database as ours; --rebuild refuses to drop anything without it.
@@ -422,7 +422,8 @@ def insert_jobs(
         "jobs": options.jobs,
         "workers": WORKERS,
         "stale": STALE_WORKERS,
-        "locked_stride": options.jobs // LOCKED_JOBS,
+        # 10,000 locked jobs; a small (smoke) dataset locks one job in 50 instead.
+        "locked_stride": max(options.jobs // LOCKED_JOBS, 50),
         "task_ids": [task_id for task_id, _, _ in tasks],
         "task_names": [name for _, name, _ in tasks],
         "task_bounds": lower_bounds([share for _, _, share in tasks]),

@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the project (dashboard, worker_admin) when run as a script
 
 import build_dataset  # noqa: E402  (bench/ is sys.path[0] when this file runs as a script)
+import suites  # noqa: E402
 
 DEFAULT_OUTPUT = ROOT / "bench" / "results" / "latest.json"
 BENCH_USER = "bench"
@@ -61,6 +62,7 @@ class Outcome:
 
     status: int | str
     rows: int | None = None
+    elapsed_ms: float | None = None  # the timed part, when not the whole fetch (bulk apply)
 
 
 @dataclass(frozen=True)
@@ -126,6 +128,9 @@ def configure_django(database_url: str) -> None:
     # whitenoise warns once per process that collectstatic has not run; irrelevant here.
     warnings.filterwarnings("ignore", message="No directory at")
     django.setup()
+    from django.conf import settings
+
+    settings.ROOT_URLCONF = "naive_admin"  # the console's URLs plus the naive admin's
 
 
 def logged_in_client():
@@ -151,7 +156,16 @@ def logged_in_client():
     # A 500 must come back as a response to report, not as an exception that ends the run.
     client = Client(raise_request_exception=False)
     client.force_login(user)
-    return client
+    # An admin for the maintenance dry run and, as a superuser, for the naive admin's pages.
+    from worker_admin.roles import ADMIN
+
+    admin, _ = get_user_model().objects.get_or_create(username=BENCH_USER + "_admin")
+    admin.is_superuser = admin.is_staff = True
+    admin.save(update_fields=["is_superuser", "is_staff"])
+    admin.groups.set([Group.objects.get(name=ADMIN)])
+    admin_client = Client(raise_request_exception=False)
+    admin_client.force_login(admin)
+    return client, admin_client
 
 
 def quiet_repeated_logs() -> None:
@@ -304,82 +318,139 @@ def older_path(context) -> str | None:
     return f"/jobs/?after={cursor}" if cursor is not None else None
 
 
-def console_probes(client, targets: Targets, deep_pages: int) -> list[Probe]:
-    """The console's pages as they exist today, in the order of the results table."""
-    probes = [
-        page_probe(client, "overview", "/"),
-        page_probe(client, "overview (htmx refresh)", "/", {"HX-Request": "true"}),
-        page_probe(client, "jobs: all", "/jobs/"),
-        *(page_probe(client, f"jobs: {tab}", f"/jobs/?state={tab}") for tab in TABS),
+def console_pages(client, admin_client, targets: Targets, extra, deep_pages: int) -> list:
+    """(key, probe) per page, in the order of the results table; the key names the same page
+    in the floor and naive suites (bench/suites.py)."""
+    pages = [
+        ("overview", page_probe(client, "overview", "/")),
+        ("overview", page_probe(client, "overview (htmx refresh)", "/", {"HX-Request": "true"})),
+        ("jobs: all", page_probe(client, "jobs: all", "/jobs/")),
+        *(
+            (f"jobs: {tab}", page_probe(client, f"jobs: {tab}", f"/jobs/?state={tab}"))
+            for tab in TABS
+        ),
     ]
     # The deep page of the default list (newest first) and of the ready tab (run order).
     for label, start in (("jobs", "/jobs/"), ("jobs: ready", "/jobs/?state=ready")):
         deep = deep_page_path(client, deep_pages, start)
         deep_name = f"{label}: {deep_pages} x Older (page {deep_pages + 1})"
-        probes.append(
-            page_probe(client, deep_name, deep)
+        key = "jobs: deep page" if label == "jobs" else "-"
+        pages.append(
+            (key, page_probe(client, deep_name, deep))
             if deep
-            else skipped_probe(deep_name, "no older page")
+            else (key, skipped_probe(deep_name, "no older page"))
         )
-    probes += [
-        page_probe(client, f"jobs: hot task {targets.hot_task}", f"/jobs/?task={targets.hot_task}"),
-        page_probe(
-            client,
-            f"jobs: rare task {targets.rare_task} ({targets.rare_task_jobs} jobs)",
-            f"/jobs/?task={targets.rare_task}",
+    hot, rare, queue = targets.hot_task, targets.rare_task, targets.queue
+    pages += [
+        ("jobs: hot task", page_probe(client, f"jobs: hot task {hot}", f"/jobs/?task={hot}")),
+        (
+            "jobs: rare task",
+            page_probe(
+                client,
+                f"jobs: rare task {rare} ({targets.rare_task_jobs} jobs)",
+                f"/jobs/?task={rare}",
+            ),
         ),
-        page_probe(
-            client,
-            f"jobs: queue {targets.queue} ({targets.queue_jobs:,} jobs)",
-            f"/jobs/?queue={targets.queue}",
+        (
+            "jobs: queue",
+            page_probe(
+                client,
+                f"jobs: queue {queue} ({targets.queue_jobs:,} jobs)",
+                f"/jobs/?queue={queue}",
+            ),
+        ),
+        ("search: key", page_probe(client, "search: by key", f"/jobs/?q={extra.job_key}")),
+        ("search: id", page_probe(client, "search: by id", f"/jobs/?q={extra.job_id}")),
+        (
+            "search: error text",
+            page_probe(
+                client,
+                f"search: error text “{extra.error_text}”",
+                f"/jobs/?q={extra.error_text.replace(' ', '+')}",
+            ),
+        ),
+        ("job detail", page_probe(client, "job detail (failed)", f"/jobs/{extra.job_id}/")),
+    ]
+    pages += [
+        (page, page_probe(client, page, f"/{page}/")) for page in ("failures", "queues", "tasks")
+    ]
+    pages += [
+        ("workers", page_probe(client, "workers", "/workers/")),
+        (
+            "sweep dry run",
+            post_probe(
+                admin_client,
+                "sweep stale workers: dry run",
+                "/maintenance/sweep/",
+                {"threshold_minutes": "5", "delay_seconds": "30"},
+            ),
+        ),
+        ("-", page_probe(client, "audit", "/audit/")),
+        ("-", page_probe(client, "add job (form)", "/jobs/add/")),
+        (
+            "-",
+            post_probe(
+                client,
+                f"bulk reschedule preview: task {hot} (over the limit)",
+                f"/jobs/actions/?task={hot}",
+                RESCHEDULE_PREVIEW,
+            ),
+        ),
+        (
+            "bulk preview",
+            post_probe(
+                client,
+                f"bulk reschedule preview: queue {extra.bulk_queue} ({extra.bulk_queue_jobs:,})",
+                f"/jobs/actions/?queue={extra.bulk_queue}",
+                RESCHEDULE_PREVIEW,
+            ),
+        ),
+        (
+            "bulk apply",
+            Probe(
+                f"bulk reschedule apply: queue {extra.bulk_queue} ({extra.bulk_queue_jobs:,})",
+                f"POST /jobs/actions/?queue={extra.bulk_queue} + token",
+                suites.bulk_apply_fetch(
+                    client, f"/jobs/actions/?queue={extra.bulk_queue}", RESCHEDULE_PREVIEW
+                ),
+            ),
         ),
     ]
-    if targets.failed_job_id is not None:
-        probes.append(page_probe(client, "job detail (failed)", f"/jobs/{targets.failed_job_id}/"))
-    else:
-        probes.append(skipped_probe("job detail (failed)", "no failed job"))
-    probes += [page_probe(client, page, f"/{page}/") for page in ("failures", "queues", "tasks")]
-    probes += [
-        page_probe(client, "audit", "/audit/"),
-        page_probe(client, "add job (form)", "/jobs/add/"),
-        # A preview only reads (counts and the first rows) and issues a one-time token in the
-        # session; nothing changes until a second POST sends the token back.
-        post_probe(
-            client,
-            f"bulk reschedule preview: task {targets.hot_task}",
-            f"/jobs/actions/?task={targets.hot_task}",
-            RESCHEDULE_PREVIEW,
-        ),
-        post_probe(
-            client,
-            f"bulk reschedule preview: queue {targets.queue}",
-            f"/jobs/actions/?queue={targets.queue}",
-            RESCHEDULE_PREVIEW,
-        ),
-    ]
-    return probes
+    return pages
 
 
 # --- measuring -------------------------------------------------------------------------------
 
 
-def measure(probe: Probe, runs: int, warmups: int) -> Measurement:
-    """Warm up, then time `runs` requests; the status is the first one that was not 200."""
+def measure(
+    probe: Probe, runs: int, warmups: int, budget_s: float | None = None, queries: bool = True
+) -> Measurement:
+    """Warm up, then time `runs` requests; the status is the first one that was not 200.
+
+    `budget_s` stops the timed runs early once they have taken that long (at least one run):
+    the naive admin's pages take seconds each on 10M jobs.
+    """
     for _ in range(warmups):
         probe.fetch()
     samples, statuses, outcome = [], [], Outcome("not run")
+    spent = 0.0
     for _ in range(runs):
         started = time.perf_counter()
         outcome = probe.fetch()
-        samples.append((time.perf_counter() - started) * 1000)
+        took = (time.perf_counter() - started) * 1000
+        samples.append(outcome.elapsed_ms if outcome.elapsed_ms is not None else took)
         statuses.append(outcome.status)
+        spent += took / 1000
+        if budget_s is not None and spent > budget_s:
+            break
     status = next((s for s in statuses if s != 200), outcome.status)
     measurement = Measurement(probe.name, probe.target, status, outcome.rows, samples)
     if isinstance(outcome.status, str) and outcome.status.startswith("skipped"):
         measurement.samples_ms = []
         return measurement
     measurement.load_average = round(os.getloadavg()[0], 2)
-    measurement.queries, measurement.sql_ms = count_queries(probe)
+    if queries:
+        measurement.queries, measurement.sql_ms = count_queries(probe)
     return measurement
 
 
@@ -479,6 +550,54 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
+@dataclass
+class Comparison:
+    key: str
+    console: Measurement
+    floor: Measurement | None
+    naive: Measurement | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "page": self.key,
+            "console": self.console.as_json(),
+            "floor": self.floor.as_json() if self.floor else None,
+            "naive": self.naive.as_json() if self.naive else None,
+        }
+
+
+def worker_cursor():
+    from django.conf import settings
+    from django.db import connections
+
+    return connections[settings.WORKER_DATABASE].cursor()
+
+
+def index_status():
+    from django.conf import settings
+
+    from worker_admin import indexes
+
+    return indexes.status(settings.WORKER_DATABASE, settings.GRAPHILE_WORKER_SCHEMA)
+
+
+def set_indexes(wanted: bool) -> None:
+    """Create or drop every opt-in index (CONCURRENTLY), then ANALYZE for fresh statistics."""
+    from django.conf import settings
+
+    from worker_admin import indexes
+
+    alias, schema = settings.WORKER_DATABASE, settings.GRAPHILE_WORKER_SCHEMA
+    for item in indexes.status(alias, schema):
+        started = time.monotonic()
+        if wanted and not (item.present and item.valid):
+            indexes.create(alias, schema, item.index.name)
+            print(f"created {item.index.name} in {time.monotonic() - started:.0f} s")
+        elif not wanted and item.present:
+            indexes.drop(alias, schema, item.index.name)
+            print(f"dropped {item.index.name}")
+
+
 # --- output ----------------------------------------------------------------------------------
 
 
@@ -500,6 +619,51 @@ def print_table(measurements: list[Measurement]) -> None:
         )
     print("* from one extra request with query logging on (not one of the timed runs)")
     print("load: the machine's 1-minute load average after the page's runs (2 CPUs here)")
+
+
+def run_observer(args: argparse.Namespace) -> dict[str, Any] | None:
+    """bench/observer.py in its own process (it points Django at its own database)."""
+    output = args.output.with_name("observer.json")
+    print("\nobserver effect (bench/observer.py) …", flush=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "observer.py"),
+            "--server-url",
+            args.server_url,
+            "--output",
+            str(output),
+        ],
+        cwd=ROOT,
+    )
+    if done.returncode != 0 or not output.exists():
+        print(f"observer run failed (exit {done.returncode})")
+        return None
+    return json.loads(output.read_text())
+
+
+def print_comparison(comparisons: list[Comparison]) -> None:
+    """console, floor, naive medians and the two ratios, per page."""
+
+    def ratio(a: float | None, b: float | None) -> str:
+        return "-" if not a or not b else f"{a / b:,.1f}x"
+
+    header = (
+        f"{'page':<20}  {'console ms':>10}  {'floor ms':>8}  {'naive ms':>9}  "
+        f"{'console/floor':>13}  {'naive/console':>13}  naive status"
+    )
+    print(header)
+    print("-" * len(header))
+    for c in comparisons:
+        floor = c.floor.median_ms if c.floor else None
+        naive = c.naive.median_ms if c.naive else None
+        print(
+            f"{c.key:<20}  {fmt(c.console.median_ms):>10}  {fmt(floor, '{:,.1f}'):>8}  "
+            f"{fmt(naive):>9}  {ratio(c.console.median_ms, floor):>13}  "
+            f"{ratio(naive, c.console.median_ms):>13}  {c.naive.status if c.naive else '-'}"
+        )
+    print("median of the timed runs; floor = the best single SQL query alone; naive = Django")
+    print("admin over the same models (exact COUNT, OFFSET pages), fewer runs (--naive-runs)")
 
 
 def write_results(path: Path, results: dict[str, Any]) -> None:
@@ -529,6 +693,29 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="extra libpq `options` for the console's connection, to try a server setting "
         'without touching the app, e.g. "-c jit=off"',
     )
+    parser.add_argument(
+        "--indexes",
+        choices=["keep", "with", "without"],
+        default="keep",
+        help="create (with) or drop (without) the console's opt-in indexes before measuring "
+        "(CONCURRENTLY; default: keep what the database has)",
+    )
+    parser.add_argument(
+        "--console-only", action="store_true", help="skip the floor and naive suites"
+    )
+    parser.add_argument("--naive-runs", type=int, default=5, help="timed runs per naive page")
+    parser.add_argument(
+        "--naive-budget",
+        type=float,
+        default=15.0,
+        help="stop a naive page's runs once they took this many seconds (%(default)s)",
+    )
+    parser.add_argument(
+        "--no-observer",
+        action="store_true",
+        help="skip the observer-effect run (Node workers' throughput with and without the "
+        "console polling; bench/observer.py)",
+    )
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     return parser.parse_args(argv)
 
@@ -549,7 +736,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_django(database_url)
     code = code_version()  # now: Python modules are loaded once, later edits do not count
     quiet_repeated_logs()
-    client = logged_in_client()
+    client, admin_client = logged_in_client()
 
     from django.conf import settings
 
@@ -566,14 +753,41 @@ def main(argv: list[str] | None = None) -> int:
             f"are turning ready (rebuild with --build --rebuild for the designed mix)"
         )
     targets = discover_targets()
-    measurements = []
-    for probe in console_probes(client, targets, args.deep_pages):
+    extra = suites.discover_extra(worker_query, worker_schema(), targets, args.deep_pages)
+    if args.indexes != "keep":
+        set_indexes(args.indexes == "with")
+    present = [i.index.name for i in index_status() if i.present]
+    print(f"opt-in indexes present: {', '.join(present) or 'none'}")
+    measurements, comparisons = [], []
+    pages = console_pages(client, admin_client, targets, extra, args.deep_pages)
+    floors = suites.floor_sql(extra) if not args.console_only else {}
+    naive = suites.naive_paths(extra, targets) if not args.console_only else {}
+    seen: set[str] = set()
+    for key, probe in pages:
         print(f"  {probe.name} …", flush=True)
-        measurements.append(measure(probe, args.runs, args.warmups))
+        console = measure(probe, args.runs, args.warmups)
+        measurements.append(console)
+        if key == "-" or key in seen:
+            continue
+        seen.add(key)
+        floor = naive_m = None
+        if key in floors:
+            sql, params = floors[key]
+            floor_p = Probe(f"floor: {key}", sql, suites.floor_probe(worker_cursor, sql, params))
+            floor = measure(floor_p, args.runs, args.warmups, queries=False)
+        if key in naive:
+            naive_p = page_probe(admin_client, f"naive: {key}", naive[key])
+            naive_m = measure(
+                naive_p, args.naive_runs, 0, budget_s=args.naive_budget, queries=False
+            )
+        comparisons.append(Comparison(key, console, floor, naive_m))
     print()
     print_table(measurements)
+    print()
+    print_comparison(comparisons)
     rss = peak_rss_mib()
     print(f"\npeak RSS of the benchmark process: {rss:,.0f} MiB")
+    observer = None if args.no_observer else run_observer(args)
     write_results(
         args.output,
         {
@@ -592,7 +806,10 @@ def main(argv: list[str] | None = None) -> int:
             },
             "targets": asdict(targets),
             "pages": [m.as_json() for m in measurements],
+            "comparison": [c.as_json() for c in comparisons],
+            "indexes": present,
             "peak_rss_mib": round(rss, 1),
+            "observer": observer,
         },
     )
     print(f"results written to {args.output}")

@@ -1,0 +1,225 @@
+"""Observer effect: do real Node workers slow down while the console is being watched?
+
+    .venv/bin/python bench/observer.py            # run by bench/run.py unless --no-observer
+
+In its own scratch database (gw_bench_observer, created and marked like the others), real
+graphile-worker processes (the pinned npm package in tests/node) drain no-op jobs at full speed.
+Their throughput is measured twice over the same window: alone, and while this process serves a
+polling load through the console (USERS users, each requesting the overview and the jobs page
+every POLL_SECONDS, as open browser tabs do). The target is at least 95 % of the throughput
+without the console. Jobs are topped up before each window, so the queue never runs dry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import build_dataset  # noqa: E402
+
+from worker_admin.installer import migrate  # noqa: E402
+
+NODE_DIR = ROOT / "tests" / "node"
+CLI = NODE_DIR / "node_modules" / ".bin" / "graphile-worker"
+DATABASE = "gw_bench_observer"
+USERS = 20
+POLL_SECONDS = 2.0
+NOOP_TASK = "module.exports = async () => {};\n"
+
+
+def prepare(server_url: str, database: str) -> str:
+    """Create (or reuse) the marked scratch database with the worker schema; its conninfo."""
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        exists = admin.execute(
+            "select 1 from pg_database where datname = %s", [database]
+        ).fetchone()
+        if not exists:
+            admin.execute(f'create database "{database}"')
+            build_dataset._mark(
+                admin, database, {"marker": build_dataset.MARKER, "state": "observer"}
+            )
+    conninfo = build_dataset.scratch_conninfo(server_url, database)
+    with psycopg.connect(conninfo) as conn, conn.cursor() as cur:
+        cur.execute("select to_regclass('graphile_worker._private_jobs')")
+        if cur.fetchone()[0] is None:
+            migrate(cur, "graphile_worker", recovery=True)
+        conn.commit()
+    return conninfo
+
+
+def top_up(conninfo: str, jobs: int) -> int:
+    """Bring the waiting no-op jobs up to `jobs`; return how many wait now."""
+    with psycopg.connect(conninfo) as conn:
+        conn.execute(
+            "insert into graphile_worker._private_tasks (identifier) values ('noop') "
+            "on conflict do nothing"
+        )
+        (task_id,) = conn.execute(
+            "select id from graphile_worker._private_tasks where identifier = 'noop'"
+        ).fetchone()
+        (waiting,) = conn.execute("select count(*) from graphile_worker._private_jobs").fetchone()
+        if waiting < jobs:
+            conn.execute(
+                "insert into graphile_worker._private_jobs (task_id, payload) "
+                "select %s, '{}'::json from generate_series(1, %s)",
+                [task_id, jobs - waiting],
+            )
+        conn.commit()
+        conn.execute("analyze graphile_worker._private_jobs")
+        return max(jobs, waiting)
+
+
+def completed(conninfo: str) -> int:
+    """Jobs completed so far: graphile-worker deletes a job when it completes."""
+    with psycopg.connect(conninfo) as conn:
+        (n,) = conn.execute(
+            "select coalesce(sum(n_tup_del), 0) from pg_stat_user_tables "
+            "where schemaname = 'graphile_worker' and relname = '_private_jobs'"
+        ).fetchone()
+    return int(n)
+
+
+def start_workers(conninfo: str, processes: int, concurrency: int, workdir: Path) -> list:
+    tasks = workdir / "tasks"
+    tasks.mkdir(parents=True, exist_ok=True)
+    (tasks / "noop.cjs").write_text(NOOP_TASK)
+    env = {**os.environ, "DATABASE_URL": _url(conninfo), "NO_LOG_SUCCESS": "1"}
+    return [
+        subprocess.Popen(
+            [str(CLI), "--jobs", str(concurrency), "--schema", "graphile_worker"],
+            cwd=workdir,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(processes)
+    ]
+
+
+def _url(conninfo: str) -> str:
+    params = psycopg.conninfo.conninfo_to_dict(conninfo)
+    host, port = params.get("host", "127.0.0.1"), params.get("port", "5432")
+    return f"postgresql://{params.get('user', 'postgres')}@{host}:{port}/{params['dbname']}"
+
+
+def throughput(conninfo: str, seconds: float) -> float:
+    before, started = completed(conninfo), time.monotonic()
+    time.sleep(seconds)
+    return (completed(conninfo) - before) / (time.monotonic() - started)
+
+
+def polling_load(stop: threading.Event, clients: list, done: list[float]) -> list[threading.Thread]:
+    """USERS threads, each one browser tab: the overview and the jobs page every POLL_SECONDS."""
+
+    def user(client, offset: float) -> None:
+        from django.db import connections
+
+        time.sleep(offset)
+        while not stop.is_set():
+            started = time.monotonic()
+            for path in ("/", "/jobs/"):
+                begin = time.perf_counter()
+                client.get(path, headers={"HX-Request": "true"})
+                done.append((time.perf_counter() - begin) * 1000)
+            stop.wait(max(0.0, POLL_SECONDS - (time.monotonic() - started)))
+        connections.close_all()
+
+    threads = [
+        threading.Thread(target=user, args=(client, i * POLL_SECONDS / USERS), daemon=True)
+        for i, client in enumerate(clients)
+    ]
+    for thread in threads:
+        thread.start()
+    return threads
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--server-url", default=os.environ.get("BENCH_SERVER_URL", build_dataset.DEFAULT_SERVER_URL)
+    )
+    parser.add_argument("--database", default=DATABASE)
+    parser.add_argument("--processes", type=int, default=2, help="Node worker processes")
+    parser.add_argument("--concurrency", type=int, default=10, help="jobs at once per process")
+    parser.add_argument("--seconds", type=float, default=30.0, help="each measured window")
+    parser.add_argument("--jobs", type=int, default=300_000, help="waiting jobs before a window")
+    parser.add_argument("--output", type=Path)
+    args = parser.parse_args(argv)
+    if not CLI.exists():
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=NODE_DIR, check=True)
+    conninfo = prepare(args.server_url, args.database)
+
+    import run  # the same Django setup as the page benchmark, on this database
+
+    run.configure_django(conninfo)
+    run.logged_in_client()  # the console's tables and the bench user
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+
+    user = get_user_model().objects.get(username=run.BENCH_USER)
+    clients = []
+    for _ in range(USERS):
+        clients.append(Client(raise_request_exception=False))
+        clients[-1].force_login(user)
+    results: dict = {
+        "users": USERS,
+        "poll_seconds": POLL_SECONDS,
+        "processes": args.processes,
+        "concurrency": args.concurrency,
+        "seconds": args.seconds,
+    }
+    with tempfile.TemporaryDirectory(prefix="gw-observer-") as workdir:
+        for phase in ("alone", "with console"):
+            top_up(conninfo, args.jobs)
+            workers = start_workers(conninfo, args.processes, args.concurrency, Path(workdir))
+            stop, latencies, threads = threading.Event(), [], []
+            try:
+                time.sleep(5)  # the workers connect, install nothing, and reach full speed
+                if phase == "with console":
+                    threads = polling_load(stop, clients, latencies)
+                    time.sleep(2)
+                load_before = os.getloadavg()[0]
+                rate = throughput(conninfo, args.seconds)
+            finally:
+                stop.set()
+                for thread in threads:
+                    thread.join(timeout=30)
+                for worker in workers:
+                    worker.terminate()
+                for worker in workers:
+                    try:
+                        worker.wait(timeout=15)
+                    except subprocess.TimeoutExpired:
+                        worker.kill()
+            entry = {"jobs_per_second": round(rate, 1), "load_average": round(load_before, 2)}
+            if latencies:
+                latencies.sort()
+                entry |= {
+                    "console_requests": len(latencies),
+                    "console_median_ms": round(latencies[len(latencies) // 2], 1),
+                    "console_p95_ms": round(latencies[int(len(latencies) * 0.95)], 1),
+                }
+            results[phase] = entry
+            print(f"{phase}: {rate:,.0f} jobs/s {entry}", flush=True)
+    ratio = results["with console"]["jobs_per_second"] / max(results["alone"]["jobs_per_second"], 1)
+    results["ratio"] = round(ratio, 3)
+    print(f"throughput with the console polling: {ratio:.1%} of the throughput alone (target 95 %)")
+    if args.output:
+        args.output.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

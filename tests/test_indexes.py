@@ -1,0 +1,100 @@
+"""The opt-in indexes: `manage.py console_indexes list|preview|create|drop`, audited.
+
+CREATE INDEX CONCURRENTLY cannot run inside a transaction, so these tests commit (worker_rows)
+and drop whatever they created at the end.
+"""
+
+from __future__ import annotations
+
+from io import StringIO
+
+import pytest
+from django.conf import settings
+from django.core.management import CommandError, call_command
+from django.db import connections
+
+from worker_admin import indexes
+from worker_admin.audit import AuditEntry
+
+
+def _run(*args: str) -> str:
+    out = StringIO()
+    call_command("console_indexes", *args, stdout=out)
+    return out.getvalue()
+
+
+def _present() -> set[str]:
+    with connections[settings.WORKER_DATABASE].cursor() as cursor:
+        cursor.execute(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = %s",
+            [settings.GRAPHILE_WORKER_SCHEMA],
+        )
+        return {row[0] for row in cursor.fetchall()}
+
+
+@pytest.fixture
+def clean_indexes(worker_rows):
+    yield
+    for name in indexes.INDEXES:
+        indexes.drop(settings.WORKER_DATABASE, settings.GRAPHILE_WORKER_SCHEMA, name)
+
+
+def test_list__names_every_index_and_says_absent(clean_indexes):
+    text = _run("list")
+    for name in indexes.INDEXES:
+        assert name in text
+    assert text.count("absent") == len(indexes.INDEXES)
+
+
+def test_preview__prints_sql_size_and_write_cost_and_changes_nothing(clean_indexes):
+    before = _present()
+    text = _run("preview", "console_jobs_task")
+    assert "CREATE INDEX CONCURRENTLY IF NOT EXISTS console_jobs_task" in text
+    assert "write cost:" in text and "size: ~" in text and "Nothing was changed" in text
+    assert _present() == before
+    assert not AuditEntry.objects.filter(action__startswith="index_").exists()
+
+
+def test_create_then_drop__concurrently_and_audited(clean_indexes):
+    text = _run("create", "console_jobs_locked", "--reason", "workers page is slow")
+    assert "CREATE INDEX CONCURRENTLY" in text and "Created console_jobs_locked." in text
+    assert "console_jobs_locked" in _present()
+    assert "present" in _run("list").split("console_jobs_locked", 1)[1].splitlines()[0]
+    _run("create", "console_jobs_locked")  # again: IF NOT EXISTS, nothing breaks
+    _run("drop", "console_jobs_locked")
+    assert "console_jobs_locked" not in _present()
+    entries = list(AuditEntry.objects.filter(action__startswith="index_").order_by("id"))
+    assert [e.action for e in entries] == ["index_create", "index_create", "index_drop"]
+    assert all(e.outcome == "done" and e.via == "cli" for e in entries)
+    assert entries[0].reason == "workers page is slow"
+    assert entries[0].parameters["index"] == "console_jobs_locked"
+
+
+def test_the_planner_uses_the_locked_index_for_the_workers_page(clean_indexes):
+    _run("create", "console_jobs_locked")
+    with connections[settings.WORKER_DATABASE].cursor() as cursor:
+        cursor.execute("SET enable_seqscan = off")  # an empty table: force the choice it has
+        cursor.execute(
+            f"EXPLAIN SELECT locked_by, count(*) FROM "
+            f"{settings.GRAPHILE_WORKER_SCHEMA}._private_jobs WHERE locked_at IS NOT NULL "
+            "GROUP BY 1"
+        )
+        plan = " ".join(row[0] for row in cursor.fetchall())
+        cursor.execute("RESET enable_seqscan")
+    assert "console_jobs_locked" in plan
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("create", "jobs_main_index"), "no opt-in index called"),
+        (("drop", "jobs_pkey1"), "no opt-in index called"),
+        (("preview",), "Name the index"),
+        (("create", "x'; DROP TABLE jobs; --"), "no opt-in index called"),
+    ],
+)
+def test_bad_names_are_refused_and_change_nothing(clean_indexes, args, message):
+    before = _present()
+    with pytest.raises(CommandError, match=message):
+        _run(*args)
+    assert _present() == before
