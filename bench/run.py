@@ -711,6 +711,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="stop a naive page's runs once they took this many seconds (%(default)s)",
     )
     parser.add_argument(
+        "--exact-row-limit",
+        type=int,
+        help="treat tables above this many rows as large (the console's sampled and bounded "
+        "paths); for the smoke test's small dataset (default: the console's own limit)",
+    )
+    parser.add_argument(
         "--no-observer",
         action="store_true",
         help="skip the observer-effect run (Node workers' throughput with and without the "
@@ -735,6 +741,11 @@ def main(argv: list[str] | None = None) -> int:
         database_url = make_conninfo(database_url, options=args.pg_options)
     configure_django(database_url)
     code = code_version()  # now: Python modules are loaded once, later edits do not count
+    if args.exact_row_limit:
+        from worker_admin import stats
+
+        stats.EXACT_ROW_LIMIT = args.exact_row_limit
+        stats.SAMPLE_ROWS = max(stats.SAMPLE_WINDOWS, args.exact_row_limit // 2)
     quiet_repeated_logs()
     client, admin_client = logged_in_client()
 

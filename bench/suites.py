@@ -32,7 +32,8 @@ class Extra:
     job_key: str
     job_id: int
     error_text: str
-    deep_id: int  # the id at the top of page 501 of the newest-first list
+    deep_id: int  # the id at the top of page deep_pages + 1 of the newest-first list
+    deep_pages: int
     priorities: list[int]
 
 
@@ -76,6 +77,7 @@ def discover_extra(query: Callable[..., list[tuple]], schema: str, targets, deep
         job_id=targets.failed_job_id or 1,
         error_text=ERROR_TEXT,
         deep_id=deep_id,
+        deep_pages=deep_pages,
         priorities=priorities,
     )
 
@@ -185,7 +187,7 @@ def naive_paths(e: Extra, targets) -> dict[str, str]:
         "jobs: scheduled": f"{ADMIN}?is_available__exact=1&o=5",  # ordered by run_at
         "jobs: locked": f"{ADMIN}?is_available__exact=0",
         "jobs: failed": f"{ADMIN}?is_available__exact=0&attempts__exact=25",
-        "jobs: deep page": f"{ADMIN}?p=500",
+        "jobs: deep page": f"{ADMIN}?p={e.deep_pages + 1}",  # OFFSET 50 × deep_pages
         "jobs: hot task": f"{ADMIN}?task__id__exact={e.hot_task_id}",
         "jobs: rare task": f"{ADMIN}?task__id__exact={e.rare_task_id}",
         "jobs: queue": f"{ADMIN}?job_queue__id__exact={e.queue_id}",
