@@ -10,6 +10,7 @@ same on every refresh, so the numbers do not jitter while nothing changes.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -55,6 +56,10 @@ class GroupCounts:
 EXACT_ROW_LIMIT = 200_000
 SAMPLE_ROWS = 20_000  # 200 windows of 100 ids: ~10-20 ms at 10M rows
 SAMPLE_WINDOWS = 200
+# Open tabs poll every few seconds: within this many seconds, requests in the same process share
+# one read of the sample (the numbers are estimates anyway; see _shared).
+SAMPLE_REUSE_SECONDS = 2.0
+_reused: dict[tuple, tuple[float, object]] = {}
 
 
 @dataclass(frozen=True)
@@ -107,12 +112,42 @@ class SampledGroups:
     fraction: float  # the share of the table that was read
 
 
+def _shared(name: str, alias: str, compute):
+    """compute(), or its result from less than SAMPLE_REUSE_SECONDS ago in this process.
+
+    Twenty users polling every two seconds then cost one sample read per interval, not twenty.
+    The key holds the database and the sampling parameters, so a changed setting (or another
+    database) never reads a stale entry.
+    """
+    key = (
+        name,
+        alias,
+        connections[alias].settings_dict.get("NAME"),
+        EXACT_ROW_LIMIT,
+        SAMPLE_ROWS,
+        SAMPLE_WINDOWS,
+    )
+    now = time.monotonic()
+    hit = _reused.get(key)
+    if hit is not None and now - hit[0] < SAMPLE_REUSE_SECONDS:
+        return hit[1]
+    value = compute()
+    _reused[key] = (now, value)
+    return value
+
+
 def sampled_groups(alias: str) -> SampledGroups | None:
     """One read of the sample, grouped by (task, queue); None on a table small enough to count.
 
     The totals, the per-task and the per-queue counts are sums of those groups, so the overview,
     the queues page and the tasks page each read the sample once, not once per grouping.
     """
+    if not is_large(alias):
+        return None
+    return _shared("groups", alias, lambda: _sampled_groups(alias))
+
+
+def _sampled_groups(alias: str) -> SampledGroups | None:
     jobs = Job.objects.using(alias)
     sample, _ = _sample(jobs, alias)
     if sample is None:
@@ -236,6 +271,14 @@ def sampled_state_counts(alias: str, narrowed=None) -> StateCounts | None:
     """Counts per state estimated from the id-window sample; None on a table small enough to
     count exactly (then callers count for real). `narrowed` (a Job queryset) restricts the
     sample to a filter's rows; the scale stays the whole table's."""
+    if not is_large(alias):
+        return None
+    if narrowed is None:
+        return _shared("states", alias, lambda: _sampled_state_counts(alias, None))
+    return _sampled_state_counts(alias, narrowed)
+
+
+def _sampled_state_counts(alias: str, narrowed) -> StateCounts | None:
     jobs = Job.objects.using(alias)
     sample, scale = _sample(jobs, alias)
     if sample is None:
