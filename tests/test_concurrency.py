@@ -175,6 +175,44 @@ def test_double_submit__add_job_adds_one(admin_session):
     assert len(_done("add_job")) == 1
 
 
+def test_double_continue__long_action_does_each_part_once(admin_session, settings):
+    """A long bulk action continues step by step; two "continue" posts of the same step (the
+    progress page's poll and a click on its button) must not do a part twice: the second one
+    waits for the first, then catches up from the audit log and goes on from there."""
+    settings.ACTION_STEP_SECONDS = 0  # one part per request
+    first, second = admin_session
+    q = quote_schema(worker_schema())
+    sql(
+        f"SELECT {q}.add_job('double_continue', '{{}}'::json, run_at := now() + interval '1 day')"
+        " FROM generate_series(1, 2500)"
+    )
+    query = "?task=double_continue"
+    form = {"action": "run_now", "scope": "filter"}
+    token = _token(first.post(ACTIONS_URL + query, form))
+    progress = first.post(ACTIONS_URL + query, form | {"token": token})
+    assert "in progress" in _text(progress)
+    batch = re.search(r'name="batch" value="([^"]+)"', progress.content.decode()).group(1)
+
+    url = "/jobs/actions/continue/"
+    replies = simultaneously(
+        lambda: first.post(url, {"batch": batch}), lambda: second.post(url, {"batch": batch})
+    )
+    assert all(r.status_code in (200, 302) for r in replies)
+    reply = first.post(url, {"batch": batch})
+    while reply.status_code == 200:
+        reply = first.post(url, {"batch": batch})
+
+    entries = list(AuditEntry.objects.filter(action="run_now").order_by("pk"))
+    assert [(e.outcome, e.parameters["part"]) for e in entries] == [
+        ("done", 1),
+        ("done", 2),
+        ("done", 3),
+    ]
+    assert sum(len(e.changed_ids) for e in entries) == 2500
+    ready = Job.objects.filter(task__identifier="double_continue", run_at__lte=timezone.now())
+    assert ready.count() == 2500
+
+
 def _register_dead_worker_with_a_job() -> int:
     q = quote_schema(worker_schema())
     job = WorkerUtils().add_raw_job("double_sweep", {"n": 1})
