@@ -38,6 +38,7 @@ MAX_CONNECTIONS = 12
 START_TIMEOUT = 60
 HTTP_TIMEOUT = 30
 USERNAME, PASSWORD = "faults", "fault-tolerant-9"
+APPLICATION_NAME = "graphile-console-faults"  # how the console's backends show in pg_stat_activity
 
 
 def require_pg_bin() -> None:
@@ -133,6 +134,9 @@ def console_environment(database_url: str, **extra: str) -> dict[str, str]:
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         "DEBUG": "0",
         "PYTHONUNBUFFERED": "1",
+        # Persistent connections (the default), so a restart leaves a dead one behind.
+        "CONN_MAX_AGE": "60",
+        "APPLICATION_NAME": APPLICATION_NAME,
         **extra,
     }
     env.pop("CONSOLE_DATABASE_URL", None)

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from django.conf import settings as django_settings
 from django.contrib.auth.models import Group
 from django.db import connections
 from django.test import Client
@@ -95,7 +96,8 @@ def _result(thread: threading.Thread, box: dict):
 def _console_backends_waiting() -> int:
     return sql(
         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-        "AND application_name = 'graphile-console' AND wait_event_type = 'Lock'"
+        "AND application_name = %s AND wait_event_type = 'Lock'",
+        [django_settings.APPLICATION_NAME],
     )[0][0]
 
 
@@ -361,7 +363,7 @@ def test_bulk_actions_racing_node_workers__locked_jobs_skipped_and_nothing_runs_
 ):
     client, _ = admin_session
     utils = WorkerUtils()
-    ids = [utils.add_raw_job(TASK, {"ms": 1500, "n": n}).id for n in range(48)]
+    ids = [utils.add_raw_job(TASK, {"ms": 1500, "n": n}).id for n in range(60)]
     output = tmp_path / "runs.jsonl"
     reports = []
     with node_workers(2, 3, output, tmp_path) as processes:

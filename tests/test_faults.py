@@ -27,7 +27,15 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.faultdb import Browser, Cluster, ConsoleProcess, hidden_field, prepare, start_console
+from tests.faultdb import (
+    APPLICATION_NAME,
+    Browser,
+    Cluster,
+    ConsoleProcess,
+    hidden_field,
+    prepare,
+    start_console,
+)
 
 pytestmark = pytest.mark.faults
 
@@ -141,8 +149,8 @@ def confirm_run_now(browser: Browser, token: str, *, ids=None, task: str = ""):
 def console_backend_waiting(cluster: Cluster) -> int | None:
     """The pid of the console's backend while it waits for a lock, else None."""
     rows = cluster.sql(
-        "SELECT pid FROM pg_stat_activity WHERE application_name = 'graphile-console' "
-        "AND wait_event_type = 'Lock'",
+        "SELECT pid FROM pg_stat_activity WHERE application_name = %s AND wait_event_type = 'Lock'",
+        [APPLICATION_NAME],
     )
     return rows[0][0] if rows else None
 
