@@ -21,6 +21,9 @@ same lock when its connection survived, else on a fresh connection afterwards. W
 console's own database is the one that is down, no entry can be written: the failure is logged
 (ERROR, with the batch, part and ids) and the exception goes on to the 503 page; the session is
 not saved either, so the confirmation or the progress stays where the audit log says it is.
+With CONSOLE_DATABASE_URL (two databases) a part's worker transaction commits just before its
+audit entry's, with no two-phase commit between them: if the console's database fails in that
+instant, the part is done but unaudited, and the log names its jobs (docs/hardening.md).
 """
 
 from __future__ import annotations
@@ -398,6 +401,8 @@ def execute(
         except ConfirmationUsed:
             raise
         except Exception as exc:  # the part rolled back, and its connection with it
+            if getattr(exc, "part_committed", False):
+                raise  # done but not audited (two databases): logged, not called "failed"
             _record_failure(request, actor, via, outcome, ids, exc, part=outcome.parts + 1)
             outcome.done = True
             return outcome
@@ -435,28 +440,49 @@ def _run_part(utils, request, actor, via, outcome: Outcome, ids, position, *, fr
     """One part in one transaction: claim it, do it, audit it. Returns "done", "failed" (the
     failure recorded under the claim) or "resynced" (another request had done this part: the
     outcome now says what the audit log says)."""
-    with transaction.atomic(using=DEFAULT_DB_ALIAS):
-        _lock(outcome.batch)
-        recorded = list(
-            _batch_entries(request, outcome)
-            .filter(parameters__part__gt=outcome.parts)
-            .order_by("pk")[:1]
-        )
-        if recorded:
-            if fresh and not outcome.parts:
-                raise ConfirmationUsed(recorded[0])
-            _resync(request, outcome)
-            return "resynced"
-        try:
-            with transaction.atomic(using=utils.alias), transaction.atomic(using=DEFAULT_DB_ALIAS):
-                before = _before_image(request.kind, ids)
-                result = _apply(utils, request, ids)
-                entry = _audit(request, actor, via, result, outcome, before, outcome.parts + 1)
-        except Exception as exc:
-            if connections[DEFAULT_DB_ALIAS].needs_rollback:
-                raise  # the console's connection is broken: recorded after the rollback
-            _record_failure(request, actor, via, outcome, ids, exc, part=outcome.parts + 1)
-            return "failed"
+    worker_committed = False
+    try:
+        with transaction.atomic(using=DEFAULT_DB_ALIAS):
+            _lock(outcome.batch)
+            recorded = list(
+                _batch_entries(request, outcome)
+                .filter(parameters__part__gt=outcome.parts)
+                .order_by("pk")[:1]
+            )
+            if recorded:
+                if fresh and not outcome.parts:
+                    raise ConfirmationUsed(recorded[0])
+                _resync(request, outcome)
+                return "resynced"
+            try:
+                with (
+                    transaction.atomic(using=utils.alias),
+                    transaction.atomic(using=DEFAULT_DB_ALIAS),
+                ):
+                    before = _before_image(request.kind, ids)
+                    result = _apply(utils, request, ids)
+                    entry = _audit(request, actor, via, result, outcome, before, outcome.parts + 1)
+            except Exception as exc:
+                if connections[DEFAULT_DB_ALIAS].needs_rollback:
+                    raise  # the console's connection is broken: recorded after the rollback
+                _record_failure(request, actor, via, outcome, ids, exc, part=outcome.parts + 1)
+                return "failed"
+            # With two databases (CONSOLE_DATABASE_URL) the worker's transaction has committed
+            # here, just before the console's: there is no two-phase commit between them.
+            worker_committed = utils.alias != DEFAULT_DB_ALIAS
+    except DatabaseError as exc:
+        if worker_committed:
+            logger.error(
+                "%s part %s of batch %s changed jobs %s in the worker database, but its audit "
+                "entry could not be committed: %s",
+                request.kind.value,
+                outcome.parts + 1,
+                outcome.batch,
+                list(result.changed_ids)[:50],
+                _describe(exc),
+            )
+            exc.part_committed = True
+        raise
     outcome.parts += 1
     outcome.requested += len(result.requested)
     outcome.changed += len(result.changed)
