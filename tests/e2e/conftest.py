@@ -109,14 +109,16 @@ def new_page(browser, *, viewport=WIDE, color_scheme="light", bypass_csp=False):
     return context.new_page()
 
 
-def save_screenshot(page, name: str, *, docs: bool = False, full_page: bool = True) -> Path:
-    """artifacts/screenshots/<name>.png (kept by CI); docs=True also copies it to docs/."""
+def save_screenshot(page, name: str, *, docs: bool = False) -> Path:
+    """artifacts/screenshots/<name>.png, the whole page (CI keeps the folder). With docs=True
+    and UPDATE_DOCS_SCREENSHOTS=1 in the environment, also docs/<name>.png: the window only,
+    for the README (a normal test run never rewrites tracked files)."""
     folder = ARTIFACTS / "screenshots"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.png"
-    page.screenshot(path=str(path), full_page=full_page)
-    if docs:
-        shutil.copyfile(path, DOCS / f"{name}.png")
+    page.screenshot(path=str(path), full_page=True)
+    if docs and os.environ.get("UPDATE_DOCS_SCREENSHOTS"):
+        page.screenshot(path=str(DOCS / f"{name}.png"), full_page=False)
     return path
 
 

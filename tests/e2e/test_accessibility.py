@@ -12,7 +12,13 @@ import re
 import pytest
 from django.db import connection
 
-from tests.e2e.conftest import axe_violations, describe_violations, log_in, new_page
+from tests.e2e.conftest import (
+    axe_violations,
+    describe_violations,
+    log_in,
+    new_page,
+    save_screenshot,
+)
 from worker_admin.utils import JobSpec, RawJobSpec, WorkerUtils
 
 pytestmark = pytest.mark.browser
@@ -80,6 +86,8 @@ def test_accessibility__axe_finds_nothing_serious_on_any_page(
     for path in [*PAGES, f"/jobs/{_first_job_id()}/"]:
         page.goto(base + path)
         problems[path] = axe_violations(page, axe_script)
+        if scheme == "dark":
+            save_screenshot(page, "dark" + re.sub(r"[^a-z0-9]+", "-", path).rstrip("-"))
 
     # Pages that only a POST shows: an action preview, a form with errors, a sweep dry run.
     page.goto(f"{base}/jobs/?state=ready")
