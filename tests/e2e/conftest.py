@@ -59,12 +59,10 @@ def page(browser):
 
 @pytest.fixture
 def screenshot(page):
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    """screenshot("name"): the fixture page, whole, to artifacts/screenshots/name.png."""
 
     def take(name: str) -> Path:
-        path = ARTIFACTS / f"{name}.png"
-        page.screenshot(path=str(path), full_page=True)
-        return path
+        return save_screenshot(page, name)
 
     return take
 

@@ -219,3 +219,44 @@ def test_accessibility__every_control_has_a_label(live_server, browser, queue_wi
         )
         assert unnamed == [], f"{path}: controls without a label: {unnamed}"
     page.context.close()
+
+
+def test_accessibility__keyboard_only_bulk_action_preview_and_confirm(
+    live_server, browser, queue_with_history, console_user
+):
+    """Every job matching a filter, by keyboard: the scope and action selects change with the
+    arrow keys, the preview and the confirmation are reached with Tab."""
+    from playwright.sync_api import expect
+
+    page = new_page(browser)
+    log_in(page, live_server.url, console_user("kim", "operator"))
+    page.goto(f"{live_server.url}/jobs/?task=charge_card&state=ready")
+    _tab_to(page, "select[name=scope]")
+    _assert_focus_visible(page)
+    page.keyboard.press("ArrowDown")  # "every job matching these filters"
+    assert page.locator("select[name=scope]").input_value() == "filter"
+    _tab_to(page, "select[name=action]")
+    page.keyboard.press("ArrowDown")  # "Retry"
+    page.keyboard.press("ArrowDown")  # "Reschedule…"
+    assert page.locator("select[name=action]").input_value() == "reschedule"
+    _tab_to(page, "#bulk-form button[type=submit]")
+    page.keyboard.press("Enter")
+
+    expect(page.get_by_role("heading", name=re.compile("^Reschedule"))).to_be_visible()
+    _tab_to(page, "input[name=priority]")
+    _assert_focus_visible(page)
+    page.keyboard.type("3")
+    page.keyboard.press("Enter")  # submits the options form: the preview
+    expect(page.locator(".preview-count")).to_contain_text("2 jobs match the filter now")
+    _tab_to(page, ".form-actions button[type=submit]")
+    _assert_focus_visible(page)
+    page.keyboard.press("Enter")
+    expect(page.locator(".messages")).to_contain_text("changed 2 of 2")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT j.priority FROM graphile_worker._private_jobs j JOIN "
+            "graphile_worker._private_tasks t ON t.id = j.task_id "
+            "WHERE t.identifier = 'charge_card' AND j.attempts < j.max_attempts"
+        )
+        assert sorted(p for (p,) in cursor.fetchall()) == [3, 3]
+    page.context.close()
