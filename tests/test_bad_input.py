@@ -18,7 +18,7 @@ import pytest
 from django.conf import settings as django_settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connections
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests.factories import WORKER_DATA_TABLES
@@ -662,4 +662,120 @@ def test_undo__forged_tokens_and_unknown_entries(admin, undoable_entry, unchange
     assert response.status_code in (400, 404)
     if response.status_code == 400:
         _sentence(_text(response), "Nothing was changed")
+    unchanged()
+
+
+# -- reveal a payload, log in -----------------------------------------------------------------
+
+
+@FEW
+@given(reason=hostile, which=st.one_of(st.none(), st.integers(min_value=0, max_value=10**20)))
+@example(reason="why\x00not", which=None)
+def test_reveal_payload__any_reason_and_job(admin, seeded, worker_schema, reason, which):
+    """Revealing is audited (a done entry is its record), but it never changes a job."""
+    before = _state(worker_schema)[:-1]
+    job_id = _job_ids(seeded)[0] if which is None else which
+    response = admin.post(f"/jobs/{job_id}/reveal/", {"reason": reason})
+    assert response.status_code in (200, 404)
+    body = _text(response)
+    if response.status_code == 404:
+        _sentence(body, "There is no job", "Not found", "not found")
+    _inert(body, reason)
+    assert _state(worker_schema)[:-1] == before
+
+
+@FEW
+@given(username=hostile, password=hostile)
+def test_login__any_username_and_password(client, seeded, unchanged, username, password):
+    response = client.post("/login/", {"username": username, "password": password})
+    assert response.status_code in (200, 403, 429), response.status_code
+    body = _text(response)
+    _inert(body, username)
+    if response.status_code == 200:
+        _sentence(body, "do not match", "This field is required", "Log in")
+    unchanged()
+
+
+# -- NUL, the character PostgreSQL text cannot hold, in every field at once -------------------
+
+NUL = "nul\x00here"
+GET_FIELDS = {
+    "/jobs/": [*JOB_FILTERS],
+    "/failures/": ["task", "state"],
+    "/queues/": ["name"],
+    "/tasks/": ["name"],
+    "/workers/": ["threshold"],
+    "/audit/": AUDIT_FILTERS,
+    "/": ["x"],
+    "/maintenance/": ["x"],
+}
+POST_FIELDS = {
+    "/jobs/actions/": [
+        "action",
+        "scope",
+        "ids",
+        "reason",
+        "token",
+        "has_options",
+        "run_at",
+        "priority",
+        "attempts",
+        "max_attempts",
+    ],
+    "/jobs/actions/continue/": ["batch"],
+    "/jobs/add/": [*ADD_FIELDS, "confirm", "token"],
+    "/jobs/add/batch/": ["items", "confirm", "token"],
+    "/maintenance/sweep/": [
+        "threshold_minutes",
+        "delay_seconds",
+        "include_node",
+        "reason",
+        "token",
+    ],
+    "/maintenance/force-unlock/": ["worker_ids", "reason", "token"],
+    "/maintenance/cleanup/": ["tasks", "keep", "reason", "token"],
+    "/maintenance/add-recovery/": ["token", "reason"],
+}
+
+
+@pytest.mark.parametrize("url", list(GET_FIELDS))
+def test_nul_in_every_query_parameter(admin, unchanged, url):
+    response = admin.get(url, dict.fromkeys(GET_FIELDS[url], NUL))
+    assert response.status_code == 200
+    unchanged()
+
+
+@pytest.mark.parametrize("url", list(POST_FIELDS))
+def test_nul_in_every_form_field(admin, unchanged, url):
+    response = admin.post(url, dict.fromkeys(POST_FIELDS[url], NUL))
+    assert response.status_code < 500
+    assert response.status_code in (200, 302, 400), response.status_code
+    unchanged()
+
+
+def test_nul_in_a_valid_looking_action(admin, seeded, unchanged):
+    """Everything valid but the reason: the action is refused, and the refusal is recorded
+    (with a stand-in for the NUL) rather than lost to a database error."""
+    ids = _job_ids(seeded)[:1]
+    response = admin.post("/jobs/actions/", {"action": "complete", "ids": ids, "reason": NUL})
+    assert response.status_code == 400
+    _sentence(_text(response), "reason")
+    rejected = AuditEntry.objects.filter(outcome="rejected").latest("id")
+    assert rejected.parameters["reason"] == "nul\ufffdhere"
+    unchanged()
+
+
+# Characters that str.isdigit() calls digits but int() refuses (superscripts, circled numbers),
+# and digits of other scripts, which int() reads.
+ODD_DIGITS = ["¹", "²³", "①②", "٣", "１２", "9¹"]
+
+
+@pytest.mark.parametrize("value", ODD_DIGITS)
+def test_odd_digits_in_ids_search_and_thresholds(admin, seeded, unchanged, value):
+    assert admin.get("/jobs/", {"q": value}).status_code == 200
+    assert admin.get("/workers/", {"threshold": value}).status_code == 200
+    assert admin.get("/audit/", {"job": value, "older_than": value}).status_code == 200
+    response = admin.post("/jobs/actions/", {"action": "complete", "ids": [value]})
+    assert response.status_code == 400
+    assert admin.get(f"/jobs/{value}/").status_code == 404
     unchanged()

@@ -220,7 +220,7 @@ def search(jobs: QuerySet, text: str) -> QuerySet:
 
 def exact_search_predicate(text: str) -> Q:
     predicate = Q(key=text)
-    if text.isdigit() and len(text) < 19:
+    if text.isascii() and text.isdigit() and len(text) < 19:
         predicate |= Q(id=int(text))
     return predicate
 
@@ -232,7 +232,7 @@ def search_predicate(text: str) -> Q:
     the read statement timeout (the page then says to narrow the filters).
     """
     predicate = Q(key=text)
-    if text.isdigit() and len(text) < 19:
+    if text.isascii() and text.isdigit() and len(text) < 19:
         predicate |= Q(id=int(text))
     if len(text) >= 3:
         predicate |= Q(last_error__icontains=text) | Q(payload_text__icontains=text)

@@ -60,7 +60,8 @@ def _ids(values: list[str]) -> tuple[int, ...]:
         )
     ids: list[int] = []
     for value in values:
-        if not value.isdigit() or len(value) > 18 or int(value) < 1:
+        # isascii: "¹" and "①" are digits to str.isdigit() but not to int().
+        if not (value.isascii() and value.isdigit()) or len(value) > 18 or int(value) < 1:
             shown = value[:30]
             raise ActionRefused(f"“{shown}” is not a job id.")
         if int(value) not in ids:

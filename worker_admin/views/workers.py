@@ -19,7 +19,7 @@ def workers(request):
     caps = capabilities()
     raw = request.GET.get("threshold", "")
     minutes, problem = DEFAULT_THRESHOLD, None
-    if raw.isdigit() and len(raw) < 4 and int(raw) in THRESHOLDS:
+    if raw.isascii() and raw.isdigit() and len(raw) < 4 and int(raw) in THRESHOLDS:
         minutes = int(raw)
     elif raw:
         problem = f"Ignored the threshold “{raw[:20]}”: choose one of the listed values."
