@@ -289,6 +289,23 @@ def test_show(jobs):
         _run("show", "abc")
 
 
+def test_show__redacts_configured_paths_and_reveal_is_audited(jobs, settings):
+    settings.REDACT_PAYLOAD_PATHS = ["card.number", "*.token"]
+    job = jobs.ready("charge", payload={"card": {"number": "4111"}, "auth": {"token": "s3cret"}})
+    shown = _json("show", str(job.id))["job"]
+    assert shown["payload"] == {"card": {"number": "[redacted]"}, "auth": {"token": "[redacted]"}}
+    assert shown["redacted_paths"] == ["card.number", "auth.token"]
+    assert "s3cret" not in _run("show", str(job.id))
+    assert not AuditEntry.objects.exists()  # reading is not audited
+
+    revealed = _json("show", str(job.id), "--reveal")["job"]
+    assert revealed["payload"]["auth"]["token"] == "s3cret"
+    entry = _audit("reveal_payload")
+    assert entry.requested_ids == [job.id]
+    assert entry.parameters == {"paths": ["card.number", "auth.token"]}
+    assert "s3cret" not in json.dumps(entry.parameters) + entry.summary
+
+
 def test_read_commands_refuse_another_schema(db):
     with pytest.raises(CommandError, match="reads only the configured schema"):
         _run("--schema", "gw_other", "list")

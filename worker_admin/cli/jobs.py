@@ -23,6 +23,7 @@ from worker_admin.cli.parsing import (
     read_payload_file,
 )
 from worker_admin.models import Job
+from worker_admin.redaction import redact
 from worker_admin.utils import JobKeyMode, JobSpec, RescheduleJobOptions, RunNow, WorkerUtils
 
 KEY_MODES = {"replace": JobKeyMode.REPLACE, "preserve-run-at": JobKeyMode.PRESERVE_RUN_AT}
@@ -124,9 +125,28 @@ def show(command: BaseCommand, utils: WorkerUtils, options: dict) -> dict:
     if job is None:
         raise CommandError(f"No job has the id {job_id}.")
     detail = job_detail(job)
+    _redact_payload(utils, detail, reveal=options["reveal"])
     width = max(len(key) for key in detail)
     text = "\n".join(f"{key.ljust(width)}  {_show_value(value)}" for key, value in detail.items())
     return {"job": detail, "text": text}
+
+
+def _redact_payload(utils: WorkerUtils, detail: dict, *, reveal: bool) -> None:
+    """REDACT_PAYLOAD_PATHS applies here as on the job page; --reveal shows all, audited."""
+    shown, paths = redact(detail["payload"])
+    if not paths:
+        return
+    if reveal:
+        record(
+            utils,
+            "reveal_payload",
+            parameters={"paths": paths},
+            requested_ids=[detail["id"]],
+            summary=f"revealed {len(paths)} redacted field(s) of job {detail['id']}",
+        )
+        return
+    detail["payload"] = shown
+    detail["redacted_paths"] = paths
 
 
 def _show_value(value) -> str:

@@ -171,6 +171,11 @@ def _add_job_parsers(sub) -> None:
 
     show = sub.add_parser("show", help="Show one job.")
     show.add_argument("id", help="Job id.")
+    show.add_argument(
+        "--reveal",
+        action="store_true",
+        help="Show payload fields that REDACT_PAYLOAD_PATHS hides (audited).",
+    )
 
     complete = sub.add_parser("complete", help="Mark jobs as done (deletes them).")
     complete.add_argument("ids", nargs="*", metavar="ID", help="Job ids.")
