@@ -168,3 +168,14 @@ def test_oldest_ready_at__exact_across_priorities(jobs, utils):
     oldest = oldest_ready_at(utils.alias)
     (expected,) = jobs.sql("SELECT now() - interval '2 hours'")[0]
     assert oldest == expected
+
+
+def test_500_page_is_self_contained_and_csp_clean():
+    """Django renders 500.html with no request and no database: it must still be styled under
+    the Content-Security-Policy (no inline style or script) and not claim more than it knows."""
+    from django.template.loader import render_to_string
+
+    html = render_to_string("500.html")
+    assert 'rel="stylesheet"' in html and "worker_admin/console.css" in html
+    assert "style=" not in html and "<script" not in html
+    assert "Something went wrong" in html and "/audit/" in html
