@@ -6,6 +6,7 @@ the process at start with a sentence naming the variable, rather than surfacing 
 
 from __future__ import annotations
 
+import ipaddress
 import warnings
 from datetime import timedelta
 from pathlib import Path
@@ -59,6 +60,16 @@ APPLICATION_NAME = env_str("APPLICATION_NAME", "graphile-console")
 # that comes from one of these networks; everything else gets 403. /healthz is open.
 METRICS_TOKEN = env_str("METRICS_TOKEN", "")
 METRICS_ALLOWED_NETWORKS = env_list("METRICS_ALLOWED_NETWORKS", ["127.0.0.1/32", "::1/128"])
+for _network in METRICS_ALLOWED_NETWORKS:
+    try:
+        ipaddress.ip_network(_network, strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"METRICS_ALLOWED_NETWORKS: {_network!r} is not a network "
+            "(write an address or CIDR block, e.g. 10.0.0.0/8)."
+        ) from None
+# A registered worker whose heartbeat is older than this counts as stale in /metrics.
+STALE_WORKER_THRESHOLD_SECONDS = env_int("STALE_WORKER_THRESHOLD_SECONDS", 300, minimum=1)
 
 
 def _database(url: str, *, search_path: str | None) -> dict:

@@ -79,6 +79,22 @@ def test_settings__bad_values_fail_fast_with_a_sentence():
             "POLL_INTERVAL_SECONDS='x' is not a whole number",
         ),
         ({"SECRET_KEY": "k", "DATABASE_URL": "host=x port=notaport garbage"}, "DATABASE_URL"),
+        (
+            {
+                "SECRET_KEY": "k",
+                "DATABASE_URL": "postgresql://x/y",
+                "METRICS_ALLOWED_NETWORKS": "10.0.0.0/8,intranet",
+            },
+            "METRICS_ALLOWED_NETWORKS: 'intranet' is not a network",
+        ),
+        (
+            {
+                "SECRET_KEY": "k",
+                "DATABASE_URL": "postgresql://x/y",
+                "STALE_WORKER_THRESHOLD_SECONDS": "0",
+            },
+            "STALE_WORKER_THRESHOLD_SECONDS",
+        ),
     ]
     for env, message in cases:
         result = _settings_probe(env, "print('loaded')")
