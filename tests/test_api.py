@@ -192,6 +192,17 @@ def test_jobs__bad_filters_and_cursors_are_refused_with_a_sentence(viewer_api, j
         assert isinstance(message, str) and message.endswith((".", ".)")), message
 
 
+def test_dates__offsets_postgresql_does_not_take_are_read_in_utc(viewer_api, jobs):
+    """Found by schemathesis: Python takes UTC offsets up to ±23:59, PostgreSQL only ±15:59."""
+    jobs.ready()
+    far_offset = "2020-06-13T02:23:15-16:31"
+    assert viewer_api.get("/api/audit", before=far_offset).status_code == 200
+    assert viewer_api.get("/api/jobs", created_after=far_offset).json()["jobs"] != []
+    too_early = viewer_api.get("/api/jobs", created_after="0001-01-01T00:00:00+05:00")
+    assert too_early.status_code == 422
+    assert "out of range" in too_early.json()["detail"]
+
+
 def test_jobs__a_cursor_for_another_sort_is_refused(viewer_api, jobs):
     for _ in range(3):
         jobs.add()

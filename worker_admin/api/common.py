@@ -8,6 +8,7 @@ import logging
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import DatabaseError
 from django.http import JsonResponse
@@ -59,6 +60,30 @@ def refuse(request, action: str, refusal: Refusal, data: dict | None = None) -> 
     except DatabaseError:  # the refusal stands even if the log cannot take it
         logger.exception("Could not audit a refused API %s", action)
     return detail(refusal.message, refusal.status)
+
+
+WRITE_ACTIONS = {
+    "/jobs/add/": "add_job",
+    "/jobs/batch/": "add_jobs",
+    "/maintenance/sweep/": "sweep",
+    "/maintenance/force-unlock/": "force_unlock",
+    "/maintenance/cleanup/": "cleanup",
+}
+
+
+def write_action(request) -> str:
+    """The audited action name of a refused write: by its path, or a job action's `action`."""
+    for fragment, action in WRITE_ACTIONS.items():
+        if fragment in request.path:
+            return action
+    try:
+        body = json.loads(request.body) if request.body else {}
+        action = body.get("action") if isinstance(body, dict) else None
+    except (ValueError, RecursionError, RequestDataTooBig):
+        action = None
+    if isinstance(action, str) and action.isidentifier() and len(action) <= 40:
+        return action
+    return "job_action"
 
 
 def write_permission(request, *, maintenance: bool = False) -> Refusal | None:

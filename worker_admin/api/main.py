@@ -17,10 +17,9 @@ from django.db import DatabaseError, OperationalError
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.parser import Parser
-from ninja.security import HttpBearer
 
-from worker_admin.api import tokens
-from worker_admin.api.common import Refusal, detail, refuse
+from worker_admin.api.auth import BearerToken
+from worker_admin.api.common import Refusal, detail, refuse, write_action
 
 logger = logging.getLogger(__name__)
 
@@ -33,18 +32,6 @@ Every write is two calls: `…/preview` answers what would change and a `fingerp
 `…/apply` takes the same body plus that fingerprint, recomputes the preview, and answers 409
 without changing anything if the result differs. See docs/api.md.
 """
-
-
-class BearerToken(HttpBearer):
-    """An API token (worker_admin/api/tokens.py); the request then acts as the token's user."""
-
-    def authenticate(self, request, token: str):
-        found = tokens.authenticate(token.strip())
-        if found is None:
-            return None
-        request.user = found.user
-        request.api_token = found
-        return found.user
 
 
 class StrictJSONParser(Parser):
@@ -93,30 +80,6 @@ def _location(loc) -> str:
     return ".".join(parts)
 
 
-WRITE_ACTIONS = {
-    "/jobs/add/": "add_job",
-    "/jobs/batch/": "add_jobs",
-    "/maintenance/sweep/": "sweep",
-    "/maintenance/force-unlock/": "force_unlock",
-    "/maintenance/cleanup/": "cleanup",
-}
-
-
-def _write_action(request) -> str:
-    """The audited action name of a refused write: by its path, or a job action's `action`."""
-    for fragment, action in WRITE_ACTIONS.items():
-        if fragment in request.path:
-            return action
-    try:
-        body = json.loads(request.body) if request.body else {}
-        action = body.get("action") if isinstance(body, dict) else None
-    except (ValueError, RecursionError, RequestDataTooBig):
-        action = None
-    if isinstance(action, str) and action.isidentifier() and len(action) <= 40:
-        return action
-    return "job_action"
-
-
 def _is_write(request) -> bool:
     return request.method == "POST" and getattr(request, "auth", None) is not None
 
@@ -134,7 +97,7 @@ def _invalid(request, exc):
     if len(errors) > 1:
         sentence += f" ({len(errors) - 1} more in `errors`.)"
     if _is_write(request):
-        refuse(request, _write_action(request), Refusal(422, sentence), {"errors": errors[:20]})
+        refuse(request, write_action(request), Refusal(422, sentence), {"errors": errors[:20]})
     return detail(sentence, 422, errors=errors[:100])
 
 
@@ -158,7 +121,7 @@ def _http_error(request, exc):
     elif isinstance(cause, RecursionError):
         message = "The request body is nested too deeply to be read."
     if cause is not None and _is_write(request):
-        refuse(request, _write_action(request), Refusal(exc.status_code, message))
+        refuse(request, write_action(request), Refusal(exc.status_code, message))
     return detail(message, exc.status_code)
 
 

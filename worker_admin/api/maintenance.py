@@ -16,6 +16,7 @@ from ninja import Router
 
 from worker_admin import audit
 from worker_admin.api import fingerprints, serialize
+from worker_admin.api.auth import WriterToken
 from worker_admin.api.common import (
     VIA,
     Refusal,
@@ -41,7 +42,7 @@ from worker_admin.stats import database_now
 from worker_admin.utils import WorkerUtils, WorkerUtilsError
 from worker_admin.views.recovery import FRESH_HEARTBEAT
 
-router = Router(tags=["maintenance"])
+router = Router(tags=["maintenance"], auth=WriterToken(maintenance=True))
 SWEEP, FORCE_UNLOCK, CLEANUP = "sweep", "force_unlock", "cleanup"
 PREVIEW_ROWS = 200
 

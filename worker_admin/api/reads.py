@@ -10,12 +10,11 @@ from typing import Annotated, Literal
 from django.conf import settings
 from ninja import Field, Path, Query, Router, Schema
 from ninja.errors import HttpError
-from pydantic import AwareDatetime
 
 from worker_admin import catalog, failures
 from worker_admin.api import serialize
 from worker_admin.api.common import require_schema
-from worker_admin.api.schemas import JobFilter, JobId, JobListQuery, text
+from worker_admin.api.schemas import JobFilter, JobId, JobListQuery, Moment, text
 from worker_admin.audit import AuditEntry
 from worker_admin.filters import (
     BadCursor,
@@ -301,8 +300,8 @@ class AuditQuery(Schema):
     outcome: Literal["done", "failed", "rejected"] | None = None
     via: Literal["web", "api", "cli", "python"] | None = None
     job: JobId | None = None
-    after: AwareDatetime | None = None
-    before: AwareDatetime | None = None
+    after: Moment | None = None
+    before: Moment | None = None
     before_id: int | None = Field(
         None, ge=1, le=2**63 - 1, description="Entries older than this id: the next page."
     )

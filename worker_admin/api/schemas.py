@@ -8,10 +8,11 @@ reschedule), so the web, the CLI and the API refuse the same things.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from ninja import Field, Schema
-from pydantic import AwareDatetime, ConfigDict
+from pydantic import AfterValidator, AwareDatetime, ConfigDict
 
 from worker_admin.actions import MAX_EXPLICIT_IDS, ActionKind
 from worker_admin.filters import MAX_SEARCH, SORTS, STATE_TABS
@@ -38,6 +39,18 @@ JobId = Annotated[int, Field(ge=1, le=BIGINT_MAX)]
 Priority = Annotated[int, Field(ge=SMALLINT_MIN, le=SMALLINT_MAX)]
 Attempts = Annotated[int, Field(ge=0, le=SMALLINT_MAX)]
 MaxAttempts = Annotated[int, Field(ge=1, le=SMALLINT_MAX)]
+
+
+def _in_utc(value: datetime) -> datetime:
+    """PostgreSQL takes offsets up to ±15:59 only (Python up to ±23:59): compare in UTC."""
+    try:
+        return value.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise ValueError("the date is out of range once converted to UTC") from None
+
+
+# A date and time with a UTC offset (ISO 8601), kept in UTC.
+Moment = Annotated[AwareDatetime, AfterValidator(_in_utc)]
 Reason = Annotated[str, Field(max_length=REASON_MAX, pattern=NO_NUL)]
 Fingerprint = Annotated[str, Field(min_length=1, max_length=FINGERPRINT_MAX, pattern=NO_NUL)]
 
@@ -69,10 +82,10 @@ class JobFilter(Strict):
     locked_by: text(512) | None = None
     priority_min: Priority | None = None
     priority_max: Priority | None = None
-    created_after: AwareDatetime | None = None
-    created_before: AwareDatetime | None = None
-    run_after: AwareDatetime | None = None
-    run_before: AwareDatetime | None = None
+    created_after: Moment | None = None
+    created_before: Moment | None = None
+    run_after: Moment | None = None
+    run_before: Moment | None = None
     has_error: Literal["yes", "no"] | None = None
     search: text(MAX_SEARCH) | None = None
     error: text(2_000) | None = None
@@ -95,7 +108,7 @@ class JobActionBody(Strict):
     key: text(KEY_MAX, min_length=1) | None = None
     filter: JobFilter | None = None
     reason: Reason = ""
-    run_at: AwareDatetime | Literal["now"] | None = None
+    run_at: Moment | Literal["now"] | None = None
     priority: Priority | None = None
     attempts: Attempts | None = None
     max_attempts: MaxAttempts | None = None
@@ -112,7 +125,7 @@ class NewJob(Strict):
     identifier: text(IDENTIFIER_MAX, min_length=1)
     payload: Any = None
     queue_name: text(QUEUE_MAX, min_length=1) | None = None
-    run_at: AwareDatetime | None = None
+    run_at: Moment | None = None
     max_attempts: MaxAttempts | None = None
     priority: Priority | None = None
     flags: list[text(FLAG_MAX, min_length=1)] | None = Field(None, max_length=100)

@@ -31,6 +31,7 @@ from worker_admin.actions import (
     target_queryset,
 )
 from worker_admin.api import fingerprints, serialize
+from worker_admin.api.auth import WriterToken
 from worker_admin.api.common import (
     VIA,
     Refusal,
@@ -87,7 +88,7 @@ from worker_admin.views.add import (
     _serialize_confirmations,
 )
 
-router = Router(tags=["writes"])
+router = Router(tags=["writes"], auth=WriterToken())
 
 ADD_JOB, ADD_JOBS = "add_job", "add_jobs"
 # The columns whose change means a job is no longer what was previewed. updated_at moves on
