@@ -716,6 +716,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="treat tables above this many rows as large (the console's sampled and bounded "
         "paths); for the smoke test's small dataset (default: the console's own limit)",
     )
+    parser.add_argument("--only", help="measure only the pages whose name contains this text")
     parser.add_argument(
         "--no-observer",
         action="store_true",
@@ -770,10 +771,14 @@ def main(argv: list[str] | None = None) -> int:
     present = [i.index.name for i in index_status() if i.present]
     print(f"opt-in indexes present: {', '.join(present) or 'none'}")
     measurements, comparisons = [], []
-    pages = console_pages(client, admin_client, targets, extra, args.deep_pages)
+    # --only without the deep pages skips the walk to them (a thousand requests at 10M).
+    walk = args.deep_pages if not args.only or "Older" in args.only else 0
+    pages = console_pages(client, admin_client, targets, extra, walk)
     floors = suites.floor_sql(extra) if not args.console_only else {}
     naive = suites.naive_paths(extra, targets) if not args.console_only else {}
     seen: set[str] = set()
+    if args.only:
+        pages = [(key, probe) for key, probe in pages if args.only in probe.name]
     for key, probe in pages:
         print(f"  {probe.name} …", flush=True)
         console = measure(probe, args.runs, args.warmups)

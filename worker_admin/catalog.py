@@ -189,7 +189,7 @@ def _locked_jobs_by_queue(alias: str, queue_ids: list[int]) -> dict[int, int] | 
         return None
     return dict(
         Job.objects.using(alias)
-        .filter(locked_at__isnull=False, job_queue_id__in=queue_ids)
+        .filter(locked_at__isnull=False, locked_by__isnull=False, job_queue_id__in=queue_ids)
         .values("job_queue_id")
         .annotate(n=Count("id"))
         .values_list("job_queue_id", "n")

@@ -49,7 +49,9 @@ INDEXES: dict[str, OptInIndex] = {
     for index in (
         OptInIndex(
             name="console_jobs_locked",
-            definition="USING btree (locked_by, locked_at) WHERE locked_at IS NOT NULL",
+            # On locked_by: Graphile Worker sets and clears locked_by with locked_at, and a
+            # query for one worker's jobs (locked_by = …) lets the planner prove this predicate.
+            definition="USING btree (locked_by, locked_at) WHERE locked_by IS NOT NULL",
             helps=(
                 "the workers page, the stale-worker sweep and its dry run, the locked tab's "
                 "count and the queues page's check for locks without a running job"
@@ -58,7 +60,7 @@ INDEXES: dict[str, OptInIndex] = {
                 "small: it holds only locked jobs (as many as jobs running now); each lock and "
                 "unlock adds or removes one entry, on an update that is not in place anyway"
             ),
-            rows_predicate="locked_at IS NOT NULL",
+            rows_predicate="locked_by IS NOT NULL",
         ),
         OptInIndex(
             name="console_jobs_task",
