@@ -350,12 +350,20 @@ def test_bad_input__a_sentence_and_an_audit_entry(operator_api, jobs, body, stat
         ("", "needs a JSON object"),
         ('"text"', "valid dictionary"),
         ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+        ('{"action": "run_now", "key": "\\ud800"}', "unpaired surrogate"),
     ],
 )
 def test_bad_input__malformed_json(operator_api, jobs, raw, words):
     response = operator_api.post(PREVIEW, raw=raw)
     assert response.status_code in (400, 422), response.content
     assert words in response.json()["detail"], response.json()["detail"]
+
+
+def test_paired_surrogate_escapes_are_text(operator_api, jobs):
+    raw = '{"identifier": "party", "payload": {"mood": "\\ud83c\\udf89"}}'
+    response = operator_api.post("/api/jobs/add/preview", raw=raw)
+    assert response.status_code == 200, response.content
+    assert response.json()["job"]["payload"] == {"mood": "\U0001f389"}
 
 
 def test_bad_input__over_the_bulk_limit(operator_api, jobs, settings):

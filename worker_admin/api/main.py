@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 
 import psycopg.errors
 from django.core.exceptions import RequestDataTooBig
@@ -34,14 +35,26 @@ without changing anything if the result differs. See docs/api.md.
 """
 
 
+SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abcdefABCDEF]")
+
+
 class StrictJSONParser(Parser):
-    """JSON bodies without NaN or Infinity, which neither PostgreSQL's json nor JSON allow."""
+    """JSON bodies as PostgreSQL can store them: no NaN or Infinity, and no unpaired
+    surrogate escape ("\\ud800"), which is not text and would fail in the database driver."""
 
     def parse_body(self, request):
         def refuse_constant(constant: str):
             raise ValueError(f"{constant} is not JSON; use null or a number")
 
-        return json.loads(request.body, parse_constant=refuse_constant)
+        data = json.loads(request.body, parse_constant=refuse_constant)
+        if SURROGATE_ESCAPE.search(request.body):  # paired ones (emoji) are fine
+            try:
+                json.dumps(data, ensure_ascii=False).encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError(
+                    "it contains an unpaired surrogate escape, which is not text"
+                ) from None
+        return data
 
 
 api = NinjaAPI(
