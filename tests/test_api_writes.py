@@ -359,6 +359,15 @@ def test_bad_input__malformed_json(operator_api, jobs, raw, words):
     assert words in response.json()["detail"], response.json()["detail"]
 
 
+def test_bad_input__a_body_over_the_upload_limit_is_400(operator_api, jobs, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1024
+    ids = list(range(1, 1000))
+    response = operator_api.post(PREVIEW, {"action": "run_now", "ids": ids})
+    assert response.status_code == 400
+    assert "larger than the server accepts" in response.json()["detail"]
+    assert _api_entries(outcome="rejected").count() == 1
+
+
 def test_paired_surrogate_escapes_are_text(operator_api, jobs):
     raw = '{"identifier": "party", "payload": {"mood": "\\ud83c\\udf89"}}'
     response = operator_api.post("/api/jobs/add/preview", raw=raw)

@@ -69,6 +69,7 @@ api = NinjaAPI(
 )
 
 
+TOO_BIG = "The request body is larger than the server accepts (DATA_UPLOAD_MAX_MEMORY_SIZE)."
 UNAUTHORIZED = (
     "A valid API token is required: send `Authorization: Bearer <token>` with a token an admin "
     "issued (it may have been revoked, or its user deactivated)."
@@ -119,9 +120,7 @@ def _http_error(request, exc):
     message = str(exc)
     cause = exc.__cause__
     if isinstance(cause, RequestDataTooBig):
-        message = (
-            "The request body is larger than the server accepts (DATA_UPLOAD_MAX_MEMORY_SIZE)."
-        )
+        message = TOO_BIG
     elif isinstance(cause, json.JSONDecodeError):
         message = (
             f"The request body is not valid JSON: {cause.msg} at line {cause.lineno}, "
@@ -136,6 +135,13 @@ def _http_error(request, exc):
     if cause is not None and _is_write(request):
         refuse(request, write_action(request), Refusal(exc.status_code, message))
     return detail(message, exc.status_code)
+
+
+@api.exception_handler(RequestDataTooBig)
+def _too_big(request, exc):
+    if _is_write(request):
+        refuse(request, write_action(request), Refusal(400, TOO_BIG))
+    return detail(TOO_BIG, 400)
 
 
 @api.exception_handler(DatabaseError)
