@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 TOKEN = re.compile(r'name="token" value="([^"]+)"')
+BATCH = re.compile(r'name="batch" value="([^"]+)"')
 
 
 @dataclass(frozen=True)
@@ -143,7 +144,7 @@ def floor_sql(e: Extra) -> dict[str, tuple[str, list[Any]]]:
         "tasks": (sample, []),
         "workers": (
             f"select locked_by, count(*), min(locked_at) from {j} "
-            "where locked_at is not null group by 1",
+            "where locked_at is not null and locked_by is not null group by 1",
             [],
         ),
         "sweep dry run": (
@@ -218,7 +219,10 @@ def bulk_apply_fetch(client, path: str, data: dict[str, str]):
         response = client.post(path, {**data, "token": match.group(1)})
         steps = 0
         while response.status_code == 200 and b"/jobs/actions/continue/" in response.content:
-            response = client.post("/jobs/actions/continue/", {})
+            batch = BATCH.search(response.content.decode(errors="replace"))
+            response = client.post(
+                "/jobs/actions/continue/", {"batch": batch.group(1) if batch else ""}
+            )
             steps += 1
             if steps > 200:
                 break
