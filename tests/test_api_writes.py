@@ -452,6 +452,19 @@ def test_add__unsafe_dedupe_returns_the_keyed_job(operator_api, jobs):
     assert Job.objects.get(id=holder.id).payload == {"v": 1}
 
 
+def test_add__a_nul_in_the_payload_is_stored_and_the_audit_keeps_its_hash(operator_api, jobs):
+    """The payload column (json) takes a \\u0000 escape; the audit log (jsonb) does not."""
+    raw = '{"identifier": "a", "payload": {"s": "x\\u0000y \\\\u0000"}%s}'
+    preview = operator_api.post(ADD_PREVIEW, raw=raw % "")
+    assert preview.status_code == 200, preview.content
+    fingerprint = preview.json()["fingerprint"]
+    applied = operator_api.post(ADD_APPLY, raw=raw % f', "fingerprint": "{fingerprint}"')
+    assert applied.status_code == 201, applied.content
+    assert Job.objects.get().payload == {"s": "x\x00y \\u0000"}
+    entry = _api_entries(action="add_job", outcome="done").get()
+    assert entry.parameters["payload"] is None and len(entry.parameters["payload_sha256"]) == 64
+
+
 @pytest.mark.parametrize(
     "body, words",
     [

@@ -434,7 +434,7 @@ def apply_add(request, body: NewJobApply):
                 parameters=audit_safe(parameters),
                 changed_ids=[job.id],
                 summary=summary,
-                before_image=[audit.job_image(existing)] if existing is not None else [],
+                before_image=audit_safe([audit.job_image(existing)] if existing else []),
             )
     except Refusal as refusal:
         return refuse(request, ADD_JOB, refusal, _submitted(body))
@@ -557,9 +557,9 @@ def apply_batch(request, body: NewBatchApply):
                 parameters=audit_safe(parameters),
                 changed_ids=[job.id for job in jobs],
                 summary=summary,
-                before_image=[
-                    audit.job_image(job) for job in existing.values() if _is_replaceable(job)
-                ],
+                before_image=audit_safe(
+                    [audit.job_image(job) for job in existing.values() if _is_replaceable(job)]
+                ),
             )
     except Refusal as refusal:
         return refuse(request, ADD_JOBS, refusal, {"count": len(specs)})
