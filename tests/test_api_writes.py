@@ -465,6 +465,19 @@ def test_add__a_nul_in_the_payload_is_stored_and_the_audit_keeps_its_hash(operat
     assert entry.parameters["payload"] is None and len(entry.parameters["payload_sha256"]) == 64
 
 
+def test_add__a_deeply_nested_payload_is_previewed_or_refused_never_a_500(operator_api, jobs):
+    deep = "[" * 600 + "]" * 600
+    ok = operator_api.post(ADD_PREVIEW, raw='{"identifier": "a", "payload": ' + deep + "}")
+    assert ok.status_code == 200, ok.content
+    refused = operator_api.post(
+        ADD_PREVIEW,
+        raw='{"identifier": "a", "run_at": "2001-01-01T00:00:00Z", "payload": ' + deep + "}",
+    )
+    assert refused.status_code == 400 and "in the past" in refused.json()["detail"]
+    entry = _api_entries(action="add_job", outcome="rejected").get()
+    assert entry.parameters["payload_bytes"] == 1200
+
+
 @pytest.mark.parametrize(
     "body, words",
     [

@@ -120,9 +120,27 @@ def _guard(request) -> None:
             raise refusal
 
 
+def _values(body) -> dict[str, Any]:
+    """The body's fields as JSON values, fingerprint left out. A payload is taken as sent (it
+    was parsed from JSON): pydantic would refuse to serialise one nested a few hundred deep."""
+    values = body.model_dump(
+        mode="json", exclude={"fingerprint", "payload", "jobs"}, exclude_none=True
+    )
+    if getattr(body, "payload", None) is not None:
+        values["payload"] = body.payload
+    return values
+
+
 def _submitted(body) -> dict[str, Any]:
-    """A refused request's values for its audit entry (the fingerprint is left out)."""
-    return body.model_dump(mode="json", exclude={"fingerprint"}, exclude_none=True)
+    """A refused request's values for its audit entry (without payloads: a rejected add
+    records the payload's size, like the console's)."""
+    values = _values(body)
+    if "payload" in values:
+        try:
+            values["payload_bytes"] = len(stored_json(values.pop("payload")).encode("utf-8"))
+        except (ValueError, RecursionError):
+            values["payload_bytes"] = None
+    return values
 
 
 def _fingerprint_refusal(exc: Exception) -> Refusal:
@@ -301,7 +319,7 @@ def apply_action(request, body: JobActionApply):
 def _new_job(body: NewJob) -> RawJobSpec:
     """The add forms' checks (forms.batch_item); unsafe_dedupe, which a batch refuses, is
     checked without the mode and then put back."""
-    item = body.model_dump(mode="json", exclude={"fingerprint"}, exclude_none=True)
+    item = _values(body)
     dedupe = item.get("job_key_mode") == JobKeyMode.UNSAFE_DEDUPE.value
     if dedupe:
         if "job_key" not in item:
@@ -455,7 +473,7 @@ def apply_add(request, body: NewJobApply):
 
 def _batch(body: NewBatch) -> BatchAddForm:
     """The batch form's checks, all or nothing (items are counted from 0)."""
-    items = [item.model_dump(mode="json", exclude_none=True) for item in body.jobs]
+    items = [_values(item) for item in body.jobs]
     form = BatchAddForm({"items": json.dumps(items, ensure_ascii=False)})
     if not form.is_valid():
         raise Refusal(400, " ".join(e for errors in form.errors.values() for e in errors))
