@@ -82,6 +82,7 @@ class Measurement:
     queries: int | None = None  # from one extra, instrumented request (not a timed one)
     sql_ms: float | None = None
     load_average: float | None = None  # the machine's 1-minute load after the runs: noise
+    peak_rss_mib: float | None = None  # the process's peak RSS so far, after this page
 
     @property
     def median_ms(self) -> float | None:
@@ -449,6 +450,7 @@ def measure(
         measurement.samples_ms = []
         return measurement
     measurement.load_average = round(os.getloadavg()[0], 2)
+    measurement.peak_rss_mib = round(peak_rss_mib(), 1)
     if queries:
         measurement.queries, measurement.sql_ms = count_queries(probe)
     return measurement
