@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from worker_admin.forms import LoginForm
 from worker_admin.views import health
 
 admin.site.site_header = "Graphile Worker console: users and roles"
@@ -9,7 +10,7 @@ admin.site.site_header = "Graphile Worker console: users and roles"
 urlpatterns = [
     # User and role management for admins (staff); the worker tables are not registered here.
     path("django-admin/", admin.site.urls),
-    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("login/", auth_views.LoginView.as_view(authentication_form=LoginForm), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     # Monitoring, without a login: load balancers and Prometheus (worker_admin/views/health.py).
     path("healthz", health.healthz, name="healthz"),

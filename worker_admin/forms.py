@@ -19,7 +19,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django import forms
+from django.contrib.auth.forms import AuthenticationForm
 from django.core.exceptions import ValidationError
+from django.core.validators import MaxLengthValidator
 from django.template.defaultfilters import filesizeformat as _filesizeformat
 from django.utils import timezone
 
@@ -609,3 +611,17 @@ class BatchAddForm(forms.Form):
         """The validated batch as compact JSON: posting it back as `items` gives the same
         canonical()."""
         return json.dumps(self.canonical(), ensure_ascii=False, separators=(",", ":"))
+
+
+class LoginForm(AuthenticationForm):
+    """Django's login form, refusing an over-long user name before authentication.
+
+    AuthenticationForm only copies the user model's max_length onto the field and its widget,
+    after the field's validators were built, so a 10,000-character name reached authenticate()
+    and django-axes, whose failure record holds 255 characters: a 500 instead of "do not match".
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        field = self.fields["username"]
+        field.validators.append(MaxLengthValidator(field.max_length))
