@@ -155,6 +155,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=10, help="jobs at once per process")
     parser.add_argument("--seconds", type=float, default=30.0, help="each measured window")
     parser.add_argument("--jobs", type=int, default=300_000, help="waiting jobs before a window")
+    parser.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="lower the console's CPU priority by this much while it polls (19: the database "
+        "effect alone, when the console shares the workers' CPUs)",
+    )
     parser.add_argument("--output", type=Path)
     args = parser.parse_args(argv)
     if not CLI.exists():
@@ -174,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         clients.append(Client(raise_request_exception=False))
         clients[-1].force_login(user)
     results: dict = {
+        "nice": args.nice,
         "users": USERS,
         "poll_seconds": POLL_SECONDS,
         "processes": args.processes,
@@ -188,6 +196,11 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 time.sleep(5)  # the workers connect, install nothing, and reach full speed
                 if phase == "with console":
+                    if args.nice:
+                        # The workers were started at normal priority; only this process (the
+                        # console) yields the CPU: as if it had a machine of its own, so what
+                        # is left is its load on the database.
+                        os.nice(args.nice)
                     threads = polling_load(stop, clients, latencies)
                     time.sleep(2)
                 load_before = os.getloadavg()[0]
