@@ -116,13 +116,23 @@ def test_api__the_token_records_when_it_was_last_used(viewer_api, jobs):
     assert token.last_used_at is not None
 
 
-def test_api__schema_and_docs_need_no_token(client, db):
-    schema = client.get("/api/schema")
+def test_api__schema_and_docs_for_token_holders_and_signed_in_users(
+    client, viewer_api, django_user_model
+):
+    anonymous = client.get("/api/schema")
+    assert anonymous.status_code == 401 and "API token" in anonymous.json()["detail"]
+    assert client.get("/api/docs")["Location"].startswith("/login/?next=/api/docs")
+    assert client.get("/api/schema", HTTP_AUTHORIZATION="Bearer gwc_wrong").status_code == 401
+
+    schema = viewer_api.get("/api/schema")
     assert schema.status_code == 200
     paths = schema.json()["paths"]
     assert "/api/jobs" in paths and "/api/jobs/actions/apply" in paths
     assert "/api/maintenance/sweep/preview" in paths
+
+    client.force_login(django_user_model.objects.create_user("reader"))
     assert client.get("/api/docs").status_code == 200
+    assert client.get("/api/schema").status_code == 200
 
 
 # -- reads ----------------------------------------------------------------------------------------

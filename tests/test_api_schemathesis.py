@@ -10,6 +10,8 @@ statement cannot poison the examples after it, as it would inside one rolled-bac
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import schemathesis
 from django.contrib.auth import get_user_model
@@ -20,6 +22,7 @@ from schemathesis.checks import not_a_server_error
 from dashboard.wsgi import application
 from tests.factories import JobFactory
 from worker_admin.api import tokens
+from worker_admin.api.main import api
 from worker_admin.roles import ensure_groups
 from worker_admin.utils import WorkerUtils
 
@@ -42,9 +45,13 @@ def role_tokens(worker_rows) -> dict[str, str]:
     return secrets
 
 
-# Loaded when the module is collected (the schema view reads no table). schemathesis's lazy
-# loader (schemathesis.pytest.from_fixture) fails under pytest 9: it reads Node._nodeid.
-schema = schemathesis.openapi.from_wsgi("/api/schema", application)
+# Built when the module is collected, from the same NinjaAPI object /api/schema serves (that
+# view wants a token, and no token exists before the database does). schemathesis's lazy loader
+# (schemathesis.pytest.from_fixture) fails under pytest 9: it reads Node._nodeid.
+schema = schemathesis.openapi.from_dict(
+    json.loads(json.dumps(api.get_openapi_schema(path_prefix="/api/")))
+)
+schema.app = application
 
 
 @schema.parametrize()

@@ -65,9 +65,8 @@ ANONYMOUS = {
     "metrics": "its own bearer-token or network check (METRICS_TOKEN, METRICS_ALLOWED_NETWORKS)",
     "admin:login": "the admin site's own login page",
     "api:api-root": "the JSON API's root: a 404, it lists nothing",
-    "api:openapi-json": "the JSON API's OpenAPI description: endpoints and fields, no data",
-    "api:openapi-view": "the JSON API's documentation page (Swagger UI) for that description",
 }
+API_DOCS_PAGE = "api:openapi-view"  # for people: it sends them to the login page
 API_PREFIX = "/api/"
 
 # Every console endpoint that changes something (POST), and the pages that only read.
@@ -114,6 +113,9 @@ def test_login__anonymous_request_goes_to_the_login_page(client, db, name, url):
         if name in ANONYMOUS:
             assert response.status_code in (200, 302, 403, 404, 405), (method, response.status_code)
             assert response.status_code != 302 or "/login/" not in response.get("Location", "")
+            continue
+        if name == API_DOCS_PAGE:
+            assert response["Location"].startswith(f"{reverse('login')}?next=")
             continue
         if url.startswith(API_PREFIX):
             assert response.status_code in (401, 405), (method, response.status_code)

@@ -8,17 +8,21 @@ requests that carry no cookie credentials, from CSRF.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
 
 import psycopg.errors
+from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import RequestDataTooBig
 from django.db import DatabaseError, OperationalError
+from django.http import JsonResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.parser import Parser
 
+from worker_admin.api import tokens
 from worker_admin.api.auth import BearerToken
 from worker_admin.api.common import Refusal, detail, refuse, write_action
 
@@ -57,6 +61,24 @@ class StrictJSONParser(Parser):
         return data
 
 
+def signed_in_or_token(view):
+    """The API's description and docs page are for people who may use it: a signed-in console
+    user (the docs page in a browser) or a token holder (tools that read /api/schema)."""
+
+    @functools.wraps(view)
+    def guarded(request, *args, **kwargs):
+        header = request.headers.get("Authorization", "")
+        scheme, _, secret = header.partition(" ")
+        has_token = scheme.lower() == "bearer" and tokens.authenticate(secret.strip()) is not None
+        if request.user.is_authenticated or has_token:
+            return view(request, *args, **kwargs)
+        if request.path.rstrip("/").endswith("/docs"):
+            return redirect_to_login(request.get_full_path())
+        return JsonResponse({"detail": UNAUTHORIZED}, status=401)
+
+    return guarded
+
+
 api = NinjaAPI(
     title="Graphile Worker console API",
     version="1",
@@ -65,6 +87,7 @@ api = NinjaAPI(
     urls_namespace="api",
     openapi_url="/schema",
     docs_url="/docs",
+    docs_decorator=signed_in_or_token,
     parser=StrictJSONParser(),
 )
 
