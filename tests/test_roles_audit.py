@@ -104,6 +104,31 @@ def test_audit_page__filters_and_pages(client, db, member):
     assert bad.status_code == 200 and len(bad.context["problems"]) == 2
 
 
+def test_audit_page__lists_sizes_without_loading_ids_or_images(
+    client, db, member, django_assert_max_num_queries
+):
+    """Bulk entries carry thousands of ids and a before-image of every row: the list shows their
+    sizes and the undo button without reading them (a 10,000-job apply made the page slow)."""
+    client.force_login(member(OPERATOR))
+    image = [{"id": n, "payload": {"blob": "x" * 100}} for n in range(1, 2001)]
+    for _ in range(20):
+        _entry(
+            action="reschedule",
+            requested_ids=list(range(1, 2001)),
+            changed_ids=list(range(1, 1501)),
+            skipped_ids=list(range(1501, 1601)),
+            before_image=image,
+        )
+    plain = _entry(action="reschedule", requested_ids=[9], changed_ids=[9], skipped_ids=[])
+    with django_assert_max_num_queries(12):
+        response = client.get("/audit/")
+    assert response.content.decode().count("2000 requested, 1500 changed, 100 skipped") == 20
+    entries = response.context["entries"]
+    assert all({"before_image", "requested_ids"} <= e.get_deferred_fields() for e in entries)
+    undoable = response.context["undoable_ids"]
+    assert len(undoable) == 20 and plain.pk not in undoable
+
+
 def test_audit_page__exports_csv_and_json(client, db, member):
     import csv
     import io

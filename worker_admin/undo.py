@@ -44,11 +44,14 @@ class UndoPlan:
         return f"undo:{self.entry.pk}"
 
 
-def undoable(entry: AuditEntry) -> bool:
+def undoable(entry: AuditEntry, *, has_before_image: bool | None = None) -> bool:
+    """`has_before_image` spares a list page loading each entry's image to ask this."""
+    if has_before_image is None:
+        has_before_image = bool(entry.before_image)
     return (
         entry.action in UNDOABLE
         and entry.outcome == AuditEntry.Outcome.DONE
-        and bool(entry.before_image)
+        and has_before_image
         and entry.undo_of_id is None
     )
 

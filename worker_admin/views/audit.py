@@ -13,6 +13,7 @@ from urllib.parse import urlencode
 from django import forms
 from django.contrib.auth.decorators import permission_required
 from django.core.serializers.json import DjangoJSONEncoder
+from django.db.models import BooleanField, ExpressionWrapper, F, Func, IntegerField, Q
 from django.http import HttpResponse, StreamingHttpResponse
 from django.shortcuts import render
 
@@ -71,6 +72,24 @@ def _filtered(form: AuditFilterForm):
     return entries.order_by("-id")
 
 
+# A bulk action's entry holds up to 10,000 ids in each list and a before-image of every row it
+# changed: the list page needs only their sizes, so it leaves them in the database.
+HEAVY_FIELDS = ("before_image", "requested_ids", "changed_ids", "skipped_ids", "missing_ids")
+
+
+def _length(field: str) -> Func:
+    return Func(F(field), function="jsonb_array_length", output_field=IntegerField())
+
+
+def _listed(entries):
+    return entries.defer(*HEAVY_FIELDS).annotate(
+        has_before_image=ExpressionWrapper(~Q(before_image=[]), output_field=BooleanField()),
+        requested_count=_length("requested_ids"),
+        changed_count=_length("changed_ids"),
+        skipped_count=_length("skipped_ids"),
+    )
+
+
 @permission_required("worker_admin.view_auditentry", raise_exception=True)
 def audit_log(request):
     form = AuditFilterForm(request.GET)
@@ -85,7 +104,7 @@ def audit_log(request):
         return _export(entries[:EXPORT_LIMIT], export)
     if form.cleaned_data.get("older_than"):
         entries = entries.filter(id__lt=form.cleaned_data["older_than"])
-    page = list(entries.select_related("undo_of")[: PAGE_SIZE + 1])
+    page = list(_listed(entries)[: PAGE_SIZE + 1])
     params = {k: v for k, v in request.GET.items() if k not in ("older_than", "format") and v}
     older = page[PAGE_SIZE - 1].id if len(page) > PAGE_SIZE else None
     undone = set(
@@ -94,7 +113,11 @@ def audit_log(request):
         ).values_list("undo_of_id", flat=True)
     )
     context = {
-        "undoable_ids": {e.pk for e in page if undoable(e) and e.pk not in undone},
+        "undoable_ids": {
+            e.pk
+            for e in page
+            if undoable(e, has_before_image=e.has_before_image) and e.pk not in undone
+        },
         "active": "audit",
         "title": "Audit",
         "form": form,
