@@ -98,3 +98,36 @@ def test_bad_names_are_refused_and_change_nothing(clean_indexes, args, message):
     with pytest.raises(CommandError, match=message):
         _run(*args)
     assert _present() == before
+
+
+def test_overview_counts_locked_jobs_exactly_once_the_locked_index_exists(
+    clean_indexes, monkeypatch
+):
+    """On a large table the overview samples id windows, which can miss every locked job (they
+    are few); with console_jobs_locked it counts them, and finds the oldest lock, exactly."""
+    from tests.factories import JobFactory
+    from worker_admin import stats
+    from worker_admin.utils import RawJobSpec, WorkerUtils
+
+    utils = WorkerUtils()
+    jobs = JobFactory(utils)
+    utils.add_raw_jobs([RawJobSpec("t", {"i": i}) for i in range(400)])
+    held = [jobs.locked(by=f"graphile_worker_{n}", age=f"{n + 1} hours") for n in range(7)]
+    jobs.sql(f"ANALYZE {settings.GRAPHILE_WORKER_SCHEMA}._private_jobs")
+    monkeypatch.setattr(stats, "EXACT_ROW_LIMIT", 100)
+    monkeypatch.setattr(stats, "SAMPLE_ROWS", 20)
+    monkeypatch.setattr(stats, "SAMPLE_WINDOWS", 2)
+    monkeypatch.setattr(stats, "SAMPLE_REUSE_SECONDS", 0)
+
+    sampled = stats.queue_stats(settings.WORKER_DATABASE)
+    assert not sampled.exact and not sampled.locked_is_exact
+    assert sampled.oldest_lock_at is None
+
+    _run("create", "console_jobs_locked")
+    counted = stats.queue_stats(settings.WORKER_DATABASE)
+    assert not counted.exact and counted.locked_is_exact
+    assert counted.counts.locked == len(held)
+    (oldest,) = jobs.sql(
+        f"SELECT min(locked_at) FROM {settings.GRAPHILE_WORKER_SCHEMA}._private_jobs"
+    )[0]
+    assert counted.oldest_lock_at == oldest

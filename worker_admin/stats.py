@@ -11,13 +11,14 @@ same on every refresh, so the numbers do not jitter while nothing changes.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connections
 from django.db.models import Count, Max, Min, Q
 
+from worker_admin import indexes
 from worker_admin.counting import table_estimate
 from worker_admin.installer import quote_schema
 from worker_admin.models import Job, JobQueue, Task
@@ -72,10 +73,17 @@ class QueueStats:
     by_queue: list[GroupCounts] = field(default_factory=list)
     # None when every row was counted; else the share of the table the counts were read from.
     sampled_fraction: float | None = None
+    # Locked jobs are few and may all fall between the sample's windows: they are counted
+    # exactly whenever the opt-in index makes that cheap (worker_admin/indexes.py).
+    locked_exact: bool = False
 
     @property
     def exact(self) -> bool:
         return self.sampled_fraction is None
+
+    @property
+    def locked_is_exact(self) -> bool:
+        return self.exact or self.locked_exact
 
     @property
     def oldest_ready_age(self) -> timedelta | None:
@@ -185,11 +193,13 @@ def queue_stats(alias: str) -> QueueStats:
         .filter(id__in=list(sampled.by_queue))
         .values("id", "queue_name", "locked_by", "locked_at")
     }
+    counts, oldest_lock_at, locked_exact = _locked_exactly_if_indexed(alias, sampled.totals)
     return QueueStats(
         now=database_now(alias),
-        counts=sampled.totals,
+        counts=counts,
         oldest_ready_at=oldest_ready_at(alias),
-        oldest_lock_at=None,  # a sample cannot tell the oldest lock; the workers page can
+        oldest_lock_at=oldest_lock_at,  # None from a sample: only an index walk can tell it
+        locked_exact=locked_exact,
         by_task=sorted(
             (
                 GroupCounts(task_names.get(tid, f"#{tid}"), counts)
@@ -212,6 +222,21 @@ def queue_stats(alias: str) -> QueueStats:
         ),
         sampled_fraction=sampled.fraction,
     )
+
+
+def _locked_exactly_if_indexed(
+    alias: str, sampled: StateCounts
+) -> tuple[StateCounts, datetime | None, bool]:
+    """The sampled counts with the locked count made exact, and the oldest lock, when the opt-in
+    console_jobs_locked index exists (an index-only read of the running jobs); else as sampled."""
+    if not indexes.present(alias, settings.GRAPHILE_WORKER_SCHEMA, "console_jobs_locked"):
+        return sampled, None, False
+    locked = (
+        Job.objects.using(alias)
+        .filter(locked_by__isnull=False)
+        .aggregate(n=Count("id"), oldest=Min("locked_at"))
+    )
+    return replace(sampled, locked=locked["n"]), locked["oldest"], True
 
 
 def _summed(groups: list[dict], names: tuple[str, ...]) -> tuple[dict, dict, dict]:
