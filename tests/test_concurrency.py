@@ -447,3 +447,25 @@ def test_sweep_racing_node_workers__never_recovers_a_job_a_live_worker_holds(
     assert sweep.changed_ids == [orphan], sweep.summary
     assert "recovered 1 job from 1 dead worker" in sweep.summary
     assert Job.objects.get(id=orphan).locked_by is None  # recovered; no Node task runs it
+
+
+def test_double_submit__undo_of_a_completion_readds_once(admin_session):
+    """Undoing a completion re-adds the job: two confirmations at once must add it once."""
+    first, second = admin_session
+    job = WorkerUtils().add_raw_job("double_undo", {"order": 7})
+    form = {"action": "complete", "ids": [job.id], "reason": "double undo test"}
+    first.post(ACTIONS_URL, form | {"token": _token(first.post(ACTIONS_URL, form))})
+    (completion,) = _done("complete")
+    url = f"/audit/{completion.pk}/undo/"
+    undo_token = _token(first.post(url))
+
+    replies = simultaneously(
+        lambda: first.post(url, {"token": undo_token}),
+        lambda: second.post(url, {"token": undo_token}),
+    )
+
+    assert sorted(r.status_code for r in replies) == [302, 400]
+    assert Job.objects.filter(task__identifier="double_undo").count() == 1
+    assert len(_done("undo_complete")) == 1
+    refused = AuditEntry.objects.get(action="undo_complete", outcome="rejected")
+    assert "already" in refused.error

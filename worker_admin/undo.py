@@ -78,6 +78,12 @@ def execute(undo: UndoPlan, *, actor, via: str = "web") -> AuditEntry:
     utils = WorkerUtils()
     entry = undo.entry
     with transaction.atomic(using=utils.alias), transaction.atomic(using="default"):
+        # Two confirmations of the same undo (a double click, two tabs) queue on the entry's row;
+        # the second then finds the first's "done" entry and is refused, so a completed job is
+        # never re-added twice.
+        AuditEntry.objects.select_for_update().filter(pk=entry.pk).first()
+        if entry.undone_by.filter(outcome=AuditEntry.Outcome.DONE).exists():
+            raise CannotUndo("This action was already undone.")
         if undo.readds:
             added = utils.add_raw_jobs([_readd_spec(image) for image in undo.images])
             changed, skipped, missing = [job.id for job in added], [], []

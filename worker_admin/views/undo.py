@@ -26,6 +26,7 @@ def undo_entry(request, entry_id: int):
             context = {"active": "audit", "title": "Undo", "undo": undo, "token": token}
             return render(request, "worker_admin/undo_preview.html", context)
         redeem_token(request.POST["token"], undo.fingerprint, request.session)
+        done = execute(undo, actor=request.user)
     except (CannotUndo, ActionRefused) as exc:
         record_rejection(
             actor=request.user,
@@ -40,6 +41,5 @@ def undo_entry(request, entry_id: int):
             {"title": "Nothing was changed", "message": str(exc)},
             status=400,
         )
-    done = execute(undo, actor=request.user)
     messages.success(request, f"Undo of #{entry.pk}: {done.summary}.")
     return redirect("worker_admin:audit")
