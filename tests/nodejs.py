@@ -48,22 +48,30 @@ def ensure_graphile_worker() -> Path:
     `npm ci` installs exactly what the lock file says. A file lock keeps parallel test processes
     from running it at the same time in the same directory.
     """
-    require_node()
-    if CLI.exists() and PACKAGE_DIR.is_dir():
-        return CLI
-    with _npm_lock():
-        if not (CLI.exists() and PACKAGE_DIR.is_dir()):
-            result = subprocess.run(
-                ["npm", "ci", "--no-audit", "--no-fund"],
-                cwd=NODE_DIR,
-                capture_output=True,
-                text=True,
-                timeout=NPM_CI_TIMEOUT,
-                check=False,
-            )
-            if result.returncode != 0:
-                pytest.fail(f"npm ci failed in {NODE_DIR}:\n{result.stdout}\n{result.stderr}")
+    require_node()  # the callers run Node, not only npm
+    npm_ci_unless(lambda: CLI.exists() and PACKAGE_DIR.is_dir())
     return CLI
+
+
+def npm_ci_unless(installed) -> None:
+    """Run `npm ci` in tests/node unless `installed()` already holds (checked again under the
+    lock, so parallel test processes install once)."""
+    if installed():
+        return
+    require_node()
+    with _npm_lock():
+        if installed():
+            return
+        result = subprocess.run(
+            ["npm", "ci", "--no-audit", "--no-fund"],
+            cwd=NODE_DIR,
+            capture_output=True,
+            text=True,
+            timeout=NPM_CI_TIMEOUT,
+            check=False,
+        )
+        if result.returncode != 0:
+            pytest.fail(f"npm ci failed in {NODE_DIR}:\n{result.stdout}\n{result.stderr}")
 
 
 def install_real_schema(database_url: str, schema: str) -> None:

@@ -31,6 +31,29 @@ class AuditQuerySet(models.QuerySet):
         )
 
 
+# What an export shows of an entry (the page's CSV and JSON, the API): everything but the
+# before-image, which holds whole payloads and stays in the database for undo.
+EXPORT_FIELDS = (
+    "id",
+    "created_at",
+    "actor_name",
+    "via",
+    "action",
+    "outcome",
+    "reason",
+    "summary",
+    "error",
+    "worker_schema",
+    "parameters",
+    "filter",
+    "requested_ids",
+    "changed_ids",
+    "skipped_ids",
+    "missing_ids",
+    "undo_of_id",
+)
+
+
 class AuditEntry(models.Model):
     class Outcome(models.TextChoices):
         DONE = "done", "done"

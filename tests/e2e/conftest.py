@@ -139,25 +139,9 @@ AXE_SCRIPT = (
 def axe_script() -> Path:
     """The path of axe.min.js, installed by `npm ci` in tests/node when missing (a
     node_modules left from before axe-core joined package.json gets it too)."""
-    import subprocess
+    from tests.nodejs import npm_ci_unless
 
-    from tests.nodejs import NODE_DIR, NPM_CI_TIMEOUT, _npm_lock, require_node
-
-    if AXE_SCRIPT.exists():
-        return AXE_SCRIPT
-    require_node()
-    with _npm_lock():
-        if not AXE_SCRIPT.exists():
-            result = subprocess.run(
-                ["npm", "ci", "--no-audit", "--no-fund"],
-                cwd=NODE_DIR,
-                capture_output=True,
-                text=True,
-                timeout=NPM_CI_TIMEOUT,
-                check=False,
-            )
-            if result.returncode != 0:
-                pytest.fail(f"npm ci failed in {NODE_DIR}:\n{result.stdout}\n{result.stderr}")
+    npm_ci_unless(AXE_SCRIPT.exists)
     return AXE_SCRIPT
 
 

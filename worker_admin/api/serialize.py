@@ -6,7 +6,7 @@ from datetime import timedelta
 from typing import Any
 
 from worker_admin.api.common import audit_parameters_for, payload_for
-from worker_admin.audit import _queue_name, _task_identifier
+from worker_admin.audit import EXPORT_FIELDS, _queue_name, _task_identifier
 
 
 def seconds(value: timedelta | None) -> float | None:
@@ -49,27 +49,7 @@ def counts(value) -> dict[str, int]:
     }
 
 
-AUDIT_FIELDS = (
-    "id",
-    "created_at",
-    "actor_name",
-    "via",
-    "action",
-    "outcome",
-    "reason",
-    "summary",
-    "error",
-    "worker_schema",
-    "filter",
-    "requested_ids",
-    "changed_ids",
-    "skipped_ids",
-    "missing_ids",
-    "undo_of_id",
-)
-
-
 def audit_entry(request, entry) -> dict[str, Any]:
-    data = {name: getattr(entry, name) for name in AUDIT_FIELDS}
+    data = {name: getattr(entry, name) for name in EXPORT_FIELDS}
     data["parameters"] = audit_parameters_for(request, entry.parameters)
     return data

@@ -17,31 +17,12 @@ from django.db.models import BooleanField, ExpressionWrapper, F, Func, IntegerFi
 from django.http import HttpResponse, StreamingHttpResponse
 from django.shortcuts import render
 
-from worker_admin.audit import AuditEntry
+from worker_admin.audit import EXPORT_FIELDS, AuditEntry
 from worker_admin.redaction import redact_parameters
 from worker_admin.undo import undoable
 
 PAGE_SIZE = 50
 EXPORT_LIMIT = 100_000
-EXPORT_FIELDS = [
-    "id",
-    "created_at",
-    "actor_name",
-    "via",
-    "action",
-    "outcome",
-    "reason",
-    "summary",
-    "error",
-    "worker_schema",
-    "parameters",
-    "filter",
-    "requested_ids",
-    "changed_ids",
-    "skipped_ids",
-    "missing_ids",
-    "undo_of_id",
-]
 
 
 class AuditFilterForm(forms.Form):
