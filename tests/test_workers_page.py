@@ -39,8 +39,8 @@ def test_workers__registered_health_and_lock_holders(console, jobs):
     response = console.get("/workers/")
     fleet = response.context["fleet"]
     assert [(w.id, w.stale, w.jobs_held, w.pid, w.host) for w in fleet.workers] == [
+        ("graphile_worker_bb", True, 1, 42, "h1"),  # stale ones first
         ("graphile_worker_aa", False, 1, 42, "h1"),
-        ("graphile_worker_bb", True, 1, 42, "h1"),
     ]
     assert [(h.id, h.kind, h.registered, h.stale, h.past_four_hours) for h in fleet.holders] == [
         ("graphile_worker_cc", "Rust worker", False, None, True),
@@ -50,6 +50,25 @@ def test_workers__registered_health_and_lock_holders(console, jobs):
     ]
     text = _text(response)
     assert "1 stale" in text and "past the 4-hour mark" in text and "no (Node)" in text
+
+
+def test_workers__a_big_fleet_shows_what_needs_attention_first(console, jobs, monkeypatch):
+    from worker_admin.views import workers
+
+    monkeypatch.setattr(workers, "ROWS_SHOWN", 3)
+    for n in range(5):
+        _register(jobs, f"graphile_worker_{n}", "20 minutes" if n == 4 else "5 seconds")
+        jobs.locked(by=f"graphile_worker_{n}", age=f"{10 + n} minutes")
+    response = console.get("/workers/")
+    shown = [w.id for w in response.context["shown_workers"]]
+    assert shown == ["graphile_worker_4", "graphile_worker_0", "graphile_worker_1"]
+    held = [h.id for h in response.context["shown_holders"]]
+    assert held == ["graphile_worker_4", "graphile_worker_3", "graphile_worker_2"]
+    text = _text(response)
+    assert text.count("Showing the first 3 of 5") == 2 and "show all" in text
+    everything = console.get("/workers/", {"threshold": "5", "all": "1"})
+    assert len(everything.context["shown_workers"]) == len(everything.context["shown_holders"]) == 5
+    assert "Showing the first" not in _text(everything)
 
 
 def test_workers__threshold_changes_staleness(console, jobs):

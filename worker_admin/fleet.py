@@ -99,6 +99,7 @@ def fleet(alias: str, threshold: timedelta, *, has_workers_table: bool) -> Fleet
             _registered(w, now, threshold, jobs_by_holder, queues_by_holder)
             for w in registered.values()
         ]
+        workers.sort(key=lambda w: not w.stale)  # stale ones first (stable: then by id)
     holders = [
         _holder(holder, now, threshold, jobs_by_holder, queues_by_holder, registered)
         for holder in sorted(set(jobs_by_holder) | set(queues_by_holder), key=str)

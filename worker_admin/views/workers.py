@@ -13,6 +13,9 @@ from worker_admin.schema import capabilities
 
 THRESHOLDS = [1, 2, 5, 10, 15, 30, 60]  # minutes
 DEFAULT_THRESHOLD = 5
+# A fleet of a thousand workers is a page no one reads: each table shows the rows that need
+# attention first (stale workers, the oldest locks) up to this many, and links to the rest.
+ROWS_SHOWN = 200
 
 
 def workers(request):
@@ -32,11 +35,18 @@ def workers(request):
         "can_maintain": can_run_maintenance(request.user),
     }
     if caps.usable:
-        context["fleet"] = fleet(
+        found = fleet(
             settings.WORKER_DATABASE,
             timedelta(minutes=minutes),
             has_workers_table=caps.has_workers_table,
         )
+        limit = None if request.GET.get("all") == "1" else ROWS_SHOWN
+        context |= {
+            "fleet": found,
+            "shown_workers": (found.workers or [])[:limit],
+            "shown_holders": found.holders[:limit],
+            "rows_shown": limit,
+        }
     template = "worker_admin/workers.html"
     if request.htmx:
         template += "#workers-body"
