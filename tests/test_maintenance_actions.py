@@ -37,6 +37,24 @@ def _register(jobs, worker_id: str, age: str) -> None:
     )
 
 
+def test_sweep__dry_run_page_lists_the_first_jobs_and_the_sweep_takes_all(
+    admin_client, jobs, monkeypatch
+):
+    from worker_admin.views import recovery
+
+    monkeypatch.setattr(recovery, "DRY_RUN_ROWS", 2)
+    _register(jobs, "graphile_worker_dead", "20 minutes")
+    held = [jobs.locked(by="graphile_worker_dead", age="19 minutes").id for _ in range(3)]
+    form = {"threshold_minutes": "5", "delay_seconds": "30"}
+    preview = admin_client.post("/maintenance/sweep/", form)
+    assert len(preview.context["result"].jobs) == 2
+    text = _text(preview)
+    assert "would recover 3 jobs" in text and "The first 2 of 3 jobs" in text
+    admin_client.post("/maintenance/sweep/", form | {"token": _token(preview)})
+    assert sorted(AuditEntry.objects.get(action="sweep").changed_ids) == sorted(held)
+    assert not Job.objects.filter(id__in=held, locked_by__isnull=False).exists()
+
+
 def test_sweep__dry_run_then_real_sweep(admin_client, jobs):
     _register(jobs, "graphile_worker_dead", "20 minutes")
     _register(jobs, "graphile_worker_alive", "5 seconds")

@@ -280,6 +280,29 @@ def test_sweep_stale_workers__dry_run_changes_nothing_and_lists_the_jobs(utils, 
     assert snapshot(jobs) == before
 
 
+def test_sweep_stale_workers__dry_run_list_limit_lists_the_first_and_counts_all(utils, jobs):
+    register(jobs, "graphile_worker_dead", "20 minutes")
+    held = [jobs.locked(by="graphile_worker_dead", age="25 minutes").id for _ in range(3)]
+    options = SweepStaleWorkersOptions(dry_run=True, list_limit=2)
+
+    result = utils.sweep_stale_workers(options)
+
+    assert [job.id for job in result.jobs] == sorted(held)[:2]
+    assert result.job_count == result.jobs_found == 3
+    assert result.summary == "dry run: would recover 3 jobs from 1 dead worker"
+    exactly = utils.sweep_stale_workers(dataclasses.replace(options, list_limit=3))
+    assert len(exactly.jobs) == exactly.jobs_found == 3
+    # A real sweep ignores the limit: it reads, recovers and audits every job.
+    real = utils.sweep_stale_workers(dataclasses.replace(options, dry_run=False))
+    assert [job.id for job in real.jobs] == sorted(held) and real.recovered_count == 3
+
+
+@pytest.mark.parametrize("limit", [0, -1, 1.5, True, "10"])
+def test_sweep_stale_workers__bad_list_limit_is_refused(utils, limit):
+    with pytest.raises(InvalidJobAction, match="list_limit"):
+        utils.sweep_stale_workers(SweepStaleWorkersOptions(dry_run=True, list_limit=limit))
+
+
 def test_sweep_stale_workers__real_sweep_matches_its_dry_run(utils, jobs):
     register(jobs, "graphile_worker_dead", "20 minutes")
     job = jobs.set(jobs.locked(by="graphile_worker_dead", age="25 minutes"), attempts="3")

@@ -58,6 +58,9 @@ class SweepStaleWorkersOptions:
     dry_run: bool = False
     # Our mixed-fleet safety: orphan lock holders with Node-looking ids are skipped unless True.
     include_node_lock_holders: bool = False
+    # A dry run lists at most this many of the jobs (the count stays exact); None lists them all.
+    # A real sweep always reads every job it recovers, for its audit entry.
+    list_limit: int | None = None
 
     def validate(self) -> None:
         if not isinstance(self.sweep_threshold, timedelta) or self.sweep_threshold <= timedelta(0):
@@ -67,6 +70,10 @@ class SweepStaleWorkersOptions:
         for name in ("dry_run", "include_node_lock_holders"):
             if not isinstance(getattr(self, name), bool):
                 raise InvalidJobAction(f"{name} must be True or False.")
+        limit = self.list_limit
+        whole = isinstance(limit, int) and not isinstance(limit, bool)
+        if limit is not None and (not whole or limit < 1):
+            raise InvalidJobAction("list_limit must be a positive whole number, or None.")
 
 
 @dataclass(frozen=True)
@@ -122,12 +129,18 @@ class SweepStaleWorkersResult:
     excluded: dict[str, str] = field(default_factory=dict)
     jobs: list[RecoverableJob] = field(default_factory=list)
     lock_busy: bool = False
+    # How many jobs the dead workers hold, when `jobs` lists only the first (list_limit).
+    job_count: int | None = None
+
+    @property
+    def jobs_found(self) -> int:
+        return self.job_count if self.job_count is not None else len(self.jobs)
 
     @property
     def summary(self) -> str:
         if self.lock_busy:
             return "another sweeper holds the sweep lock; nothing was checked or changed"
-        jobs = len(self.jobs) if self.dry_run else self.recovered_count
+        jobs = self.jobs_found if self.dry_run else self.recovered_count
         text = "dry run: would recover" if self.dry_run else "recovered"
         text += f" {_count(jobs, 'job')} from {_count(len(self.worker_ids), 'dead worker')}"
         if self.excluded:
@@ -154,7 +167,7 @@ def sweep_stale_workers(
         dead = sorted(reasons)
         if not dead:
             return SweepStaleWorkersResult([], 0, options.dry_run, reasons, excluded)
-        jobs = _recoverable_jobs(cursor, q, dead, options)
+        jobs, job_count = _recoverable_jobs(cursor, q, dead, options)
         recovered = 0
         if not options.dry_run:
             cursor.execute(
@@ -163,7 +176,9 @@ def sweep_stale_workers(
             )
             recovered = cursor.fetchone()[0]
             cursor.execute(f"SELECT {q}.delete_stale_workers(%s::text[])", [dead])
-    return SweepStaleWorkersResult(dead, recovered, options.dry_run, reasons, excluded, jobs)
+    return SweepStaleWorkersResult(
+        dead, recovered, options.dry_run, reasons, excluded, jobs, job_count=job_count
+    )
 
 
 def _dead_workers(
@@ -223,10 +238,12 @@ def _dead_workers(
 
 def _recoverable_jobs(
     cursor, q: str, dead: list[str], options: SweepStaleWorkersOptions
-) -> list[RecoverableJob]:
-    """The dead workers' jobs and their values after recover_dead_worker_jobs. A real sweep reads
-    them FOR UPDATE, the rows the function is about to update anyway, so the list is exactly what
-    it changes; a dry run takes no row locks."""
+) -> tuple[list[RecoverableJob], int | None]:
+    """The dead workers' jobs and their values after recover_dead_worker_jobs, and their count
+    when a dry run's list_limit cut the list. A real sweep reads them FOR UPDATE, the rows the
+    function is about to update anyway, so the list is exactly what it changes; a dry run takes
+    no row locks."""
+    limit = options.list_limit if options.dry_run else None
     cursor.execute(
         f"""
         SELECT j.id, t.identifier, j.locked_by, j.locked_at, j.attempts,
@@ -236,10 +253,17 @@ def _recoverable_jobs(
         WHERE j.locked_by = ANY(%s::text[])
         ORDER BY j.id
         {"" if options.dry_run else "FOR UPDATE OF j"}
+        {"" if limit is None else "LIMIT %s"}
         """,
-        [options.recovery_delay, dead],
+        [options.recovery_delay, dead, *([] if limit is None else [limit])],
     )
-    return [RecoverableJob(*row) for row in cursor.fetchall()]
+    jobs = [RecoverableJob(*row) for row in cursor.fetchall()]
+    if limit is None or len(jobs) < limit:
+        return jobs, None
+    cursor.execute(
+        f"SELECT count(*) FROM {q}._private_jobs WHERE locked_by = ANY(%s::text[])", [dead]
+    )
+    return jobs, cursor.fetchone()[0]
 
 
 def _require_recovery(alias: str, schema: str) -> Capabilities:

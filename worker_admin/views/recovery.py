@@ -3,6 +3,7 @@ and cleanup. Admins only; each is previewed, confirmed with a one-time token, an
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 from django import forms
@@ -27,6 +28,8 @@ from worker_admin.utils import WorkerUtils, WorkerUtilsError
 from worker_admin.views.actions import _forbidden
 
 FRESH_HEARTBEAT = timedelta(minutes=1)
+# The dry run's page lists this many of the jobs a sweep would recover (and counts them all).
+DRY_RUN_ROWS = 200
 
 
 class SweepForm(forms.Form):
@@ -101,7 +104,8 @@ def sweep(request):
     utils = WorkerUtils()
     try:
         if "token" not in request.POST:
-            result = utils.sweep_stale_workers(form.options(dry_run=True))
+            options = replace(form.options(dry_run=True), list_limit=DRY_RUN_ROWS)
+            result = utils.sweep_stale_workers(options)
             context = {
                 "active": "maintenance",
                 "title": "Sweep stale workers: dry run",
