@@ -604,8 +604,7 @@ def acting_once(
 
 
 def _describe(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text[:500]
+    return audit.first_line(exc)[:500]
 
 
 def _next_chunk(target: Target, outcome: Outcome) -> tuple[list[int], int] | None:

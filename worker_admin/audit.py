@@ -156,6 +156,13 @@ def job_image(job, *, with_payload: bool = True) -> dict[str, Any]:
     return image
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an error's message, or its class name: database drivers add detail
+    and context lines that belong in the log, not in an audit entry or a one-line answer."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
 def record(
     *,
     actor,

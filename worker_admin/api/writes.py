@@ -78,6 +78,7 @@ from worker_admin.views.add import (
     PREVIEW_ITEMS,
     _batch_facts,
     _batch_summary,
+    _db_error,
     _existing_keys,
     _fits_audit,
     _is_replaceable,
@@ -416,11 +417,6 @@ def _record_failure(request, action: str, parameters: dict, error: str) -> None:
         summary=f"{action} failed",
         error=error,
     )
-
-
-def _db_error(exc: DatabaseError) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0].rstrip(".") if lines else type(exc).__name__
 
 
 @router.post("/jobs/add/apply", summary="Add a previewed job", response={201: dict}, url_name="add")

@@ -71,6 +71,7 @@ def _run(argv: list[str]) -> int:
     from django.core.management.base import CommandError
     from django.db import DatabaseError, OperationalError
 
+    from worker_admin.audit import first_line
     from worker_admin.management.commands.graphile_worker import Command
 
     command = Command()
@@ -87,9 +88,9 @@ def _run(argv: list[str]) -> int:
     except CommandError as exc:
         return _fail(_sentence(exc), exc.returncode)
     except OperationalError as exc:
-        return _fail(f"cannot reach the database: {_first_line(exc)}", EXIT_FAILED)
+        return _fail(f"cannot reach the database: {first_line(exc)}", EXIT_FAILED)
     except DatabaseError as exc:
-        return _fail(f"the database refused the command: {_first_line(exc)}", EXIT_FAILED)
+        return _fail(f"the database refused the command: {first_line(exc)}", EXIT_FAILED)
     except KeyboardInterrupt:
         return _fail("interrupted.", 130)
     return EXIT_DONE
@@ -98,11 +99,6 @@ def _run(argv: list[str]) -> int:
 def _sentence(exc: Exception) -> str:
     text = str(exc).strip()
     return text[:1].lower() + text[1:] if text else "failed."
-
-
-def _first_line(exc: Exception) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else exc.__class__.__name__
 
 
 if __name__ == "__main__":  # pragma: no cover - `python -m worker_admin.cli.entry`

@@ -243,8 +243,7 @@ def _fits_audit(json_text: str, limit: int) -> bool:
 
 
 def _db_error(exc: DatabaseError) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0].rstrip(".") if lines else type(exc).__name__
+    return audit.first_line(exc).rstrip(".")
 
 
 def _clip(text: Any, limit: int = 200) -> str:
