@@ -157,8 +157,13 @@ def _user_label(user) -> str:
     return user.get_username()
 
 
+def _token_owner(token: ApiToken) -> str:
+    # Kept at pre_delete: a token deleted with its user can no longer load the user.
+    return token.__dict__.get("_audit_owner") or token.user.get_username()
+
+
 def _token_label(token: ApiToken) -> str:
-    return f"{token} of {token.user.get_username()}"
+    return f"{token} of {_token_owner(token)}"
 
 
 def _remember_before(sender, instance, update_fields=None, audited: Audited = None, **kwargs):
@@ -201,7 +206,7 @@ def _identity(audited: Audited, instance) -> dict:
             "token_id": instance.pk,
             "name": instance.name,
             "prefix": instance.prefix,
-            "user": instance.user.get_username(),
+            "user": _token_owner(instance),
         }
     if audited.model is Group:
         return {"group_id": instance.pk, "group": instance.name}
@@ -214,7 +219,9 @@ def _before_delete(sender, instance, audited: Audited = None, **kwargs):
         instance._audit_members = sorted(
             instance.user_set.values_list(get_user_model().USERNAME_FIELD, flat=True)
         )
-    elif audited.model is not ApiToken:
+    elif audited.model is ApiToken:
+        instance._audit_owner = instance.user.get_username()
+    else:
         instance._audit_groups = sorted(instance.groups.values_list("name", flat=True))
 
 

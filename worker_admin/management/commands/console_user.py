@@ -29,7 +29,10 @@ class Command(BaseCommand):
         ensure_groups()
         # One transaction with the audit entries (worker_admin/account_audit.py), as the OS user.
         with transaction.atomic(), acting_as(os_user(), AuditEntry.Via.CLI):
-            user, created = get_user_model().objects.get_or_create(username=username)
+            user = get_user_model().objects.filter(username=username).first()
+            created = user is None
+            if created:
+                user = get_user_model()(username=username)
             if user.is_superuser and role != ADMIN:
                 raise CommandError(
                     f"{username} is a superuser, who has every permission whatever the role; "
