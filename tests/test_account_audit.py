@@ -16,6 +16,7 @@ from django.core.management import CommandError, call_command
 from django.db import DatabaseError, connection
 from django.test import Client, RequestFactory
 
+from tests.test_api import Api
 from worker_admin.account_audit import os_user
 from worker_admin.admin_site import READ_ONLY_SENTENCE
 from worker_admin.api import tokens
@@ -326,6 +327,17 @@ def test_account_audit__deleting_a_user_records_their_tokens_too(alice):
     token_entry = AuditEntry.objects.get(action="delete_api_token")
     assert token_entry.parameters["token_id"] == issued.pk
     assert token_entry.parameters["user"] == "alice"
+
+
+def test_account_audit__shown_on_the_audit_page_and_in_the_api(root, alice, django_user_model):
+    url = f"/django-admin/auth/user/{alice.pk}/change/"
+    assert _post(_signed_in(root), url, _change_form(alice, is_staff="on")).status_code == 302
+    page = _signed_in(root).get("/audit/", {"action": "change_user"}).content.decode()
+    assert "changed user alice: is_staff False -&gt; True" in page and "admin site" in page
+    secret = tokens.issue(root, name="reader", via="cli").secret
+    found = Api(Client(), secret).get("/api/audit", via="admin", action="change_user").json()
+    (entry,) = found["entries"] if isinstance(found, dict) else found
+    assert entry["actor_name"] == "root" and entry["parameters"]["after"] == {"is_staff": True}
 
 
 # -- granting needs a superuser -------------------------------------------------------------------
