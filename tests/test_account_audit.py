@@ -384,19 +384,24 @@ def test_admin_site__only_a_superuser_creates_a_superuser(adele):
     assert _accounts() == before
 
 
-@pytest.mark.parametrize("what", ["change", "password", "delete"])
-def test_admin_site__a_console_admin_cannot_touch_a_superuser(adele, root, what):
-    data = {
-        "change": _change_form(root, first_name="Mallory"),
-        "password": {
-            "usable_password": "true",
-            "password1": NEW_PASSWORD,
-            "password2": NEW_PASSWORD,
-        },
-        "delete": {"post": "yes"},
-    }[what]
+@pytest.mark.parametrize("what", ["change", "password", "delete", "delete_selected"])
+def test_admin_site__a_console_admin_cannot_touch_a_superuser(adele, root, alice, what):
+    if what == "delete_selected":
+        url = "/django-admin/auth/user/"
+        data = {"action": what, "_selected_action": [alice.pk, root.pk], "post": "yes"}
+    else:
+        url = f"/django-admin/auth/user/{root.pk}/{what}/"
+        data = {
+            "change": _change_form(root, first_name="Mallory"),
+            "password": {
+                "usable_password": "true",
+                "password1": NEW_PASSWORD,
+                "password2": NEW_PASSWORD,
+            },
+            "delete": {"post": "yes"},
+        }[what]
     before = _accounts()
-    response = _post(_signed_in(adele), f"/django-admin/auth/user/{root.pk}/{what}/", data)
+    response = _post(_signed_in(adele), url, data)
     assert response.status_code == 403
     assert "root is a superuser: only a superuser may change" in response.content.decode()
     assert _accounts() == before

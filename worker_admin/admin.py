@@ -96,6 +96,24 @@ class ConsoleUserAdmin(ReadOnlyAware, UserAdmin):
             )
         return None
 
+    def changelist_view(self, request, extra_context=None):
+        """The list's actions (delete_selected) on a superuser: refused in a sentence, as the
+        forms are (Django's own check would answer a bare 403)."""
+        if request.method == "POST" and "action" in request.POST and not request.user.is_superuser:
+            chosen = self.model._default_manager.filter(is_superuser=True)
+            if request.POST.get("select_across") != "1":
+                chosen = chosen.filter(pk__in=request.POST.getlist("_selected_action")[:10_000])
+            names = sorted(user.get_username() for user in chosen[:5])
+            if names:
+                who = f"{names[0]} is a superuser" if len(names) == 1 else "some are superusers"
+                return refuse(
+                    request,
+                    action=request.POST["action"],
+                    sentence=f"{who}: only a superuser may change or delete a superuser "
+                    "account. Nothing was changed.",
+                )
+        return super().changelist_view(request, extra_context)
+
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
         action = "change_user" if object_id else "create_user"
         refusal = self._refusal(request, object_id, action)
