@@ -476,6 +476,18 @@ def test_console_user__each_change_is_audited_as_the_os_user(django_user_model):
     assert found[4][3:] == ([], ["admin"])
 
 
+def test_account_commands__not_bound_by_read_only_and_still_audited(settings, alice):
+    """READ_ONLY binds the server; whoever runs manage.py holds the database credentials."""
+    settings.READ_ONLY = True
+    call_command("console_user", "erin", "--role", "viewer", stdout=StringIO())
+    call_command("console_token", "issue", "alice", "--name", "ci", stdout=StringIO())
+    assert set(AuditEntry.objects.filter(via="cli").values_list("action", flat=True)) == {
+        "create_user",
+        "change_user_groups",
+        "issue_api_token",
+    }
+
+
 def test_console_user__refuses_to_give_a_superuser_a_lesser_role(root):
     before, entries = _accounts(), AuditEntry.objects.count()
     with pytest.raises(CommandError, match="root is a superuser, who has every permission"):
