@@ -571,7 +571,8 @@ def test_account_audit__a_failed_entry_rolls_back_the_admin_change(
     request.getfixturevalue("audit_log_refuses_writes")
     response = _post(client, url, data)
     assert response.status_code == 500
-    assert "Nothing was changed." in response.content.decode()
+    page = response.content.decode()
+    assert "The database refused this request" in page and "Nothing was changed." in page
     assert _accounts() == before
 
 
