@@ -340,6 +340,26 @@ def test_account_audit__shown_on_the_audit_page_and_in_the_api(root, alice, djan
     assert entry["actor_name"] == "root" and entry["parameters"]["after"] == {"is_staff": True}
 
 
+def test_account_audit__memberships_changed_from_the_group_side(alice, oncall, django_user_model):
+    bob = django_user_model.objects.create_user("bob")
+    last = AuditEntry.objects.latest("id").pk
+    oncall.user_set.add(alice, bob)
+    oncall.user_set.clear()
+    act_on_jobs = Permission.objects.get(codename="act_on_jobs")
+    act_on_jobs.user_set.add(bob)
+    found = [
+        (e.parameters["user"], e.parameters["before"], e.parameters["after"], e.action)
+        for e in AuditEntry.objects.filter(pk__gt=last).order_by("id")
+    ]
+    assert found == [
+        ("alice", ["operator"], ["oncall", "operator"], "change_user_groups"),
+        ("bob", [], ["oncall"], "change_user_groups"),
+        ("alice", ["oncall", "operator"], ["operator"], "change_user_groups"),
+        ("bob", ["oncall"], [], "change_user_groups"),
+        ("bob", [], ["worker_admin.act_on_jobs"], "change_user_permissions"),
+    ]
+
+
 # -- granting needs a superuser -------------------------------------------------------------------
 
 
