@@ -67,14 +67,28 @@ def test_admin_site__read_only_still_signs_in_and_shows_pages(settings, root, al
     client = Client(enforce_csrf_checks=True)
     page = client.get("/django-admin/login/").content.decode()
     csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
+    entries = AuditEntry.objects.count()
     response = client.post(
         "/django-admin/login/",
         {"username": "root", "password": PASSWORD, "csrfmiddlewaretoken": csrf},
     )
     assert response.status_code == 302
+    assert AuditEntry.objects.count() == entries  # last_login is bookkeeping
     page = client.get(f"/django-admin/auth/user/{alice.pk}/change/")
     assert page.status_code == 200
     assert 'name="username"' not in page.content.decode()  # shown, not editable
+    logout = post(client, "/django-admin/logout/", {})
+    assert logout.status_code == 302 and "_auth_user_id" not in client.session
+
+
+def test_admin_site__a_user_with_tokens_is_not_deleted_there(root, token):
+    """Tokens are revoked, never deleted on the admin site, so neither is their user."""
+    before = accounts()
+    response = post(
+        signed_in(root), f"/django-admin/auth/user/{token.user_id}/delete/", {"post": "yes"}
+    )
+    assert response.status_code == 403
+    assert accounts() == before
 
 
 # -- every change, audited with before -> after ---------------------------------------------------
