@@ -137,6 +137,9 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "csp.middleware.CSPMiddleware",
+    # Who changes accounts, and the admin site's READ_ONLY and one transaction per write. After
+    # the CSRF and login checks: it runs admin writes itself (worker_admin/admin_site.py).
+    "worker_admin.admin_site.AdminSiteMiddleware",
     "worker_admin.middleware.DatabaseErrorMiddleware",
     # Last, as django-axes asks: it turns a locked-out login into the lockout page.
     "axes.middleware.AxesMiddleware",

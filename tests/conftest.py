@@ -9,6 +9,7 @@ from django.conf import settings
 from django.contrib.auth.models import Group
 
 from tests.factories import JobFactory, truncate_worker_data
+from worker_admin import account_audit
 from worker_admin.schema import clear_capabilities_cache
 from worker_admin.utils import WorkerUtils
 
@@ -17,6 +18,25 @@ from worker_admin.utils import WorkerUtils
 def django_db_setup(django_db_setup, django_db_blocker):
     with django_db_blocker.unblock():
         WorkerUtils().migrate(recovery=True)
+
+
+@pytest.fixture(autouse=True)
+def _account_audit_off():
+    """The account audit (worker_admin/account_audit.py) would add entries for every user a
+    fixture creates, and most tests count the job entries of the audit log: it is off unless a
+    test asks for the `account_audit_on` fixture (tests/test_account_audit.py)."""
+    account_audit.disconnect()
+    yield
+    account_audit.connect()
+
+
+@pytest.fixture
+def account_audit_on(_account_audit_off):
+    """Every change to an account is audited, as in production. Ask for it before any fixture
+    that creates users whose creation the test expects in the log."""
+    account_audit.connect()
+    yield
+    account_audit.disconnect()
 
 
 @pytest.fixture(autouse=True)

@@ -18,6 +18,7 @@ from worker_admin.api.tokens import ApiToken
 from worker_admin.audit import AuditEntry
 
 SECRET = re.compile(r"gwc_[A-Za-z0-9_-]{40,}")
+pytestmark = pytest.mark.usefixtures("account_audit_on")  # issue and revoke are audited there
 
 
 @pytest.fixture
@@ -122,7 +123,7 @@ def test_admin_site__issue_shows_the_secret_once(admin_site, alice, jobs):
     assert (token.name, token.user, token.created_by.username) == ("grafana", alice, "boss")
     assert token.digest == hashlib.sha256(secret.encode()).hexdigest()
     entry = AuditEntry.objects.get(action="issue_api_token")
-    assert (entry.via, entry.actor_name) == ("web", "boss")
+    assert (entry.via, entry.actor_name) == ("admin", "boss")
 
     # Never again: not in the list, not on the token's page, and never the digest.
     for url in (
@@ -150,7 +151,7 @@ def test_admin_site__revoke_action(admin_site, alice, jobs):
     assert Api(admin_site, issued.secret).get("/api/stats").status_code == 401
     entry = AuditEntry.objects.get(action="revoke_api_token")
     assert (entry.via, entry.actor_name, entry.parameters["token_id"]) == (
-        "web",
+        "admin",
         "boss",
         issued.token.pk,
     )

@@ -203,6 +203,13 @@ def test_roles__a_role_below_the_endpoint_gets_403_and_nothing_changes(
     body = {k: v.replace("{job}", str(job.id)) for k, v in BODIES.get(name, {}).items()}
     response = client.post(_url(name, job.id, entry.pk), body)
     assert response.status_code == 403
+    # The refusal names the role that is needed (an operator at a maintenance action is told
+    # admin, not operator), and the page shows the role the user has where it says so.
+    refusal = response.content.decode()
+    assert f"needs the {WRITES[name]} role" in refusal
+    assert "needs the operator role" not in refusal or WRITES[name] == "operator"
+    if name != "worker_admin:reveal_payload":
+        assert f"with the {role} role" in refusal
     assert _jobs_snapshot(jobs) == before
     assert not AuditEntry.objects.filter(outcome="done").exclude(pk=entry.pk).exists()
     assert AuditEntry.objects.count() == audited + 1  # the refusal is on the record
@@ -216,7 +223,9 @@ def test_roles__read_only_mode_refuses_even_an_admin(settings, login_as, jobs, t
     client = login_as("admin", "adele")
     before = _jobs_snapshot(jobs)
     body = {k: v.replace("{job}", str(job.id)) for k, v in BODIES.get(name, {}).items()}
-    assert client.post(_url(name, job.id, entry.pk), body).status_code == 403
+    response = client.post(_url(name, job.id, entry.pk), body)
+    assert response.status_code == 403
+    assert "read-only" in response.content.decode()
     assert _jobs_snapshot(jobs) == before
 
 

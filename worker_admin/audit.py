@@ -62,6 +62,7 @@ class AuditEntry(models.Model):
 
     class Via(models.TextChoices):
         WEB = "web", "console"
+        ADMIN = "admin", "admin site"
         API = "api", "JSON API"
         CLI = "cli", "command line"
         PYTHON = "python", "Python API"

@@ -36,6 +36,22 @@ def can_run_maintenance(user) -> bool:
     return not settings.READ_ONLY and user.has_perm(RUN_MAINTENANCE)
 
 
+READ_ONLY_REFUSAL = (
+    "The console is read-only (READ_ONLY is set on the server): nothing can be changed through it."
+)
+
+
+def refusal(user, *, needs: str, doing: str) -> str:
+    """Why `user` may not do this, in one sentence that names the role it needs: read-only
+    mode, or "Running maintenance needs the admin role; you are … with the operator role"."""
+    if settings.READ_ONLY:
+        return READ_ONLY_REFUSAL
+    return (
+        f"{doing[:1].upper()}{doing[1:]} needs the {needs} role; you are signed in as "
+        f"{user.get_username()} with the {role_of(user)} role. Ask an admin."
+    )
+
+
 def role_of(user) -> str:
     if user.is_superuser or user.has_perm(RUN_MAINTENANCE):
         return ADMIN

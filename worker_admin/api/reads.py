@@ -298,7 +298,7 @@ class AuditQuery(Schema):
     user: text(150) | None = None
     action: text(40) | None = None
     outcome: Literal["done", "failed", "rejected"] | None = None
-    via: Literal["web", "api", "cli", "python"] | None = None
+    via: Literal["web", "admin", "api", "cli", "python"] | None = None
     job: JobId | None = None
     after: Moment | None = None
     before: Moment | None = None

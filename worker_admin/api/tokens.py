@@ -12,7 +12,7 @@ import secrets
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import models
+from django.db import models, transaction
 from django.utils import timezone
 
 # "gwc_" marks a console token in logs and secret scanners; the prefix shown is the first
@@ -81,55 +81,33 @@ def new_secret(token: ApiToken) -> str:
 
 def issue(user, *, name: str, created_by=None, via: str) -> IssuedToken:
     """A new token for `user`, audited as issued by `created_by` (a user, or a name such as
-    the OS user of the command line)."""
+    the OS user of the command line) in the same transaction (worker_admin/account_audit.py)."""
+    from worker_admin.account_audit import acting_as
+
     issuer = created_by if hasattr(created_by, "get_username") else None
     token = ApiToken(name=name, user=user, created_by=issuer if issuer and issuer.pk else None)
     secret = new_secret(token)
-    token.save()
-    record_issue(token, actor=created_by, via=via)
+    with transaction.atomic(), acting_as(created_by, via):
+        token.save()
     return IssuedToken(token=token, secret=secret)
 
 
-def record_issue(token: ApiToken, *, actor, via: str) -> None:
-    from worker_admin import audit
-
-    audit.record(
-        actor=actor,
-        via=via,
-        action="issue_api_token",
-        outcome="done",
-        parameters=_described(token),
-        summary=f"issued API token {token} to {token.user.get_username()}",
-    )
-
-
 def revoke(token: ApiToken, *, actor, via: str) -> bool:
-    """Revoke and audit; False when it already was (revoking twice changes nothing)."""
-    from worker_admin import audit
+    """Revoke, audited in the same transaction; False when it already was (revoking twice
+    changes nothing, and two revokes at once revoke once: the row is locked first)."""
+    from worker_admin.account_audit import acting_as
 
-    updated = ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(
-        revoked_at=timezone.now()
-    )
-    token.refresh_from_db(fields=["revoked_at"])
-    if updated:
-        audit.record(
-            actor=actor,
-            via=via,
-            action="revoke_api_token",
-            outcome="done",
-            parameters=_described(token),
-            summary=f"revoked API token {token} of {token.user.get_username()}",
-        )
-    return bool(updated)
-
-
-def _described(token: ApiToken) -> dict:
-    return {
-        "token_id": token.pk,
-        "name": token.name,
-        "prefix": token.prefix,
-        "user": token.user.get_username(),
-    }
+    with transaction.atomic(), acting_as(actor, via):
+        locked = ApiToken.objects.select_for_update().filter(pk=token.pk).first()
+        if locked is None or locked.revoked_at is not None:
+            revoked = False
+        else:
+            locked.revoked_at = timezone.now()
+            locked.save(update_fields=["revoked_at"])
+            revoked = True
+        if locked is not None:
+            token.revoked_at = locked.revoked_at
+    return revoked
 
 
 def authenticate(secret: str) -> ApiToken | None:

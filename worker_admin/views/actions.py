@@ -32,18 +32,14 @@ from worker_admin.actions import (
 )
 from worker_admin.filters import parse_filters
 from worker_admin.forms_actions import RescheduleForm
-from worker_admin.roles import can_act_on_jobs
+from worker_admin.roles import OPERATOR, can_act_on_jobs, refusal
 from worker_admin.schema import capabilities
 
 REASON_MAX = 2_000
 
 
-def _forbidden(request, action: str):
-    why = (
-        "The console is in read-only mode: nothing can be changed from it."
-        if settings.READ_ONLY
-        else "Changing jobs needs the operator role; ask an admin."
-    )
+def _forbidden(request, action: str, *, needs: str = OPERATOR, doing: str = "changing jobs"):
+    why = refusal(request.user, needs=needs, doing=doing)
     record_rejection(
         actor=request.user, via="web", action=action, error=f"forbidden: {why}", data={}
     )

@@ -15,7 +15,7 @@ from worker_admin import audit
 from worker_admin.actions import ActionRefused, issue_token, record_rejection, redeem_token
 from worker_admin.installer import RECOVERY_FUNCTIONS, Flavour
 from worker_admin.models import Migration
-from worker_admin.roles import can_run_maintenance
+from worker_admin.roles import ADMIN, can_run_maintenance
 from worker_admin.schema import capabilities
 from worker_admin.utils import WorkerUtils
 from worker_admin.views.actions import _forbidden
@@ -43,7 +43,7 @@ def add_recovery(request):
     if request.method != "POST":
         return HttpResponseNotAllowed(["POST"])
     if not can_run_maintenance(request.user):
-        return _forbidden(request, ADD_RECOVERY)
+        return _forbidden(request, ADD_RECOVERY, needs=ADMIN, doing="adding the recovery objects")
     fingerprint = f"{ADD_RECOVERY}:{settings.GRAPHILE_WORKER_SCHEMA}"
     if "token" not in request.POST:
         if capabilities().flavour is not Flavour.NODE:

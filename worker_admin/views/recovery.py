@@ -22,7 +22,7 @@ from worker_admin.actions import (
 )
 from worker_admin.models import Job, JobQueue, Worker
 from worker_admin.recovery import CleanupTask, SweepStaleWorkersOptions
-from worker_admin.roles import can_run_maintenance
+from worker_admin.roles import ADMIN, can_run_maintenance
 from worker_admin.stats import database_now
 from worker_admin.utils import WorkerUtils, WorkerUtilsError
 from worker_admin.views.actions import _forbidden
@@ -90,7 +90,7 @@ def _guard(request, action: str):
     if request.method != "POST":
         return HttpResponseNotAllowed(["POST"])
     if not can_run_maintenance(request.user):
-        return _forbidden(request, action)
+        return _forbidden(request, action, needs=ADMIN, doing="running maintenance")
     return None
 
 

@@ -17,7 +17,7 @@ def undo_entry(request, entry_id: int):
     if request.method != "POST":
         return HttpResponseNotAllowed(["POST"])
     if not can_act_on_jobs(request.user):
-        return _forbidden(request, "undo")
+        return _forbidden(request, "undo", doing="undoing a change to jobs")
     entry = get_object_or_404(AuditEntry, pk=entry_id)
     try:
         undo = plan(entry)
