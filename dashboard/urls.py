@@ -18,3 +18,9 @@ urlpatterns = [
     path("api/", include("worker_admin.api.urls")),  # token-authenticated JSON (docs/api.md)
     path("", include("worker_admin.urls")),
 ]
+
+# Error pages in words (worker_admin/views/errors.py), never an exception's class name.
+handler400 = "worker_admin.views.errors.bad_request"
+handler403 = "worker_admin.views.errors.permission_denied"
+handler404 = "worker_admin.views.errors.not_found"
+handler500 = "worker_admin.views.errors.server_error"

@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 from django.conf import settings
 from django.http import Http404
 from django.shortcuts import render
+from django.views.decorators.http import require_safe
 
 from worker_admin.counting import (
     COUNT_BOUND,
@@ -187,6 +188,7 @@ def _rows(jobs, filters: JobFilters, *, forward: bool, limit: int) -> list[Job]:
     return list(jobs.order_by(*ordering)[:limit])
 
 
+@require_safe  # a read: PUT, PATCH, DELETE and POST get 405
 def job_list(request):
     context = {"active": "jobs", "title": "Jobs"}
     if not capabilities().usable:
@@ -210,9 +212,14 @@ def job_list(request):
     return render(request, template, context)
 
 
-def job_detail(request, job_id: int, *, reveal: bool = False):
+@require_safe  # a read: PUT, PATCH, DELETE and POST get 405
+def job_detail(request, job_id: int):
+    return job_page(request, job_id)
+
+
+def job_page(request, job_id: int, *, reveal: bool = False):
     """One job. Its payload is shown redacted (REDACT_PAYLOAD_PATHS) unless `reveal`, which
-    only the audited reveal view (views/reveal.py) passes."""
+    only the audited reveal view (views/reveal.py, a POST) passes."""
     if not capabilities().usable:
         return render(request, "worker_admin/job_detail.html", {"active": "jobs", "title": "Job"})
     try:

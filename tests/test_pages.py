@@ -1,0 +1,125 @@
+"""The pages' edges (issue 13): error pages in words, read-only URLs refuse writes' methods, the
+favicon, the admin link, and the maintenance pages' wording."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.test import RequestFactory
+from django.urls import reverse
+
+from tests.test_security import URLS
+from worker_admin.views import errors
+
+# Words an error page must never show: exception class names and Python's own vocabulary.
+PYTHON_WORDS = re.compile(
+    r"Resolver404|Http404|PermissionDenied|SuspiciousOperation|Traceback|Exception|Error\b"
+)
+
+
+@pytest.fixture
+def admin_client(login_as):
+    return login_as("admin", "root")
+
+
+def _plain(response) -> str:
+    body = response.content.decode()
+    text = re.sub(r"<[^>]+>", " ", body.split("<main", 1)[-1])
+    assert not PYTHON_WORDS.search(text), text
+    return text
+
+
+# -- error pages -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/no-such-page/", "/jobs/x/", "/jobs/12/nothing/"])
+def test_error_pages__unknown_url_says_no_page_and_links_home(admin_client, path):
+    response = admin_client.get(path)
+    assert response.status_code == 404
+    text = _plain(response)
+    assert "No page at this address." in text
+    assert f'href="{reverse("worker_admin:overview")}"' in response.content.decode()
+
+
+def test_error_pages__unknown_url_for_a_visitor_who_is_not_logged_in(client, db):
+    response = client.get("/no-such-page/")
+    assert response.status_code == 404
+    assert "No page at this address." in _plain(response)
+
+
+def test_error_pages__a_views_own_sentence_is_kept(admin_client):
+    response = admin_client.get(reverse("worker_admin:job_detail", args=[987654]))
+    assert response.status_code == 404
+    assert "There is no job 987654: it may have completed" in _plain(response)
+
+
+def test_error_pages__403_in_words(client, django_user_model):
+    """A user without a role may not read the audit log: the 403 page says so plainly."""
+    client.force_login(django_user_model.objects.create_user("norole", password="pw-123456789"))
+    response = client.get(reverse("worker_admin:audit"))
+    assert response.status_code == 403
+    text = _plain(response)
+    assert "Your account may not open this page." in text
+
+
+def test_error_pages__400_in_words(client, db):
+    response = client.get("/", HTTP_HOST="evil.example.org")  # not in ALLOWED_HOSTS
+    assert response.status_code == 400
+    assert "The console could not read this request, so it did nothing with it." in _plain(response)
+
+
+def test_error_pages__500_in_words(db):
+    response = errors.server_error(RequestFactory().get("/"))
+    assert response.status_code == 500
+    assert "Something went wrong" in _plain(response)
+
+
+# -- methods: every read-only URL answers 405 to the writing methods -----------------------------
+
+# URLs whose views write on POST (they check their own method) and Django's admin site, whose
+# views are Django's own; everything else only reads.
+NOT_READ_ONLY = {
+    "worker_admin:add_job",
+    "worker_admin:add_batch",
+    "worker_admin:job_action",
+    "worker_admin:continue_action",
+    "worker_admin:undo",
+    "worker_admin:reveal_payload",
+    "worker_admin:add_recovery",
+    "worker_admin:sweep",
+    "worker_admin:force_unlock",
+    "worker_admin:cleanup",
+    "login",
+    "logout",
+}
+
+
+def _read_only(name: str, url: str) -> bool:
+    if name in NOT_READ_ONLY or name.startswith("admin:"):
+        return False
+    return not url.startswith("/api/") or name in ("api:openapi-json", "api:openapi-view")
+
+
+READ_ONLY_URLS = [(name, url) for name, url in URLS if _read_only(name, url)]
+
+
+def test_methods__the_walk_covers_every_console_page_and_the_api_docs():
+    names = {name for name, _ in READ_ONLY_URLS}
+    assert {"worker_admin:audit", "worker_admin:overview", "worker_admin:jobs"} <= names
+    assert {"api:openapi-json", "api:openapi-view", "healthz", "metrics"} <= names
+
+
+@pytest.mark.parametrize(("name", "url"), READ_ONLY_URLS, ids=[u for _, u in READ_ONLY_URLS])
+def test_methods__read_only_urls_refuse_put_patch_delete(admin_client, jobs, name, url):
+    for method in ("put", "patch", "delete"):
+        response = getattr(admin_client, method)(url)
+        assert response.status_code == 405, (method, response.status_code)
+    assert admin_client.get(url).status_code in (200, 404)  # the page itself still reads
+
+
+@pytest.mark.parametrize("name", sorted(NOT_READ_ONLY - {"login", "logout"}))
+def test_methods__write_urls_refuse_put_patch_delete(admin_client, name):
+    url = dict(URLS)[name]
+    for method in ("put", "patch", "delete"):
+        assert getattr(admin_client, method)(url).status_code == 405, method
