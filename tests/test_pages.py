@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from django.contrib.auth.models import Group
 from django.test import RequestFactory
 from django.urls import reverse
 
@@ -115,7 +116,7 @@ def test_methods__read_only_urls_refuse_put_patch_delete(admin_client, jobs, nam
     for method in ("put", "patch", "delete"):
         response = getattr(admin_client, method)(url)
         assert response.status_code == 405, (method, response.status_code)
-    assert admin_client.get(url).status_code in (200, 404)  # the page itself still reads
+    assert admin_client.get(url).status_code in (200, 301, 404)  # GET itself still answers
 
 
 @pytest.mark.parametrize("name", sorted(NOT_READ_ONLY - {"login", "logout"}))
@@ -123,3 +124,46 @@ def test_methods__write_urls_refuse_put_patch_delete(admin_client, name):
     url = dict(URLS)[name]
     for method in ("put", "patch", "delete"):
         assert getattr(admin_client, method)(url).status_code == 405, method
+
+
+# -- favicon -------------------------------------------------------------------------------------
+
+
+def test_favicon__served_without_a_login(client, db):
+    response = client.get("/favicon.ico")
+    assert response.status_code == 301
+    assert response["Location"] == "/static/worker_admin/favicon.ico"
+    icon = client.get(response["Location"])
+    assert icon.status_code == 200
+    body = b"".join(icon.streaming_content) if icon.streaming else icon.content
+    assert body[:4] == b"\x00\x00\x01\x00"  # an ICO file's header
+
+
+# -- the admin site's link -------------------------------------------------------------------------
+
+ADMIN_LINK = 'href="/django-admin/"'
+
+
+def test_header__admins_see_the_admin_site_link(client, django_user_model):
+    from worker_admin.roles import ensure_groups
+
+    ensure_groups()
+    user = django_user_model.objects.create_user("root", password="pw-123456789", is_staff=True)
+    user.groups.add(Group.objects.get(name="admin"))
+    client.force_login(user)
+    page = client.get(reverse("worker_admin:overview")).content.decode()
+    assert ADMIN_LINK in page and "Users and roles" in page
+    assert client.get("/django-admin/").status_code == 200  # the link leads somewhere they may go
+
+
+@pytest.mark.parametrize("role", ["viewer", "operator"])
+def test_header__other_roles_do_not(login_as, role):
+    client = login_as(role, f"a-{role}")
+    page = client.get(reverse("worker_admin:overview")).content.decode()
+    assert ADMIN_LINK not in page and "Users and roles" not in page
+
+
+def test_header__an_admin_without_staff_status_does_not(login_as):
+    """The admin site lets in staff only; a link it would refuse is not shown."""
+    page = login_as("admin", "not-staff").get(reverse("worker_admin:overview")).content.decode()
+    assert ADMIN_LINK not in page

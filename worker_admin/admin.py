@@ -13,12 +13,11 @@ from django.utils.html import format_html
 from worker_admin.api import tokens
 from worker_admin.api.tokens import TOKEN_MARK, ApiToken
 from worker_admin.audit import AuditEntry
-from worker_admin.roles import ADMIN, role_of
+from worker_admin.roles import may_manage_users
 
 
 def _is_console_admin(request) -> bool:
-    user = request.user
-    return user.is_active and user.is_staff and role_of(user) == ADMIN
+    return may_manage_users(request.user)
 
 
 @admin.register(ApiToken)
