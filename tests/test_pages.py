@@ -167,3 +167,36 @@ def test_header__an_admin_without_staff_status_does_not(login_as):
     """The admin site lets in staff only; a link it would refuse is not shown."""
     page = login_as("admin", "not-staff").get(reverse("worker_admin:overview")).content.decode()
     assert ADMIN_LINK not in page
+
+
+# -- the maintenance pages speak in words ----------------------------------------------------------
+
+PARAMETER_NAMES = re.compile(r"include_node_lock_holders|keep_task_identifiers|=True|=False")
+
+
+def _words(response) -> str:
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", response.content.decode()))
+    assert not PARAMETER_NAMES.search(text), PARAMETER_NAMES.search(text).group(0)
+    return text
+
+
+def test_maintenance_words__sweep_dry_run_says_whether_node_holders_are_included(
+    admin_client, jobs
+):
+    jobs.locked(by="pool-abc123", age="6 hours")
+    form = {"threshold_minutes": "5", "delay_seconds": "30"}
+    text = _words(admin_client.post("/maintenance/sweep/", form))
+    assert "Node lock holders left out." in text
+    assert "pool-abc123" in text
+    assert "a sweep with Node lock holders included recovers it" in text
+    text = _words(admin_client.post("/maintenance/sweep/", form | {"include_node": "on"}))
+    assert "Node lock holders included." in text
+    assert "would recover 1 job from 1 dead worker" in text
+
+
+def test_maintenance_words__cleanup_preview_names_the_kept_task_identifiers(admin_client, jobs):
+    jobs.ready("alpha")
+    data = {"tasks": ["gc-task-identifiers"], "keep": "billing_sync\nsend_email"}
+    text = _words(admin_client.post("/maintenance/cleanup/", data))
+    assert "Kept task identifiers: billing_sync , send_email" in text
+    assert "Add those identifiers to the task identifiers to keep." in text
