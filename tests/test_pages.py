@@ -1,5 +1,5 @@
 """The pages' edges (issue 13): error pages in words, read-only URLs refuse writes' methods, the
-favicon, the admin link, and the maintenance pages' wording."""
+favicon, the admin link, the maintenance pages' wording, and demo data whose times add up."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def _plain(response) -> str:
     return text
 
 
-# -- error pages -------------------------------------------------------------------------------
+# -- error pages ---------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("path", ["/no-such-page/", "/jobs/x/", "/jobs/12/nothing/"])
@@ -76,7 +76,7 @@ def test_error_pages__500_in_words(db):
     assert "Something went wrong" in _plain(response)
 
 
-# -- methods: every read-only URL answers 405 to the writing methods -----------------------------
+# -- methods: every read-only URL answers 405 to the writing methods -------------------------
 
 # URLs whose views write on POST (they check their own method) and Django's admin site, whose
 # views are Django's own; everything else only reads.
@@ -126,7 +126,7 @@ def test_methods__write_urls_refuse_put_patch_delete(admin_client, name):
         assert getattr(admin_client, method)(url).status_code == 405, method
 
 
-# -- favicon -------------------------------------------------------------------------------------
+# -- favicon ---------------------------------------------------------------------------------
 
 
 def test_favicon__served_without_a_login(client, db):
@@ -139,7 +139,7 @@ def test_favicon__served_without_a_login(client, db):
     assert body[:4] == b"\x00\x00\x01\x00"  # an ICO file's header
 
 
-# -- the admin site's link -------------------------------------------------------------------------
+# -- the admin site's link ---------------------------------------------------------------------
 
 ADMIN_LINK = 'href="/django-admin/"'
 
@@ -169,7 +169,7 @@ def test_header__an_admin_without_staff_status_does_not(login_as):
     assert ADMIN_LINK not in page
 
 
-# -- the maintenance pages speak in words ----------------------------------------------------------
+# -- the maintenance pages speak in words ------------------------------------------------------
 
 PARAMETER_NAMES = re.compile(r"include_node_lock_holders|keep_task_identifiers|=True|=False")
 
@@ -200,3 +200,22 @@ def test_maintenance_words__cleanup_preview_names_the_kept_task_identifiers(admi
     text = _words(admin_client.post("/maintenance/cleanup/", data))
     assert "Kept task identifiers: billing_sync , send_email" in text
     assert "Add those identifiers to the task identifiers to keep." in text
+
+
+# -- demo data: times in order ------------------------------------------------------------------
+
+
+def test_demo_seed__no_job_is_touched_before_it_was_created(utils):
+    from django.db.models import F, Q
+
+    from worker_admin.demo.seed import seed_demo
+    from worker_admin.models import Job
+
+    seed_demo(utils, jobs=600)
+    jobs = Job.objects.all()
+    assert jobs.count() == 600
+    assert not jobs.filter(updated_at__lt=F("created_at")).exists()
+    assert not jobs.filter(locked_at__lt=F("created_at")).exists()
+    # Something did happen to them: failures and locks came after the creation, not at it.
+    assert jobs.filter(Q(last_error__isnull=False) | Q(locked_at__isnull=False)).count() > 50
+    assert jobs.filter(updated_at__gt=F("created_at")).count() > 50
