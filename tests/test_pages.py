@@ -219,3 +219,147 @@ def test_demo_seed__no_job_is_touched_before_it_was_created(utils):
     # Something did happen to them: failures and locks came after the creation, not at it.
     assert jobs.filter(Q(last_error__isnull=False) | Q(locked_at__isnull=False)).count() > 50
     assert jobs.filter(updated_at__gt=F("created_at")).count() > 50
+
+
+# -- the locked tab: lock age, sorted oldest first with keyset pages ----------------------------
+
+
+def test_locked_tab__shows_lock_age_against_the_four_hour_mark(admin_client, jobs):
+    jobs.locked(by="pool-old", age="5 hours")
+    jobs.locked(by="graphile_worker_a", age="3 hours 30 minutes")
+    jobs.locked(by="graphile_worker_b", age="2 minutes")
+    text = _words(admin_client.get("/jobs/?state=locked"))
+    assert "Lock age" in text
+    assert "5h past the 4-hour mark" in text
+    assert "3h 30m near the 4-hour mark" in text
+    assert "2m of 4 h" in text
+
+
+def test_locked_tab__sorts_by_lock_age_oldest_first_across_pages(admin_client, jobs):
+    ages = list(range(1, 31))  # minutes; ids are added youngest lock first
+    by_age = {jobs.locked(by=f"w{m}", age=f"{m} minutes").id: m for m in ages}
+    response = admin_client.get("/jobs/?state=locked&sort=lock_age&size=25")
+    first = [job.id for job in response.context["page"].jobs]
+    assert [by_age[i] for i in first] == list(range(30, 5, -1))  # oldest lock first
+    assert "no index orders jobs by when they were locked" in _words(response)
+    second = admin_client.get("/jobs/" + response.context["page"].older_url)
+    assert [by_age[job.id] for job in second.context["page"].jobs] == [5, 4, 3, 2, 1]
+    back = admin_client.get("/jobs/" + second.context["page"].newer_url)
+    assert [job.id for job in back.context["page"].jobs] == first
+
+
+def test_locked_tab__the_header_links_to_the_lock_age_sort(admin_client, jobs):
+    jobs.locked()
+    page = admin_client.get("/jobs/?state=locked").content.decode()
+    assert 'href="?state=locked&amp;sort=lock_age"' in page
+    assert "Lock age, oldest first" in page  # offered in the sort menu too
+
+
+def test_lock_age_sort__elsewhere_is_ignored_with_a_sentence(admin_client, jobs):
+    jobs.ready()
+    response = admin_client.get("/jobs/?state=ready&sort=lock_age")
+    assert response.status_code == 200
+    assert "“Lock age, oldest first” sorts the locked tab only; ignored it here." in _words(
+        response
+    )
+    assert response.context["sort_key"] == "priority"  # the ready tab's own default
+    assert 'value="lock_age"' not in response.content.decode()  # not offered outside the tab
+
+
+# -- the reschedule form: current values, ISO 8601 in UTC ----------------------------------------
+
+ACTIONS = "/jobs/actions/"
+
+
+def _token(response) -> str:
+    return re.search(r'name="token" value="([^"]+)"', response.content.decode()).group(1)
+
+
+def _input(response, name: str) -> str:
+    pattern = rf'<input[^>]* name="{name}"[^>]* value="([^"]*)"'
+    match = re.search(pattern, response.content.decode())
+    assert match, name
+    return match.group(1)
+
+
+def test_reschedule_form__one_job_is_prefilled_with_its_current_values(login_as, jobs):
+    client = login_as("operator", "op")
+    job = jobs.scheduled(priority=3, max_attempts=7)
+    jobs.set(job, attempts="2", run_at="'2031-05-06 07:08:09+00'")
+    page = client.post(ACTIONS, {"action": "reschedule", "ids": [job.id]})
+    assert page.status_code == 200
+    assert _input(page, "run_at") == "2031-05-06T07:08:09Z"
+    assert (_input(page, "priority"), _input(page, "attempts"), _input(page, "max_attempts")) == (
+        "3",
+        "2",
+        "7",
+    )
+    text = _words(page)
+    assert "Run at, UTC" in text and "YYYY-MM-DDTHH:MM:SSZ" in text
+    assert "The fields hold the job's current values" in text
+
+
+def test_reschedule_form__several_jobs_are_not_prefilled(login_as, jobs):
+    client = login_as("operator", "op")
+    ids = [jobs.scheduled(priority=3).id, jobs.scheduled(priority=4).id]
+    page = client.post(ACTIONS, {"action": "reschedule", "ids": ids})
+    assert _input(page, "run_at") == "" and _input(page, "priority") == ""
+
+
+def test_reschedule_form__a_time_without_offset_is_utc_whatever_the_time_zone(
+    login_as, jobs, settings
+):
+    from datetime import UTC, datetime
+
+    from worker_admin.models import Job
+
+    settings.TIME_ZONE = "America/New_York"  # the browser's or the server's zone plays no part
+    client = login_as("operator", "op")
+    job = jobs.scheduled()
+    form = {"action": "reschedule", "ids": [job.id], "has_options": "1"}
+    form["run_at"] = "2031-01-31T09:30"
+    preview = client.post(ACTIONS, form)
+    assert preview.status_code == 200, _words(preview)
+    client.post(ACTIONS, form | {"token": _token(preview)})
+    assert Job.objects.get(id=job.id).run_at == datetime(2031, 1, 31, 9, 30, tzinfo=UTC)
+    # With Z, and with another offset, it means the same instant.
+    for written in ("2031-01-31T09:30:00Z", "2031-01-31T10:30:00+01:00"):
+        from worker_admin.forms_actions import RescheduleForm
+
+        bound = RescheduleForm({"run_at": written})
+        assert bound.is_valid(), bound.errors
+        assert bound.cleaned_data["run_at"] == datetime(2031, 1, 31, 9, 30, tzinfo=UTC)
+
+
+def test_reschedule_form__unchanged_past_run_at_is_kept_and_other_fields_apply(login_as, jobs):
+    """A failed job's run at is in the past; sent back as pre-filled, it means "keep it"."""
+    from worker_admin.models import Job
+
+    client = login_as("operator", "op")
+    job = jobs.failed()
+    page = client.post(ACTIONS, {"action": "reschedule", "ids": [job.id]})
+    form = {
+        "action": "reschedule",
+        "ids": [job.id],
+        "has_options": "1",
+        "run_at": _input(page, "run_at"),
+        "current_run_at": _input(page, "current_run_at"),
+        "priority": _input(page, "priority"),
+        "attempts": "0",
+        "max_attempts": _input(page, "max_attempts"),
+    }
+    preview = client.post(ACTIONS, form)
+    assert preview.status_code == 200, _words(preview)
+    client.post(ACTIONS, form | {"token": _token(preview), "reason": "retry after the fix"})
+    after = Job.objects.get(id=job.id)
+    assert (after.attempts, after.run_at) == (0, job.run_at)
+
+
+def test_reschedule_form__a_date_in_the_browsers_format_is_refused_in_words(login_as, jobs):
+    client = login_as("operator", "op")
+    job = jobs.scheduled()
+    form = {"action": "reschedule", "ids": [job.id], "has_options": "1"}
+    form["run_at"] = "31/01/2031 09:30"
+    response = client.post(ACTIONS, form)
+    assert response.status_code == 400
+    assert "ISO 8601 in UTC (YYYY-MM-DDTHH:MM:SSZ)" in _words(response)
