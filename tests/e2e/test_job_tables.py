@@ -139,3 +139,38 @@ def test_favicon__admin_and_api_docs_pages_load_without_a_404(live_server, brows
     assert icon.status == 200 and icon.body()[:4] == b"\x00\x00\x01\x00"
     assert missing == []
     page.context.close()
+
+
+def test_reschedule_form__prefilled_in_utc_and_confirmed_in_a_browser(live_server, browser, demo):
+    """From a failed job's page: the form holds the job's values (run at as ISO 8601 UTC);
+    changing only attempts and max attempts keeps its run at."""
+    from playwright.sync_api import expect
+
+    from worker_admin.forms_actions import utc_iso
+    from worker_admin.models import Job
+
+    job = Job.objects.failed().order_by("id").first()
+    page = new_page(browser, viewport=WIDE)
+    log_in(page, live_server.url, demo)
+    page.goto(f"{live_server.url}/jobs/{job.id}/")
+    page.get_by_role("button", name="Reschedule…").click()
+    run_at = page.get_by_label("Run at, UTC")
+    expect(run_at).to_have_value(utc_iso(job.run_at))
+    expect(page.get_by_label("Max attempts")).to_have_value(str(job.max_attempts))
+    page.get_by_label("Attempts", exact=True).fill("0")
+    page.get_by_label("Max attempts").fill(str(job.max_attempts + 2))
+    save_screenshot(page, "reschedule-form")
+    page.get_by_role("button", name="Preview").click()
+    page.get_by_label("Reason").fill("the payment provider is back")
+    page.get_by_role("button", name="Reschedule 1 job").click()
+    page.wait_for_url(f"**/jobs/{job.id}/")
+    after = Job.objects.get(id=job.id)
+    assert (after.attempts, after.max_attempts, after.run_at) == (
+        0,
+        job.max_attempts + 2,
+        job.run_at,
+    )
+    page.goto(f"{live_server.url}/no-such-page/")
+    expect(page.get_by_text("No page at this address.")).to_be_visible()
+    save_screenshot(page, "not-found")
+    page.context.close()
