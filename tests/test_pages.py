@@ -259,7 +259,7 @@ def test_lock_age_sort__elsewhere_is_ignored_with_a_sentence(admin_client, jobs)
     jobs.ready()
     response = admin_client.get("/jobs/?state=ready&sort=lock_age")
     assert response.status_code == 200
-    assert "“Lock age, oldest first” sorts the locked tab only; ignored it here." in _words(
+    assert "The lock age sort orders locked jobs only: use it on the locked tab." in _words(
         response
     )
     assert response.context["sort_key"] == "priority"  # the ready tab's own default
@@ -363,3 +363,18 @@ def test_reschedule_form__a_date_in_the_browsers_format_is_refused_in_words(logi
     response = client.post(ACTIONS, form)
     assert response.status_code == 400
     assert "ISO 8601 in UTC (YYYY-MM-DDTHH:MM:SSZ)" in _words(response)
+
+
+def test_lock_age_sort__the_api_refuses_it_outside_locked_jobs_and_sorts_with_it(
+    client, jobs, django_user_model
+):
+    from tests.test_api import user_with_token
+
+    ids = [jobs.locked(by=f"w{m}", age=f"{m} minutes").id for m in (5, 50, 20)]
+    auth = {"Authorization": f"Bearer {user_with_token(django_user_model, 'viewer', 'v')[1]}"}
+    refused = client.get("/api/jobs", {"sort": "lock_age"}, headers=auth)
+    assert refused.status_code == 400
+    assert "lock age sort orders locked jobs only" in refused.json()["detail"]
+    listed = client.get("/api/jobs", {"sort": "lock_age", "state": "locked"}, headers=auth)
+    assert listed.status_code == 200, listed.content
+    assert [job["id"] for job in listed.json()["jobs"]] == [ids[1], ids[2], ids[0]]

@@ -144,8 +144,10 @@ def parse_filters(data) -> JobFilters:
         shown = raw if len(raw) <= 40 else raw[:40] + "…"
         result.problems.append(f"Ignored the {label} filter “{shown}”: {errors[0]}")
     if result.values.get("sort") in LOCKED_ONLY_SORTS and result.state != "locked":
-        label = SORTS[result.values["sort"]].label
-        result.problems.append(f"“{label}” sorts the locked tab only; ignored it here.")
+        # A sentence starting "The …": the API refuses with it, the page shows it and goes on.
+        result.problems.append(
+            "The lock age sort orders locked jobs only: use it on the locked tab."
+        )
         result.values["sort"] = ""
     for low, high, label in (
         ("priority_min", "priority_max", "priority"),
