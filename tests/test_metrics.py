@@ -528,3 +528,13 @@ def test_access__fewer_forwarded_entries_than_trusted_proxies_is_refused(client,
     response = client.get("/metrics", REMOTE_ADDR="127.0.0.1")
     assert response.status_code == 403
     assert "0 X-Forwarded-For entries while TRUSTED_PROXY_COUNT is 2" in response.content.decode()
+
+
+def test_access__a_request_past_the_trusted_proxy_is_logged(client, db, settings, caplog):
+    settings.TRUSTED_PROXY_COUNT = 1
+    with caplog.at_level("WARNING", logger="worker_admin.client_address"):
+        assert client.get("/metrics", REMOTE_ADDR="127.0.0.1").status_code == 403
+    [record] = [r for r in caplog.records if r.name == "worker_admin.client_address"]
+    assert "TRUSTED_PROXY_COUNT is 1 but a request from 127.0.0.1 carries no X-Forwarded-For" in (
+        record.getMessage()
+    )
