@@ -229,33 +229,26 @@ CONTENT_SECURITY_POLICY = {
     },
 }
 
-# Login throttling (django-axes): after LOGIN_FAILURE_LIMIT wrong passwords for one user name
-# from one address, that pair is refused for LOGIN_COOLOFF_MINUTES; a success resets the count.
-# Its tables live in CONSOLE_SCHEMA with Django's own.
+# Login throttling (django-axes, worker_admin/login_throttle.py): after LOGIN_FAILURE_LIMIT wrong
+# passwords for one user name from one address, that pair is refused for LOGIN_COOLOFF_MINUTES;
+# after LOGIN_ACCOUNT_FAILURE_LIMIT from any number of addresses, the account is. A success
+# resets the counts. Its tables live in CONSOLE_SCHEMA with Django's own.
 AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5, minimum=1)
+LOGIN_ACCOUNT_FAILURE_LIMIT = env_int("LOGIN_ACCOUNT_FAILURE_LIMIT", 20, minimum=1)
 AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_COOLOFF_MINUTES", 15, minimum=1))
+# One record per (user name, address): the account's count is their sum (login_throttle.py), so
+# a success resets only its own address's count, never the failures an attacker ran up elsewhere.
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_HANDLER = "worker_admin.login_throttle.ConsoleAxesHandler"
 AXES_RESET_ON_SUCCESS = True
 AXES_VERBOSE = False  # no start-up banner on every command (the CLI's stderr is for errors)
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
-# Behind the HTTPS proxy every request comes from the proxy's address; the client's is the
-# entry the proxy appended to X-Forwarded-For (the right-most; earlier ones the client may
-# forge). TRUSTED_PROXY_COUNT is the number of proxies in front of the console.
-TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 1 if HTTPS else 0, minimum=0)
-
-
-def _client_ip(request) -> str | None:
-    from django.conf import settings  # read at call time, so a test may change the count
-
-    count = settings.TRUSTED_PROXY_COUNT
-    forwarded = [part.strip() for part in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")]
-    forwarded = [part for part in forwarded if part]
-    if count and len(forwarded) >= count:
-        return forwarded[-count]
-    return request.META.get("REMOTE_ADDR")
-
-
-AXES_CLIENT_IP_CALLABLE = _client_ip
+# The number of reverse proxies in front of the console, each appending the address it saw to
+# X-Forwarded-For; 0 (the default) means clients connect directly and the header is ignored.
+# worker_admin/client_address.py reads the client's address by it, for the login throttle and
+# /metrics; a system check (worker_admin/checks.py) warns when the settings contradict it.
+TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0, minimum=0)
+AXES_CLIENT_IP_CALLABLE = "worker_admin.client_address.axes_client_ip"
 
 # Payload fields shown as "redacted" on every page (worker_admin/redaction.py, docs/security.md):
 # comma-separated paths such as `password,card.number,*.token,headers.authorization`.

@@ -25,6 +25,7 @@ def production_env(**overrides: str) -> dict[str, str]:
         DJANGO_SETTINGS_MODULE="dashboard.settings",
         SECRET_KEY=secrets.token_urlsafe(50),
         HTTPS="1",
+        TRUSTED_PROXY_COUNT="1",
         ALLOWED_HOSTS=HOST,
         DEBUG="0",
     )
@@ -56,8 +57,9 @@ def test_check_deploy__production_settings_are_clean():
         ({"DEBUG": "1"}, ["security.W018"]),
         ({"SECRET_KEY": "short"}, ["security.W009"]),
         ({"SECURE_HSTS_INCLUDE_SUBDOMAINS": "0"}, ["security.W005"]),
+        ({"TRUSTED_PROXY_COUNT": "0"}, ["console.W001"]),
     ],
-    ids=["no-https", "debug", "weak-key", "hsts-without-subdomains"],
+    ids=["no-https", "debug", "weak-key", "hsts-without-subdomains", "https-without-proxy"],
 )
 def test_check_deploy__each_weakened_setting_is_reported(overrides, warnings):
     """The check is not silenced: weakening one setting brings its warning back."""
@@ -65,6 +67,40 @@ def test_check_deploy__each_weakened_setting_is_reported(overrides, warnings):
     assert result.returncode != 0
     for warning in warnings:
         assert warning in result.stderr + result.stdout
+
+
+def test_check__https_without_a_trusted_proxy_warns(settings):
+    from worker_admin.checks import proxy_trust
+
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    settings.TRUSTED_PROXY_COUNT = 0
+    [warning] = proxy_trust()
+    assert warning.id == "console.W001"
+    assert "TRUSTED_PROXY_COUNT is 0" in warning.msg
+    settings.TRUSTED_PROXY_COUNT = 1
+    assert proxy_trust() == []
+    settings.SECURE_PROXY_SSL_HEADER = None
+    settings.TRUSTED_PROXY_COUNT = 0
+    assert proxy_trust() == []  # plain http, no proxy: nothing to contradict
+
+
+def test_settings__trusted_proxy_count_defaults_to_zero_even_with_https():
+    env = production_env()
+    env.pop("TRUSTED_PROXY_COUNT")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from django.conf import settings; import django; "
+            "django.setup(); print(settings.TRUSTED_PROXY_COUNT)",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.stdout.strip() == "0", result.stderr
 
 
 SCRIPT = """

@@ -110,3 +110,62 @@ def test_throttle__tables_live_in_the_console_schema(db, settings):
             [f"{settings.CONSOLE_SCHEMA}.axes_accessattempt"],
         )
         assert cursor.fetchone()[0]
+
+
+def test_throttle__many_addresses_against_one_account_lock_the_account(login, settings):
+    """Each address stays under the per-address limit; together they pass the account's."""
+    settings.LOGIN_ACCOUNT_FAILURE_LIMIT = 6
+    for address in ("198.51.100.1", "198.51.100.2", "198.51.100.3"):
+        _fail(login, 2, REMOTE_ADDR=address)
+    response = login(PASSWORD, REMOTE_ADDR="198.51.100.77")  # a fresh address, right password
+    assert response.status_code == 429
+    body = response.content.decode()
+    assert "from several addresses" in body and "15 minutes" in body
+    counts = dict(AccessAttempt.objects.values_list("ip_address", "failures_since_start"))
+    assert {
+        a: counts[a] for a in ("198.51.100.1", "198.51.100.2", "198.51.100.3")
+    } == dict.fromkeys(
+        ("198.51.100.1", "198.51.100.2", "198.51.100.3"), 2
+    )  # each address stayed under the per-address limit of 3
+
+
+def test_throttle__the_account_limit_counts_only_that_account(login, settings, django_user_model):
+    settings.LOGIN_ACCOUNT_FAILURE_LIMIT = 6
+    django_user_model.objects.create_user("other", password=PASSWORD)
+    for address in ("198.51.100.1", "198.51.100.2"):
+        _fail(login, 2, REMOTE_ADDR=address)
+    # 4 failures: below the account limit, so a fifth address still gets in.
+    assert login(PASSWORD, REMOTE_ADDR="198.51.100.5").status_code == 302
+    for address in ("198.51.100.1", "198.51.100.2", "198.51.100.3"):
+        _fail(login, 2, REMOTE_ADDR=address)
+    assert login(PASSWORD, username="other", REMOTE_ADDR="198.51.100.9").status_code == 302
+
+
+def test_throttle__the_account_limit_defaults_above_the_per_address_one():
+    from django.conf import settings
+
+    assert settings.LOGIN_ACCOUNT_FAILURE_LIMIT == 20
+    assert settings.LOGIN_ACCOUNT_FAILURE_LIMIT > 5  # LOGIN_FAILURE_LIMIT's default
+
+
+def test_throttle__without_a_trusted_proxy_a_forged_forwarded_for_changes_nothing(login, settings):
+    """No proxy trusted (the default): X-Forwarded-For is the client's own text and is ignored,
+    so varying it does not spread the failures over made-up addresses."""
+    assert settings.TRUSTED_PROXY_COUNT == 0
+    for forged in ("1.2.3.4", "5.6.7.8", "9.9.9.9"):
+        _fail(login, 1, HTTP_X_FORWARDED_FOR=forged, REMOTE_ADDR="192.0.2.10")
+    response = login(PASSWORD, HTTP_X_FORWARDED_FOR="10.10.10.10", REMOTE_ADDR="192.0.2.10")
+    assert response.status_code == 429
+    # One record, for the socket's address: the forged ones were never counted as addresses.
+    assert AccessAttempt.objects.get().ip_address == "192.0.2.10"
+
+
+def test_throttle__a_success_elsewhere_keeps_the_accounts_count(login, settings):
+    """The owner logging in from their own address resets that address's count only: the
+    failures others ran up still count towards the account's limit."""
+    settings.LOGIN_ACCOUNT_FAILURE_LIMIT = 6
+    for address in ("198.51.100.1", "198.51.100.2"):
+        _fail(login, 2, REMOTE_ADDR=address)
+    assert login(PASSWORD, REMOTE_ADDR="192.0.2.50").status_code == 302
+    _fail(login, 2, REMOTE_ADDR="198.51.100.3")
+    assert login(PASSWORD, REMOTE_ADDR="192.0.2.51").status_code == 429

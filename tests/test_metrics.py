@@ -482,3 +482,59 @@ def test_timings__every_process_counts_in_multiprocess_mode(db, client, tmp_path
     assert _count(got, requests, view="metrics", status="2xx") == 0  # this process: in memory
     assert _count(got, "graphile_console_query_duration_seconds_count", view="healthz") >= 5
     assert value(got, "graphile_console_scrape_success") == 1
+
+
+def test_access__behind_a_trusted_proxy_the_forwarded_address_decides(client, db, settings):
+    """A reverse proxy on the same host connects from 127.0.0.1; the client is the address it
+    appended to X-Forwarded-For, and only that is checked against the allowed networks."""
+    settings.TRUSTED_PROXY_COUNT = 1
+    settings.METRICS_ALLOWED_NETWORKS = ["127.0.0.1/32", "10.0.0.0/8"]
+    only_networks = "Metrics are served only to the networks in METRICS_ALLOWED_NETWORKS."
+    proxy = {"REMOTE_ADDR": "127.0.0.1"}
+    assert refused(client.get("/metrics", HTTP_X_FORWARDED_FOR=OUTSIDE, **proxy), only_networks)
+    assert client.get("/metrics", HTTP_X_FORWARDED_FOR="10.1.2.3", **proxy).status_code == 200
+    # The client forges an allowed first entry; the proxy appends the real one.
+    forged = f"10.1.2.3, {OUTSIDE}"
+    assert refused(client.get("/metrics", HTTP_X_FORWARDED_FOR=forged, **proxy), only_networks)
+    settings.METRICS_TOKEN = "s3cret-metrics-token"
+    token = {"Authorization": "Bearer s3cret-metrics-token"}
+    response = client.get("/metrics", headers=token, HTTP_X_FORWARDED_FOR=OUTSIDE, **proxy)
+    assert response.status_code == 200
+
+
+def test_access__forwarded_for_without_a_trusted_proxy_is_refused(client, db, settings):
+    """No proxy trusted: a request carrying X-Forwarded-For came through one anyway (a proxy on
+    the same host looks like loopback), so it is refused, with the reason."""
+    assert settings.TRUSTED_PROXY_COUNT == 0
+    response = client.get("/metrics", HTTP_X_FORWARDED_FOR="127.0.0.1", REMOTE_ADDR="127.0.0.1")
+    assert refused(
+        response,
+        "Metrics refused this request: it came through a proxy (it carries X-Forwarded-For) "
+        "while TRUSTED_PROXY_COUNT is 0, so the console cannot tell the client's address. "
+        "Set TRUSTED_PROXY_COUNT to the number of proxies, or send the metrics token.",
+    )
+    assert client.get("/metrics", REMOTE_ADDR="127.0.0.1").status_code == 200  # no proxy: fine
+    settings.METRICS_TOKEN = "s3cret-metrics-token"
+    token = {"Authorization": "Bearer s3cret-metrics-token"}
+    assert client.get("/metrics", headers=token, HTTP_X_FORWARDED_FOR=OUTSIDE).status_code == 200
+
+
+def test_access__fewer_forwarded_entries_than_trusted_proxies_is_refused(client, db, settings):
+    settings.TRUSTED_PROXY_COUNT = 2
+    response = client.get("/metrics", HTTP_X_FORWARDED_FOR="127.0.0.1", REMOTE_ADDR="127.0.0.1")
+    assert response.status_code == 403
+    assert "1 X-Forwarded-For entry while TRUSTED_PROXY_COUNT is 2" in response.content.decode()
+    # Past the proxies, or through one that does not append the header: refused too.
+    response = client.get("/metrics", REMOTE_ADDR="127.0.0.1")
+    assert response.status_code == 403
+    assert "0 X-Forwarded-For entries while TRUSTED_PROXY_COUNT is 2" in response.content.decode()
+
+
+def test_access__a_request_past_the_trusted_proxy_is_logged(client, db, settings, caplog):
+    settings.TRUSTED_PROXY_COUNT = 1
+    with caplog.at_level("WARNING", logger="worker_admin.client_address"):
+        assert client.get("/metrics", REMOTE_ADDR="127.0.0.1").status_code == 403
+    [record] = [r for r in caplog.records if r.name == "worker_admin.client_address"]
+    assert "TRUSTED_PROXY_COUNT is 1 but a request from 127.0.0.1 carries no X-Forwarded-For" in (
+        record.getMessage()
+    )

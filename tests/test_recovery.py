@@ -191,7 +191,7 @@ def test_sweep_stale_workers__orphan_lock_holders_node_ids_left_out_by_default(u
 
     node_reason = (
         "looks like a Node worker, which never registers: its job may still be running "
-        "(lock held {}); include_node_lock_holders=True sweeps it"
+        "(lock held {}); a sweep with Node lock holders included recovers it"
     )
     assert result == SweepStaleWorkersResult(
         worker_ids=["graphile_worker_0a1b2c", "my-custom-worker"],

@@ -64,6 +64,7 @@ ANONYMOUS = {
     "healthz": "load balancers probe it; it says only whether the databases answer",
     "metrics": "its own bearer-token or network check (METRICS_TOKEN, METRICS_ALLOWED_NETWORKS)",
     "admin:login": "the admin site's own login page",
+    "favicon": "a redirect to the static icon, asked for by browsers on every page",
     "api:api-root": "the JSON API's root: a 404, it lists nothing",
 }
 API_DOCS_PAGE = "api:openapi-view"  # for people: it sends them to the login page
@@ -111,7 +112,10 @@ def test_login__anonymous_request_goes_to_the_login_page(client, db, name, url):
     for method in ("get", "post"):
         response = getattr(client, method)(url)
         if name in ANONYMOUS:
-            assert response.status_code in (200, 302, 403, 404, 405), (method, response.status_code)
+            assert response.status_code in (200, 301, 302, 403, 404, 405), (
+                method,
+                response.status_code,
+            )
             assert response.status_code != 302 or "/login/" not in response.get("Location", "")
             continue
         if name == API_DOCS_PAGE:

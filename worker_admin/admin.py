@@ -25,15 +25,14 @@ from django.utils.html import format_html
 from worker_admin.admin_site import refuse
 from worker_admin.api import tokens
 from worker_admin.api.tokens import TOKEN_MARK, ApiToken
-from worker_admin.roles import ADMIN, role_of
+from worker_admin.roles import may_manage_users, role_of
 
 # What only a superuser may give: each makes its holder more than a console admin.
 SUPERUSER_GRANTS = ("is_superuser", "is_staff", "user_permissions")
 
 
 def _is_console_admin(request) -> bool:
-    user = request.user
-    return user.is_active and user.is_staff and role_of(user) == ADMIN
+    return may_manage_users(request.user)
 
 
 class ReadOnlyAware:

@@ -8,7 +8,10 @@ class WorkerAdminConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from worker_admin import account_audit
+        from worker_admin import (
+            account_audit,
+            checks,  # noqa: F401 - registers the system checks
+        )
         from worker_admin.console_schema import ensure_console_schema
 
         pre_migrate.connect(ensure_console_schema, dispatch_uid="worker_admin.console_schema")

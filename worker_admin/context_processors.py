@@ -6,7 +6,7 @@ from django.conf import settings
 from django.db import DatabaseError
 from django.utils.functional import SimpleLazyObject
 
-from worker_admin.roles import can_act_on_jobs
+from worker_admin.roles import can_act_on_jobs, may_manage_users
 from worker_admin.schema import capabilities
 
 NAVIGATION = [
@@ -34,6 +34,10 @@ def console(request) -> dict:
         # Lazy: permission checks query the database, and error pages must render without it.
         "can_act": SimpleLazyObject(
             lambda: bool(user and user.is_authenticated and can_act_on_jobs(user))
+        ),
+        # Admins manage users and roles on Django's admin site; the header links to it.
+        "can_manage_users": SimpleLazyObject(
+            lambda: bool(user and user.is_authenticated and may_manage_users(user))
         ),
         "navigation": NAVIGATION,
         "capabilities": SimpleLazyObject(_capabilities_or_none),

@@ -43,8 +43,8 @@ RESILIENT_FACTOR = 3
 NODE_WORKER_ID = re.compile(r"^(?:worker|pool|otpool)-[0-9a-f]+$", re.IGNORECASE)
 GC_TASK_IDENTIFIERS_WARNING = (
     "Running workers cache task ids: deleting a task identifier they handle can keep them from "
-    "finding new jobs for it until they restart. List those identifiers in "
-    "keep_task_identifiers."
+    "finding new jobs for it until they restart. Add those identifiers to the task "
+    "identifiers to keep."
 )
 
 
@@ -229,7 +229,7 @@ def _dead_workers(
         if NODE_WORKER_ID.match(worker_id) and not options.include_node_lock_holders:
             excluded[worker_id] = (
                 f"looks like a Node worker, which never registers: its job may still be "
-                f"running ({held}); include_node_lock_holders=True sweeps it"
+                f"running ({held}); a sweep with Node lock holders included recovers it"
             )
         else:
             reasons[worker_id] = f"orphan lock: not registered, {held}"

@@ -52,6 +52,13 @@ def refusal(user, *, needs: str, doing: str) -> str:
     )
 
 
+def may_manage_users(user) -> bool:
+    """Admins (and superusers): the ones Django's admin site lets in (staff, with the user
+    permissions). Read-only mode does not hide the link: the admin site writes console users,
+    never jobs."""
+    return user.is_active and user.is_staff and role_of(user) == ADMIN
+
+
 def role_of(user) -> str:
     if user.is_superuser or user.has_perm(RUN_MAINTENANCE):
         return ADMIN

@@ -18,6 +18,7 @@ from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import RequestDataTooBig
 from django.db import DatabaseError, OperationalError
 from django.http import JsonResponse
+from django.views.decorators.http import require_safe
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.parser import Parser
@@ -63,7 +64,10 @@ class StrictJSONParser(Parser):
 
 def signed_in_or_token(view):
     """The API's description and docs page are for people who may use it: a signed-in console
-    user (the docs page in a browser) or a token holder (tools that read /api/schema)."""
+    user (the docs page in a browser) or a token holder (tools that read /api/schema). Both
+    only read: other methods get 405."""
+
+    read = require_safe(view)
 
     @functools.wraps(view)
     def guarded(request, *args, **kwargs):
@@ -71,7 +75,7 @@ def signed_in_or_token(view):
         scheme, _, secret = header.partition(" ")
         has_token = scheme.lower() == "bearer" and tokens.authenticate(secret.strip()) is not None
         if request.user.is_authenticated or has_token:
-            return view(request, *args, **kwargs)
+            return read(request, *args, **kwargs)
         if request.path.rstrip("/").endswith("/docs"):
             return redirect_to_login(request.get_full_path())
         return JsonResponse({"detail": UNAUTHORIZED}, status=401)

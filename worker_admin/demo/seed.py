@@ -80,6 +80,7 @@ def seed_demo(utils: WorkerUtils, *, jobs: int = 2400, seed: int = 7) -> SeedRes
         with connections[utils.alias].cursor() as cursor:
             history = _History(cursor, quote_schema(utils.schema), rng)
             history.register(workers)
+            history.backdate(ids)
             history.retries_and_failures(ids)
             history.locks(ids, healthy=workers[:-1], stale=workers[-1])
     return SeedResult(len(added), workers[:-1], workers[-1], ORPHAN_LOCK_HOLDER)
@@ -158,6 +159,18 @@ class _History:
             [workers[-1]],
         )
 
+    def backdate(self, ids: list[int]) -> None:
+        """Every job was added before anything happened to it: between 7 and 30 hours ago, so
+        before its oldest lock (6 hours) and its last failure (at most 90 minutes ago). Until
+        something touches a job, updated_at is when it was created."""
+        ages = [timedelta(minutes=self.rng.randint(7 * 60, 30 * 60)) for _ in ids]
+        self.cursor.execute(
+            f"UPDATE {self.q}._private_jobs AS j SET created_at = now() - a.age, "
+            "updated_at = now() - a.age "
+            "FROM unnest(%s::bigint[], %s::interval[]) AS a(id, age) WHERE j.id = a.id",
+            [ids, ages],
+        )
+
     def retries_and_failures(self, ids: list[int]) -> None:
         candidates = self.rng.sample(ids, k=min(len(ids), len(ids) // 6))
         failed = candidates[: len(candidates) // 3]
@@ -208,8 +221,9 @@ class _History:
         for holder, job_ids, age in groups:
             self.cursor.execute(
                 f"UPDATE {self.q}._private_jobs SET locked_by = %s, "
-                "locked_at = now() - %s::interval, attempts = attempts + 1 WHERE id = ANY(%s)",
-                [holder, age, job_ids],
+                "locked_at = now() - %s::interval, updated_at = now() - %s::interval, "
+                "attempts = attempts + 1 WHERE id = ANY(%s)",
+                [holder, age, age, job_ids],
             )
         # A serial queue held by a live worker: everything behind it waits.
         self.cursor.execute(

@@ -76,3 +76,11 @@ def percent(fraction: float | None) -> str:
         return "100%"
     value = fraction * 100
     return f"{value:.1f}%" if value < 10 else f"{value:.0f}%"
+
+
+@register.filter
+def utc_iso(moment: datetime | None) -> str:
+    """2026-12-04T09:30:00Z, as the reschedule form takes it."""
+    from worker_admin.forms_actions import utc_iso as to_utc_iso
+
+    return to_utc_iso(moment) if moment else "—"

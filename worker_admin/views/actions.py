@@ -31,7 +31,7 @@ from worker_admin.actions import (
     save_progress,
 )
 from worker_admin.filters import parse_filters
-from worker_admin.forms_actions import RescheduleForm
+from worker_admin.forms_actions import RescheduleForm, reschedule_form
 from worker_admin.roles import OPERATOR, can_act_on_jobs, refusal
 from worker_admin.schema import capabilities
 
@@ -214,9 +214,7 @@ def _render_preview(request, action_request: ActionRequest, preview):
         "ids": action_request.target.ids,
         "scope": "filter" if action_request.target.is_filter else "ids",
         "query": request.GET.urlencode(),
-        "reschedule_form": RescheduleForm(
-            request.POST if request.POST.get("has_options") else None
-        ),
+        "reschedule_form": reschedule_form(request.POST, action_request.target.ids),
         "back_url": _back(action_request, request),
         "reason_required": ACTIONS[action_request.kind].destructive,
     }

@@ -16,6 +16,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db.models import BooleanField, ExpressionWrapper, F, Func, IntegerField, Q
 from django.http import HttpResponse, StreamingHttpResponse
 from django.shortcuts import render
+from django.views.decorators.http import require_safe
 
 from worker_admin.audit import EXPORT_FIELDS, AuditEntry
 from worker_admin.redaction import redact_parameters
@@ -71,6 +72,7 @@ def _listed(entries):
     )
 
 
+@require_safe  # a read: PUT, PATCH, DELETE and POST get 405
 @permission_required("worker_admin.view_auditentry", raise_exception=True)
 def audit_log(request):
     form = AuditFilterForm(request.GET)

@@ -2,11 +2,13 @@
 
 from django.conf import settings
 from django.shortcuts import render
+from django.views.decorators.http import require_safe
 
 from worker_admin import catalog
 from worker_admin.schema import capabilities
 
 
+@require_safe  # a read: PUT, PATCH, DELETE and POST get 405
 def queue_list(request):
     context = {"active": "queues", "title": "Queues"}
     if capabilities().usable:
@@ -24,6 +26,7 @@ def queue_list(request):
     return render(request, template, context)
 
 
+@require_safe  # a read: PUT, PATCH, DELETE and POST get 405
 def task_list(request):
     context = {"active": "tasks", "title": "Tasks"}
     if capabilities().usable:

@@ -2,11 +2,13 @@
 
 from django.conf import settings
 from django.shortcuts import render
+from django.views.decorators.http import require_safe
 
 from worker_admin import failures
 from worker_admin.schema import capabilities
 
 
+@require_safe  # a read: PUT, PATCH, DELETE and POST get 405
 def failure_groups(request):
     context = {"active": "failures", "title": "Failures", "states": list(failures.FailureState)}
     if capabilities().usable:

@@ -2,8 +2,11 @@
 
 Neither needs a login. /healthz is open and says only whether the database answers and the
 worker schema is there. /metrics tells more about the queue (task and queue names), so it
-answers a request bearing METRICS_TOKEN, or one from METRICS_ALLOWED_NETWORKS, and refuses the
-rest with a one-line reason.
+answers a request bearing METRICS_TOKEN, or one whose client address (worker_admin.client_address:
+the socket's peer, or behind TRUSTED_PROXY_COUNT proxies the address they forwarded) is in
+METRICS_ALLOWED_NETWORKS, and refuses the rest with a one-line reason. A reverse proxy on the
+same host connects from 127.0.0.1: its requests are judged by the address it forwards, never
+by its own.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 from prometheus_client.exposition import choose_encoder
 
+from worker_admin.client_address import client_address
 from worker_admin.installer import Flavour
 from worker_admin.metrics import scrape_registry
 from worker_admin.schema import capabilities
@@ -123,7 +127,13 @@ def metrics_refusal(request) -> str | None:
         if hmac.compare_digest(_digest(presented.strip()), _digest(token)):
             return None
         return "The bearer token is not the metrics token."
-    if _address_allowed(request.META.get("REMOTE_ADDR", "")):
+    client = client_address(request)
+    if client.doubt is not None:
+        return (
+            f"Metrics refused this request: {client.doubt}. "
+            "Set TRUSTED_PROXY_COUNT to the number of proxies, or send the metrics token."
+        )
+    if _address_allowed(client.address):
         return None
     if token:
         return "Metrics need the metrics bearer token, or a request from an allowed network."

@@ -7,11 +7,13 @@ page 500 costs what page 1 costs; tab counts stop at a bound instead of reading 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from urllib.parse import urlencode
 
 from django.conf import settings
 from django.http import Http404
 from django.shortcuts import render
+from django.views.decorators.http import require_safe
 
 from worker_admin.counting import (
     COUNT_BOUND,
@@ -22,6 +24,7 @@ from worker_admin.counting import (
     total_count,
 )
 from worker_admin.filters import (
+    LOCKED_ONLY_SORTS,
     PAGE_SIZES,
     SORTS,
     STATE_TABS,
@@ -50,6 +53,35 @@ from worker_admin.stats import (
 PASS_BOUND = 1_000  # matching rows the tabs' one counting pass reads on a large table
 TAB_LABELS = {"all": "All", "retrying": "Retrying"} | {s: s.capitalize() for s in STATE_TABS[1:5]}
 LARGE_PAYLOAD_BYTES = 64 * 1024
+
+
+# Node pools free a lock after 4 hours, and the schema's functions then act on the job although it
+# still shows as locked (GRAPHILE_WORKER.md); the last hour before that is worth a warning.
+LOCK_MARK = timedelta(hours=4)
+LOCK_WARNING = timedelta(hours=3)
+
+
+@dataclass(frozen=True)
+class LockStanding:
+    """How old a job's lock is, against the 4-hour mark."""
+
+    age: timedelta
+
+    @property
+    def past_mark(self) -> bool:
+        return self.age >= LOCK_MARK
+
+    @property
+    def near_mark(self) -> bool:
+        return LOCK_WARNING < self.age < LOCK_MARK
+
+    @property
+    def percent_of_mark(self) -> int:
+        return min(100, int(100 * self.age / LOCK_MARK))
+
+
+def lock_standing(locked_at: datetime | None, now: datetime) -> LockStanding | None:
+    return LockStanding(now - locked_at) if locked_at is not None else None
 
 
 @dataclass(frozen=True)
@@ -187,32 +219,43 @@ def _rows(jobs, filters: JobFilters, *, forward: bool, limit: int) -> list[Job]:
     return list(jobs.order_by(*ordering)[:limit])
 
 
+@require_safe  # a read: PUT, PATCH, DELETE and POST get 405
 def job_list(request):
     context = {"active": "jobs", "title": "Jobs"}
     if not capabilities().usable:
         return render(request, "worker_admin/jobs.html", context)
     filters = parse_filters(request.GET)
     page = _page(request, filters)
+    now = database_now(settings.WORKER_DATABASE)
+    for job in page.jobs:
+        job.lock = lock_standing(job.locked_at, now)
+    locked_tab = filters.state == "locked"
     context.update(
         filters=filters,
         values=filters.values,
         state=filters.state,
         tabs=_tabs(filters),
         page=page,
-        sorts=SORTS,
+        sorts={k: v for k, v in SORTS.items() if locked_tab or k not in LOCKED_ONLY_SORTS},
         sort_key=filters.sort_key,
         sort_label=filters.sort.label,
+        lock_sort_url="?" + urlencode(filters.query(sort="lock_age", cursor=None)),
         page_sizes=PAGE_SIZES,
-        now=database_now(settings.WORKER_DATABASE),
+        now=now,
         clear_url="?" + urlencode({"state": filters.state} if filters.state != "all" else {}),
     )
     template = "worker_admin/jobs.html#job-results" if request.htmx else "worker_admin/jobs.html"
     return render(request, template, context)
 
 
-def job_detail(request, job_id: int, *, reveal: bool = False):
+@require_safe  # a read: PUT, PATCH, DELETE and POST get 405
+def job_detail(request, job_id: int):
+    return job_page(request, job_id)
+
+
+def job_page(request, job_id: int, *, reveal: bool = False):
     """One job. Its payload is shown redacted (REDACT_PAYLOAD_PATHS) unless `reveal`, which
-    only the audited reveal view (views/reveal.py) passes."""
+    only the audited reveal view (views/reveal.py, a POST) passes."""
     if not capabilities().usable:
         return render(request, "worker_admin/job_detail.html", {"active": "jobs", "title": "Job"})
     try:
@@ -222,7 +265,7 @@ def job_detail(request, job_id: int, *, reveal: bool = False):
             f"There is no job {job_id}: it may have completed (completed jobs are deleted)."
         ) from None
     now = database_now(settings.WORKER_DATABASE)
-    lock_age = now - job.locked_at if job.locked_at else None
+    lock = lock_standing(job.locked_at, now)
     payload, redacted_paths = (job.payload, []) if reveal else redact(job.payload)
     return render(
         request,
@@ -232,9 +275,9 @@ def job_detail(request, job_id: int, *, reveal: bool = False):
             "title": f"Job {job.id}",
             "job": job,
             "now": now,
-            "lock_age": lock_age,
-            "lock_near_release": lock_age is not None and lock_age.total_seconds() > 3 * 3600,
-            "lock_past_release": lock_age is not None and lock_age.total_seconds() >= 4 * 3600,
+            "lock_age": lock.age if lock else None,
+            "lock_near_release": lock is not None and lock.age > LOCK_WARNING,
+            "lock_past_release": lock is not None and lock.past_mark,
             "large_payload_bytes": LARGE_PAYLOAD_BYTES,
             "payload": payload,
             "redacted_paths": redacted_paths,

@@ -10,6 +10,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.http import HttpResponseNotAllowed
 from django.shortcuts import redirect, render
+from django.views.decorators.http import require_safe
 
 from worker_admin import audit
 from worker_admin.actions import ActionRefused, issue_token, record_rejection, redeem_token
@@ -23,6 +24,7 @@ from worker_admin.views.actions import _forbidden
 ADD_RECOVERY = "add_recovery"
 
 
+@require_safe  # a read: PUT, PATCH, DELETE and POST get 405
 def maintenance(request):
     caps = capabilities()
     migrations = []

@@ -15,7 +15,7 @@ from django.utils.cache import add_never_cache_headers
 from worker_admin import audit
 from worker_admin.models import Job
 from worker_admin.redaction import may_reveal, redact
-from worker_admin.views.jobs import job_detail
+from worker_admin.views.jobs import job_page
 
 REVEAL_PAYLOAD = "reveal_payload"
 
@@ -57,6 +57,6 @@ def reveal_payload(request, job_id: int):
         summary=f"showed the whole payload of job {job_id}"
         + (f" ({len(paths)} redacted field{'s' if len(paths) != 1 else ''})" if paths else ""),
     )
-    response = job_detail(request, job_id, reveal=True)
+    response = job_page(request, job_id, reveal=True)
     add_never_cache_headers(response)
     return response

@@ -6,6 +6,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.shortcuts import render
+from django.views.decorators.http import require_safe
 
 from worker_admin.fleet import fleet
 from worker_admin.roles import can_run_maintenance
@@ -18,6 +19,7 @@ DEFAULT_THRESHOLD = 5
 ROWS_SHOWN = 200
 
 
+@require_safe  # a read: PUT, PATCH, DELETE and POST get 405
 def workers(request):
     caps = capabilities()
     raw = request.GET.get("threshold", "")
