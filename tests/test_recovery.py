@@ -610,3 +610,17 @@ def test_cleanup__utils_that_know_their_tasks_keep_them(jobs):
         row[0] for row in jobs.sql("SELECT identifier FROM graphile_worker._private_tasks")
     ]
     assert "known" in remaining and "stale" not in remaining
+
+
+def test_cleanup__deletes_only_jobs_whose_attempts_equal_max_attempts(utils, jobs):
+    """Node and Rust delete `attempts = max_attempts` only: a job whose attempts exceed its
+    max_attempts (max_attempts lowered after it failed) is kept, by the preview too."""
+    over = jobs.set(jobs.ready(max_attempts=3), attempts="5")
+    at_max = jobs.set(jobs.ready(max_attempts=3), attempts="3")
+    task = [CleanupTask.DELETE_PERMANENTLY_FAILED_JOBS]
+
+    assert utils.preview_cleanup(task).failed_job_ids == [at_max.id]
+    result = utils.cleanup(task)
+
+    assert result.failed_job_ids == [at_max.id]
+    assert list(Job.objects.values_list("id", "attempts", "max_attempts")) == [(over.id, 5, 3)]

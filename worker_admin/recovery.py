@@ -461,7 +461,10 @@ def cleanup(
     )
 
 
-_FAILED = "locked_at IS NULL AND attempts >= max_attempts"
+# Node's and Rust's DeletePermanentlyFailedJobs: attempts EQUAL to max_attempts. A job whose
+# attempts exceed its max_attempts (max_attempts lowered after it failed) is kept by both; it
+# still shows as failed, since the failed state is attempts >= max_attempts.
+_FAILED = "locked_at IS NULL AND attempts = max_attempts"
 _TASK_UNUSED = "t.identifier <> ALL(%s::text[])"
 
 
