@@ -15,7 +15,7 @@ from django.core.management import CommandError, call_command
 from worker_admin.audit import AuditEntry
 from worker_admin.cli import parsing
 from worker_admin.models import Job
-from worker_admin.utils import RUN_NOW
+from worker_admin.utils import RUN_NOW, WorkerUtils
 
 JOB_ROW_KEYS = {
     "id",
@@ -307,6 +307,7 @@ def test_show__redacts_configured_paths_and_reveal_is_audited(jobs, settings):
 
 
 def test_read_commands_refuse_another_schema(db):
+    WorkerUtils(schema="gw_other").migrate()  # rolled back with the test's transaction
     with pytest.raises(CommandError, match="reads only the configured schema"):
         _run("--schema", "gw_other", "list")
 
@@ -603,6 +604,7 @@ def test_queues(jobs):
 
 def test_queues__empty_and_other_schema(db):
     assert _run("queues").strip() == "No queues."
+    WorkerUtils(schema="gw_other").migrate()  # rolled back with the test's transaction
     with pytest.raises(CommandError, match="reads only the configured schema"):
         _run("--schema", "gw_other", "queues")
 
