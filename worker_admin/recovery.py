@@ -25,7 +25,7 @@ from enum import StrEnum
 from django.db import connections, transaction
 
 from worker_admin.installer import quote_schema
-from worker_admin.models import Job
+from worker_admin.models import JobColumns, schema_models
 from worker_admin.schema import Capabilities, capabilities
 from worker_admin.utils import (
     FeatureUnavailable,
@@ -339,7 +339,7 @@ class CleanupResult(CleanupPreview):
     """What `cleanup` deleted; `deleted_jobs` are the permanently failed jobs' last images
     (payload included), ordered by id."""
 
-    deleted_jobs: list[Job] = field(default_factory=list)
+    deleted_jobs: list[JobColumns] = field(default_factory=list)
 
     def audit_fields(self) -> dict:
         """What the audit log records of a cleanup, whichever face ran it: the deleted rows'
@@ -422,15 +422,19 @@ def cleanup(
     chosen, keep = _cleanup_arguments(tasks, keep_task_identifiers)
     _require_usable(alias, schema)
     q = quote_schema(schema)
-    deleted: list[Job] = []
+    deleted: list[JobColumns] = []
     identifiers: list[str] = []
     queues: list[str] = []
     with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
         if CleanupTask.DELETE_PERMANENTLY_FAILED_JOBS in chosen:
             cursor.execute(f"DELETE FROM {q}._private_jobs WHERE {_FAILED} RETURNING *")
             names = [column.name for column in cursor.description]
+            bound = schema_models(schema).Job  # its task and queue are read from this schema
             deleted = sorted(
-                (Job.from_db(alias, names, _json_columns(names, row)) for row in cursor.fetchall()),
+                (
+                    bound.from_db(alias, names, _json_columns(names, row))
+                    for row in cursor.fetchall()
+                ),
                 key=lambda job: job.id,
             )
         if CleanupTask.GC_TASK_IDENTIFIERS in chosen:
