@@ -624,3 +624,82 @@ def test_cleanup__deletes_only_jobs_whose_attempts_equal_max_attempts(utils, job
 
     assert result.failed_job_ids == [at_max.id]
     assert list(Job.objects.values_list("id", "attempts", "max_attempts")) == [(over.id, 5, 3)]
+
+
+# -- the Rust knobs: resilient multiplier and flags, inclusive cut-off ----------------------------
+
+
+def test_sweep_stale_workers__resilient_worker_is_dead_at_exactly_the_multiplied_threshold(
+    utils, jobs
+):
+    """Rust's resilient cut-off is inclusive: a heartbeat exactly threshold × 3 old is dead, a
+    microsecond younger is not. The test's transaction fixes now()."""
+    register(jobs, "graphile_worker_exact", "15 minutes")
+    register(jobs, "graphile_worker_under", "14 minutes 59.999999 seconds")
+    for worker_id in ("graphile_worker_exact", "graphile_worker_under"):
+        jobs.locked(by=worker_id, age="20 minutes", flags=["infrastructure_resilient"])
+
+    result = utils.sweep_stale_workers(DRY)
+
+    assert result.worker_ids == ["graphile_worker_exact"]
+    assert result.reasons == {
+        "graphile_worker_exact": "stale heartbeat 15m ago, holds an infrastructure_resilient "
+        "job: dead after 15m"
+    }
+    assert list(result.excluded) == ["graphile_worker_under"]
+
+
+def test_sweep_with_config__resilient_multiplier_and_flags(utils, jobs):
+    from worker_admin.utils import WorkerRecoveryConfig
+
+    assert WorkerRecoveryConfig().resilient_sweep_threshold_multiplier == 3
+    assert WorkerRecoveryConfig().resilient_job_flags == ["infrastructure_resilient"]
+    assert SweepStaleWorkersOptions().resilient_job_flags == ["infrastructure_resilient"]
+    register(jobs, "graphile_worker_long", "10 minutes")
+    register(jobs, "graphile_worker_infra", "10 minutes")
+    jobs.locked(by="graphile_worker_long", age="11 minutes", flags=["long_running"])
+    jobs.locked(by="graphile_worker_infra", age="11 minutes", flags=["infrastructure_resilient"])
+    config = WorkerRecoveryConfig(
+        resilient_sweep_threshold_multiplier=2, resilient_job_flags=["long_running", "video"]
+    )
+
+    at_ten = utils.sweep_stale_workers_with_config(config, dry_run=True)
+
+    assert at_ten.reasons == {
+        "graphile_worker_infra": "stale heartbeat 10m ago",
+        "graphile_worker_long": "stale heartbeat 10m ago, holds a job flagged long_running or "
+        "video: dead after 10m",
+    }
+    set_heartbeat(jobs, "graphile_worker_long", "9 minutes 59 seconds")
+    at_nine = utils.sweep_stale_workers_with_config(config, dry_run=True)
+    assert at_nine.excluded == {
+        "graphile_worker_long": "stale heartbeat 9m 59s ago, but holds a job flagged "
+        "long_running or video: dead only after 10m"
+    }
+    no_flags = dataclasses.replace(config, resilient_job_flags=[])
+    assert utils.sweep_stale_workers_with_config(no_flags, dry_run=True).worker_ids == [
+        "graphile_worker_infra",
+        "graphile_worker_long",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"resilient_sweep_threshold_multiplier": 0}, "multiplier must be a whole number"),
+        ({"resilient_sweep_threshold_multiplier": 1.5}, "multiplier must be a whole number"),
+        ({"resilient_job_flags": "infrastructure_resilient"}, "must be a list of flag names"),
+        ({"resilient_job_flags": [""]}, "non-empty flag names"),
+        ({"resilient_job_flags": [3]}, "non-empty flag names"),
+    ],
+)
+def test_sweep_stale_workers__bad_resilience_options_refused_before_any_query(
+    utils, changes, message, django_assert_num_queries
+):
+    from worker_admin.utils import WorkerRecoveryConfig
+
+    with django_assert_num_queries(0):
+        with pytest.raises(InvalidJobAction, match=message):
+            utils.sweep_stale_workers(SweepStaleWorkersOptions(dry_run=True, **changes))
+        with pytest.raises(InvalidJobAction, match=message):
+            WorkerRecoveryConfig(**changes).options()

@@ -239,12 +239,18 @@ def heartbeat_cutoff(threshold: timedelta) -> CombinedExpression:
     return ExpressionWrapper(Now() - Value(threshold), output_field=models.DateTimeField())
 
 
+def heartbeat_is_stale(age: timedelta, threshold: timedelta) -> bool:
+    """A worker whose heartbeat is `threshold` old or older is stale: inclusive, like the Rust
+    `list_active_workers`. (The schema's list_stale_workers, which the sweep uses, is strict.)"""
+    return age >= threshold
+
+
 class WorkerQuerySet(ReadOnlyQuerySet):
     def stale(self, threshold: timedelta) -> WorkerQuerySet:
-        return self.filter(last_heartbeat_at__lt=heartbeat_cutoff(threshold))
+        return self.filter(last_heartbeat_at__lte=heartbeat_cutoff(threshold))
 
     def healthy(self, threshold: timedelta) -> WorkerQuerySet:
-        return self.filter(last_heartbeat_at__gte=heartbeat_cutoff(threshold))
+        return self.filter(last_heartbeat_at__gt=heartbeat_cutoff(threshold))
 
 
 class WorkerColumns(WorkerTable):

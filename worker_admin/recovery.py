@@ -61,6 +61,10 @@ class SweepStaleWorkersOptions:
     # A dry run lists at most this many of the jobs (the count stays exact); None lists them all.
     # A real sweep always reads every job it recovers, for its audit entry.
     list_limit: int | None = None
+    # The Rust knobs: a stale worker holding a job with one of these flags is dead only after
+    # sweep_threshold × the multiplier. No flags: no worker gets the longer threshold.
+    resilient_sweep_threshold_multiplier: int = RESILIENT_FACTOR
+    resilient_job_flags: list[str] = field(default_factory=lambda: [RESILIENT_FLAG])
 
     def validate(self) -> None:
         if not isinstance(self.sweep_threshold, timedelta) or self.sweep_threshold <= timedelta(0):
@@ -74,6 +78,18 @@ class SweepStaleWorkersOptions:
         whole = isinstance(limit, int) and not isinstance(limit, bool)
         if limit is not None and (not whole or limit < 1):
             raise InvalidJobAction("list_limit must be a positive whole number, or None.")
+        _check_resilience(self.resilient_sweep_threshold_multiplier, self.resilient_job_flags)
+
+
+def _check_resilience(multiplier: object, flags: object) -> None:
+    if not isinstance(multiplier, int) or isinstance(multiplier, bool) or multiplier < 1:
+        raise InvalidJobAction(
+            "resilient_sweep_threshold_multiplier must be a whole number of 1 or more."
+        )
+    if isinstance(flags, str | bytes) or not isinstance(flags, list | tuple):
+        raise InvalidJobAction("resilient_job_flags must be a list of flag names.")
+    if not all(isinstance(flag, str) and flag for flag in flags):
+        raise InvalidJobAction("resilient_job_flags must hold non-empty flag names (text).")
 
 
 @dataclass(frozen=True)
@@ -84,6 +100,8 @@ class WorkerRecoveryConfig:
     sweep_threshold: timedelta = timedelta(minutes=5)
     recovery_delay: timedelta = timedelta(seconds=30)
     heartbeat_interval: timedelta = timedelta(seconds=30)
+    resilient_sweep_threshold_multiplier: int = RESILIENT_FACTOR
+    resilient_job_flags: list[str] = field(default_factory=lambda: [RESILIENT_FLAG])
 
     def options(
         self, *, dry_run: bool = False, include_node_lock_holders: bool = False
@@ -93,11 +111,14 @@ class WorkerRecoveryConfig:
                 "sweep_threshold should be at least twice the heartbeat interval, or a worker "
                 "that misses one heartbeat counts as dead."
             )
+        _check_resilience(self.resilient_sweep_threshold_multiplier, self.resilient_job_flags)
         return SweepStaleWorkersOptions(
             sweep_threshold=self.sweep_threshold,
             recovery_delay=self.recovery_delay,
             dry_run=dry_run,
             include_node_lock_holders=include_node_lock_holders,
+            resilient_sweep_threshold_multiplier=self.resilient_sweep_threshold_multiplier,
+            resilient_job_flags=list(self.resilient_job_flags),
         )
 
 
@@ -186,30 +207,34 @@ def _dead_workers(
 ) -> tuple[dict[str, str], dict[str, str]]:
     """(dead worker id → reason, candidate left alone → reason), by the schema's own lists."""
     threshold = options.sweep_threshold
+    flags = list(options.resilient_job_flags)
+    # Stale: the schema's list_stale_workers (heartbeat strictly older than the threshold, as in
+    # Rust's SQL). The longer threshold for resilient jobs is inclusive, as in Rust's sweep.
     cursor.execute(
         f"""
         SELECT s.worker_id, now() - w.last_heartbeat_at,
                EXISTS (SELECT 1 FROM {q}._private_jobs AS j
-                       WHERE j.locked_by = s.worker_id AND j.flags ? %s)
+                       WHERE j.locked_by = s.worker_id AND j.flags ?| %s::text[])
         FROM {q}.list_stale_workers(%s::interval) AS s
         JOIN {q}._private_workers AS w ON w.id = s.worker_id
         """,
-        [RESILIENT_FLAG, threshold],
+        [flags, threshold],
     )
     reasons: dict[str, str] = {}
     excluded: dict[str, str] = {}
-    resilient_after = threshold * RESILIENT_FACTOR
+    resilient_after = threshold * options.resilient_sweep_threshold_multiplier
+    holds = _resilient_job(flags)
     for worker_id, age, resilient in cursor.fetchall():
         if not resilient:
             reasons[worker_id] = f"stale heartbeat {format_duration(age)} ago"
-        elif age > resilient_after:
+        elif age >= resilient_after:
             reasons[worker_id] = (
-                f"stale heartbeat {format_duration(age)} ago, holds an {RESILIENT_FLAG} job: "
+                f"stale heartbeat {format_duration(age)} ago, holds {holds}: "
                 f"dead after {format_duration(resilient_after)}"
             )
         else:
             excluded[worker_id] = (
-                f"stale heartbeat {format_duration(age)} ago, but holds an {RESILIENT_FLAG} job: "
+                f"stale heartbeat {format_duration(age)} ago, but holds {holds}: "
                 f"dead only after {format_duration(resilient_after)}"
             )
     cursor.execute(
@@ -264,6 +289,12 @@ def _recoverable_jobs(
         f"SELECT count(*) FROM {q}._private_jobs WHERE locked_by = ANY(%s::text[])", [dead]
     )
     return jobs, cursor.fetchone()[0]
+
+
+def _resilient_job(flags: list[str]) -> str:
+    if flags == [RESILIENT_FLAG]:
+        return f"an {RESILIENT_FLAG} job"
+    return "a job flagged " + " or ".join(flags)
 
 
 def _require_recovery(alias: str, schema: str) -> Capabilities:

@@ -11,7 +11,7 @@ from django.conf import settings
 from django.db import connections, transaction
 
 from worker_admin import installer
-from worker_admin.models import JobColumns, schema_models
+from worker_admin.models import JobColumns, heartbeat_is_stale, schema_models
 from worker_admin.schema import Capabilities, capabilities, clear_capabilities_cache
 
 if TYPE_CHECKING:
@@ -289,7 +289,8 @@ class WorkerUtils:
     def list_active_workers(
         self, threshold: timedelta = timedelta(minutes=5)
     ) -> list[WorkerStatus]:
-        """Every registered worker (`_private_workers`), with its heartbeat age and staleness."""
+        """Every registered worker (`_private_workers`), with its heartbeat age and staleness
+        (a heartbeat `threshold` old or older is stale), newest heartbeat first, as in Rust."""
         if not capabilities(self.alias, self.schema).has_workers_table:
             raise FeatureUnavailable(
                 f"Schema {self.schema} has no worker registrations (_private_workers): the "
@@ -298,7 +299,7 @@ class WorkerUtils:
         with self._cursor() as cursor:
             cursor.execute("SELECT now()")
             now = cursor.fetchone()[0]
-        workers = self.models.Worker.objects.using(self.alias).order_by("id")
+        workers = self.models.Worker.objects.using(self.alias).order_by("-last_heartbeat_at", "id")
         return [
             WorkerStatus(
                 id=w.id,
@@ -306,7 +307,7 @@ class WorkerUtils:
                 last_heartbeat_at=w.last_heartbeat_at,
                 metadata=w.metadata,
                 heartbeat_age=now - w.last_heartbeat_at,
-                is_stale=now - w.last_heartbeat_at > threshold,
+                is_stale=heartbeat_is_stale(now - w.last_heartbeat_at, threshold),
             )
             for w in workers
         ]
