@@ -22,7 +22,7 @@ from worker_admin.recovery import (
     SweepStaleWorkersResult,
     format_duration,
 )
-from worker_admin.utils import FeatureUnavailable, InvalidJobAction, WorkerUtils
+from worker_admin.utils import FeatureUnavailable, InvalidJobAction, JobSpec, WorkerUtils
 
 RECOVERED_ERROR = "Job recovered after worker interruption"
 DRY = SweepStaleWorkersOptions(dry_run=True)
@@ -703,3 +703,111 @@ def test_sweep_stale_workers__bad_resilience_options_refused_before_any_query(
             utils.sweep_stale_workers(SweepStaleWorkersOptions(dry_run=True, **changes))
         with pytest.raises(InvalidJobAction, match=message):
             WorkerRecoveryConfig(**changes).options()
+
+
+# -- superseded jobs: never revived ---------------------------------------------------------------
+
+
+def held_since(jobs, job: Job, by: str, minutes: int, **columns: str) -> Job:
+    """Added `minutes + 1` minutes ago, taken by `by` `minutes` ago (updated_at is the add time:
+    taking a job never touches it)."""
+    return jobs.set(
+        job,
+        created_at=f"now() - interval '{minutes + 1} minutes'",
+        updated_at=f"now() - interval '{minutes + 1} minutes'",
+        locked_at=f"now() - interval '{minutes} minutes'",
+        locked_by=f"'{by}'",
+        attempts="attempts + 1",
+        **columns,
+    )
+
+
+@pytest.fixture
+def superseded(utils, jobs) -> dict[str, Job]:
+    return build_superseded(utils, jobs)
+
+
+def build_superseded(utils, jobs) -> dict[str, Job]:
+    """A dead worker holding: a keyed job whose key was replaced by add_job while it was dead,
+    one whose key remove_job took, a plain job, and a keyless job on its last attempt (which
+    looks like a superseded one but for updated_at, and must still be recovered)."""
+    dead = "graphile_worker_dead"
+    register(jobs, dead, "20 minutes")
+    replaced = held_since(jobs, jobs.add(job_key="nightly", payload={"v": 1}), dead, 25)
+    removed = held_since(jobs, jobs.add(job_key="gone"), dead, 25)
+    plain = held_since(jobs, jobs.add(), dead, 25)
+    last_try = held_since(jobs, jobs.add(max_attempts=1), dead, 25)
+    replacement = utils.add_raw_job("send_email", {"v": 2}, JobSpec(job_key="nightly"))
+    assert utils.remove_job("gone").detached.id == removed.id
+    # Each call above stamped the test transaction's one now(); in life the removal is another
+    # transaction, with another now(), so no job's created_at matches it.
+    jobs.set(removed, updated_at="now() - interval '10 seconds'")
+    return {
+        "replaced": Job.objects.get(id=replaced.id),
+        "removed": Job.objects.get(id=removed.id),
+        "plain": plain,
+        "last_try": last_try,
+        "replacement": replacement,
+    }
+
+
+def test_sweep_stale_workers__superseded_job_is_only_unlocked_and_stays_failed(
+    utils, jobs, superseded
+):
+    replaced, removed = superseded["replaced"], superseded["removed"]
+    plain, last_try = superseded["plain"], superseded["last_try"]
+    replacement = superseded["replacement"]
+    assert (replaced.key, replaced.attempts, replaced.max_attempts) == (None, 25, 25)
+    options = SweepStaleWorkersOptions(recovery_delay=timedelta(seconds=30))
+    now = db_now(jobs)
+
+    dry = utils.sweep_stale_workers(dataclasses.replace(options, dry_run=True))
+
+    unchanged = {"attempts_after": 25, "superseded": True}
+    assert [
+        (job.id, job.plan, job.attempts_after, job.run_at_after == job.run_at) for job in dry.jobs
+    ] == [
+        (replaced.id, f"superseded by job {replacement.id}", 25, True),
+        (removed.id, "superseded (key replaced)", 25, True),
+        (plain.id, "recover", 0, False),
+        (last_try.id, "recover", 0, False),
+    ]
+    assert {k: getattr(dry.jobs[0], k) for k in unchanged} == unchanged
+    assert dry.jobs[0].replaced_by == replacement.id and dry.jobs[1].replaced_by is None
+    assert dry.superseded_count == 2
+    assert dry.summary == (
+        "dry run: would recover 2 jobs from 1 dead worker; 2 superseded jobs would be unlocked "
+        "and left failed"
+    )
+
+    real = utils.sweep_stale_workers(options)
+
+    assert real == dataclasses.replace(dry, dry_run=False, recovered_count=2)
+    assert real.changed_job_ids == [replaced.id, removed.id, plain.id, last_try.id]
+    assert real.summary == (
+        "recovered 2 jobs from 1 dead worker; 2 superseded jobs unlocked and left failed"
+    )
+    after = {job.id: job for job in Job.objects.with_state()}
+    for job in (replaced, removed):
+        assert (after[job.id].state, after[job.id].attempts, after[job.id].locked_by) == (
+            "failed",
+            25,
+            None,
+        )
+        assert (after[job.id].run_at, after[job.id].last_error) == (job.run_at, job.last_error)
+    assert [(after[j.id].state, after[j.id].attempts) for j in (plain, last_try)] == [
+        ("scheduled", 0),  # after the recovery delay
+        ("scheduled", 0),
+    ]
+    assert after[plain.id].run_at == now + timedelta(seconds=30)
+    # The replacement is the only runnable copy of the "nightly" payload.
+    assert after[replacement.id].state == "ready" and after[replacement.id].payload == {"v": 2}
+
+
+def test_sweep_stale_workers__dry_run_list_limit_counts_superseded_jobs_beyond_the_list(
+    utils, superseded
+):
+    dry = utils.sweep_stale_workers(SweepStaleWorkersOptions(dry_run=True, list_limit=1))
+
+    assert (len(dry.jobs), dry.jobs_found, dry.superseded_count) == (1, 4, 2)
+    assert dry.summary.startswith("dry run: would recover 2 jobs from 1 dead worker; 2 superseded")

@@ -8,6 +8,8 @@ purpose: in a mixed fleet, Node workers never register, so every Node lock older
 looks orphaned and the Rust sweep would re-queue a job that may still be running. Orphan lock
 holders whose ids look like Node's (`worker-<hex>`, `pool-<hex>`, `otpool-<hex>`) are therefore
 left out unless `include_node_lock_holders=True`, and reported in `excluded` with the reason.
+A second one: a job whose key was replaced or removed while its worker was dead (superseded) is
+only unlocked, never given an attempt back, so its replacement is the only copy that runs.
 
 The cleanups follow Node's semantics, which are correct where Rust's are not: GcJobQueues deletes
 unlocked queues that no job references with NOT EXISTS (Rust's NOT IN over the nullable
@@ -134,6 +136,19 @@ class RecoverableJob:
     attempts_after: int
     run_at: datetime
     run_at_after: datetime
+    # Its key was replaced (or removed) while the worker was dead: the sweep only unlocks it,
+    # and it stays failed. `replaced_by`: the job that took its key, when that can be told.
+    superseded: bool = False
+    replaced_by: int | None = None
+
+    @property
+    def plan(self) -> str:
+        """What the sweep does (or would do) to the job, in words."""
+        if not self.superseded:
+            return "recover"
+        if self.replaced_by is not None:
+            return f"superseded by job {self.replaced_by}"
+        return "superseded (key replaced)"
 
 
 @dataclass(frozen=True)
@@ -152,18 +167,30 @@ class SweepStaleWorkersResult:
     lock_busy: bool = False
     # How many jobs the dead workers hold, when `jobs` lists only the first (list_limit).
     job_count: int | None = None
+    # Superseded jobs among them (all of them, not only those listed): unlocked, left failed.
+    superseded_count: int = 0
 
     @property
     def jobs_found(self) -> int:
         return self.job_count if self.job_count is not None else len(self.jobs)
 
     @property
+    def changed_job_ids(self) -> list[int]:
+        """The jobs a real sweep changed (recovered, or unlocked when superseded)."""
+        if self.dry_run or not (self.recovered_count or self.superseded_count):
+            return []
+        return [job.id for job in self.jobs]
+
+    @property
     def summary(self) -> str:
         if self.lock_busy:
             return "another sweeper holds the sweep lock; nothing was checked or changed"
-        jobs = self.jobs_found if self.dry_run else self.recovered_count
+        jobs = self.jobs_found - self.superseded_count if self.dry_run else self.recovered_count
         text = "dry run: would recover" if self.dry_run else "recovered"
         text += f" {_count(jobs, 'job')} from {_count(len(self.worker_ids), 'dead worker')}"
+        if self.superseded_count:
+            done = "would be unlocked" if self.dry_run else "unlocked"
+            text += f"; {_count(self.superseded_count, 'superseded job')} {done} and left failed"
         if self.excluded:
             text += f"; {len(self.excluded):,} left alone"
         return text
@@ -188,9 +215,13 @@ def sweep_stale_workers(
         dead = sorted(reasons)
         if not dead:
             return SweepStaleWorkersResult([], 0, options.dry_run, reasons, excluded)
-        jobs, job_count = _recoverable_jobs(cursor, q, dead, options)
+        jobs, job_count, superseded = _recoverable_jobs(cursor, q, dead, options)
         recovered = 0
         if not options.dry_run:
+            # Superseded jobs first, by the ids the listing decided on: unlocked and nothing
+            # else, so recover_dead_worker_jobs no longer sees them and cannot give them an
+            # attempt back (their replacement runs instead).
+            _unlock_superseded(cursor, q, [job.id for job in jobs if job.superseded])
             cursor.execute(
                 f"SELECT {q}.recover_dead_worker_jobs(%s::text[], %s::interval)",
                 [dead, options.recovery_delay],
@@ -198,7 +229,14 @@ def sweep_stale_workers(
             recovered = cursor.fetchone()[0]
             cursor.execute(f"SELECT {q}.delete_stale_workers(%s::text[])", [dead])
     return SweepStaleWorkersResult(
-        dead, recovered, options.dry_run, reasons, excluded, jobs, job_count=job_count
+        dead,
+        recovered,
+        options.dry_run,
+        reasons,
+        excluded,
+        jobs,
+        job_count=job_count,
+        superseded_count=superseded,
     )
 
 
@@ -261,20 +299,39 @@ def _dead_workers(
     return reasons, excluded
 
 
+# A job is superseded when someone gave up on it after its worker took it: add_job/add_jobs
+# (replacing its key) and remove_job clear the key of a locked job and use up its attempts, and
+# stamp updated_at, which taking a job (get_job) never touches. The updated_at test keeps a
+# keyless job that is simply on its last attempt (attempts = max_attempts once taken)
+# recoverable, as Rust recovers it.
+_SUPERSEDED = "(j.key IS NULL AND j.attempts >= j.max_attempts AND j.updated_at > j.locked_at)"
+# The job that took the key: add_job inserts it in the transaction that superseded the old one,
+# so its created_at is the old job's updated_at. Told only when exactly one job matches.
+_REPLACEMENT = """(SELECT min(r.id) FROM {q}._private_jobs AS r
+    WHERE r.created_at = j.updated_at AND r.key IS NOT NULL AND r.id > j.id HAVING count(*) = 1)"""
+
+
 def _recoverable_jobs(
     cursor, q: str, dead: list[str], options: SweepStaleWorkersOptions
-) -> tuple[list[RecoverableJob], int | None]:
-    """The dead workers' jobs and their values after recover_dead_worker_jobs, and their count
-    when a dry run's list_limit cut the list. A real sweep reads them FOR UPDATE, the rows the
-    function is about to update anyway, so the list is exactly what it changes; a dry run takes
-    no row locks."""
+) -> tuple[list[RecoverableJob], int | None, int]:
+    """The dead workers' jobs and their values after the sweep (a superseded job keeps its
+    attempts and run_at), their count when a dry run's list_limit cut the list, and how many
+    are superseded. A real sweep reads them FOR UPDATE, the rows it is about to update anyway,
+    so the list is exactly what it changes; a dry run takes no row locks. The dry run and the
+    sweep both decide here, so they always agree."""
     limit = options.list_limit if options.dry_run else None
     cursor.execute(
         f"""
         SELECT j.id, t.identifier, j.locked_by, j.locked_at, j.attempts,
-               greatest(0, j.attempts - 1), j.run_at, greatest(j.run_at, now() + %s::interval)
+               CASE WHEN s.superseded THEN j.attempts ELSE greatest(0, j.attempts - 1) END,
+               j.run_at,
+               CASE WHEN s.superseded THEN j.run_at
+                    ELSE greatest(j.run_at, now() + %s::interval) END,
+               s.superseded,
+               CASE WHEN s.superseded THEN {_REPLACEMENT.format(q=q)} END
         FROM {q}._private_jobs AS j
         JOIN {q}._private_tasks AS t ON t.id = j.task_id
+        CROSS JOIN LATERAL (SELECT {_SUPERSEDED} AS superseded) AS s
         WHERE j.locked_by = ANY(%s::text[])
         ORDER BY j.id
         {"" if options.dry_run else "FOR UPDATE OF j"}
@@ -283,12 +340,25 @@ def _recoverable_jobs(
         [options.recovery_delay, dead, *([] if limit is None else [limit])],
     )
     jobs = [RecoverableJob(*row) for row in cursor.fetchall()]
+    superseded = sum(1 for job in jobs if job.superseded)
     if limit is None or len(jobs) < limit:
-        return jobs, None
+        return jobs, None, superseded
     cursor.execute(
-        f"SELECT count(*) FROM {q}._private_jobs WHERE locked_by = ANY(%s::text[])", [dead]
+        f"SELECT count(*), count(*) FILTER (WHERE {_SUPERSEDED}) FROM {q}._private_jobs AS j "
+        "WHERE j.locked_by = ANY(%s::text[])",
+        [dead],
     )
-    return jobs, cursor.fetchone()[0]
+    total, superseded = cursor.fetchone()
+    return jobs, total, superseded
+
+
+def _unlock_superseded(cursor, q: str, job_ids: list[int]) -> None:
+    if job_ids:
+        cursor.execute(
+            f"UPDATE {q}._private_jobs SET locked_at = NULL, locked_by = NULL "
+            "WHERE id = ANY(%s::bigint[])",
+            [job_ids],
+        )
 
 
 def _resilient_job(flags: list[str]) -> str:
