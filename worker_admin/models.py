@@ -16,9 +16,8 @@ from django.conf import settings
 from django.db import models
 from django.db.models import ExpressionWrapper, Value
 from django.db.models.expressions import CombinedExpression
-from django.db.models.functions import Now
 
-from worker_admin.states import RETRYING, STATE_PREDICATES, JobState, state_case
+from worker_admin.states import RETRYING, STATE_PREDICATES, JobState, TransactionNow, state_case
 
 
 class ReadOnlyWorkerTableError(RuntimeError):
@@ -236,7 +235,9 @@ class Migration(MigrationColumns):
 
 def heartbeat_cutoff(threshold: timedelta) -> CombinedExpression:
     """The database-clock instant before which a heartbeat counts as stale."""
-    return ExpressionWrapper(Now() - Value(threshold), output_field=models.DateTimeField())
+    return ExpressionWrapper(
+        TransactionNow() - Value(threshold), output_field=models.DateTimeField()
+    )
 
 
 def heartbeat_is_stale(age: timedelta, threshold: timedelta) -> bool:
