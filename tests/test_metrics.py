@@ -482,3 +482,14 @@ def test_timings__every_process_counts_in_multiprocess_mode(db, client, tmp_path
     assert _count(got, requests, view="metrics", status="2xx") == 0  # this process: in memory
     assert _count(got, "graphile_console_query_duration_seconds_count", view="healthz") >= 5
     assert value(got, "graphile_console_scrape_success") == 1
+
+
+def test_metrics__stale_at_exactly_the_threshold(client, jobs):
+    """Inclusive, like list_active_workers and the workers page: a heartbeat exactly 300 s old
+    is stale, a microsecond younger is not (the test's transaction fixes now())."""
+    register(jobs, "graphile_worker_exact", "5 minutes")
+    register(jobs, "graphile_worker_under", "4 minutes 59.999999 seconds")
+
+    got = scrape(client)
+
+    assert value(got, "graphile_worker_stale_registered_workers") == 1
