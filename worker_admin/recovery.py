@@ -1,5 +1,6 @@
-"""The stale-worker sweep and the cleanup tasks: the two WorkerUtils operations that are not one
-schema function but a few statements in one transaction (GRAPHILE_WORKER.md §5 and §6).
+"""The stale-worker sweep: a WorkerUtils operation that is not one schema function but a few
+statements in one transaction (GRAPHILE_WORKER.md §5). The cleanups, the other such operation,
+are in worker_admin.cleanup and re-exported here.
 
 The sweep mirrors the Rust `sweep_stale_workers`: the same advisory lock key, so the console never
 races a Rust sweeper, and the same "dead" rule (stale registered workers, three times the threshold
@@ -10,32 +11,48 @@ holders whose ids look like Node's (`worker-<hex>`, `pool-<hex>`, `otpool-<hex>`
 left out unless `include_node_lock_holders=True`, and reported in `excluded` with the reason.
 A second one: a job whose key was replaced or removed while its worker was dead (superseded) is
 only unlocked, never given an attempt back, so its replacement is the only copy that runs.
-
-The cleanups follow Node's semantics, which are correct where Rust's are not: GcJobQueues deletes
-unlocked queues that no job references with NOT EXISTS (Rust's NOT IN over the nullable
-job_queue_id deletes nothing as soon as one job has no queue).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from enum import StrEnum
 
 from django.db import connections, transaction
 
-from worker_admin.installer import quote_schema
-from worker_admin.models import JobColumns, schema_models
-from worker_admin.schema import Capabilities, capabilities
-from worker_admin.utils import (
-    FeatureUnavailable,
-    InvalidJobAction,
-    _check_text,
-    _json_columns,
-    _list_argument,
+from worker_admin.cleanup import (
+    GC_TASK_IDENTIFIERS_WARNING,
+    CleanupPreview,
+    CleanupResult,
+    CleanupTask,
+    cleanup,
+    plural,
+    preview_cleanup,
+    require_usable,
 )
+from worker_admin.installer import quote_schema
+from worker_admin.schema import Capabilities
+from worker_admin.utils import FeatureUnavailable, InvalidJobAction
+
+__all__ = [
+    "GC_TASK_IDENTIFIERS_WARNING",
+    "NODE_WORKER_ID",
+    "RESILIENT_FACTOR",
+    "RESILIENT_FLAG",
+    "SWEEP_LOCK_KEY",
+    "CleanupPreview",
+    "CleanupResult",
+    "CleanupTask",
+    "RecoverableJob",
+    "SweepStaleWorkersOptions",
+    "SweepStaleWorkersResult",
+    "WorkerRecoveryConfig",
+    "cleanup",
+    "format_duration",
+    "preview_cleanup",
+    "sweep_stale_workers",
+]
 
 # The key pair Rust's sweeper takes with pg_try_advisory_xact_lock ("GWRS", "SWEP").
 SWEEP_LOCK_KEY = (1196905043, 1398228304)
@@ -43,11 +60,6 @@ RESILIENT_FLAG = "infrastructure_resilient"
 RESILIENT_FACTOR = 3
 # Node worker ids: `worker-<hex>` (≤ 0.16, one per worker), `pool-<hex>`/`otpool-<hex>` (≥ 0.17).
 NODE_WORKER_ID = re.compile(r"^(?:worker|pool|otpool)-[0-9a-f]+$", re.IGNORECASE)
-GC_TASK_IDENTIFIERS_WARNING = (
-    "Running workers cache task ids: deleting a task identifier they handle can keep them from "
-    "finding new jobs for it until they restart. List those identifiers in "
-    "keep_task_identifiers."
-)
 
 
 # -- sweep ----------------------------------------------------------------------------------------
@@ -187,10 +199,10 @@ class SweepStaleWorkersResult:
             return "another sweeper holds the sweep lock; nothing was checked or changed"
         jobs = self.jobs_found - self.superseded_count if self.dry_run else self.recovered_count
         text = "dry run: would recover" if self.dry_run else "recovered"
-        text += f" {_count(jobs, 'job')} from {_count(len(self.worker_ids), 'dead worker')}"
+        text += f" {plural(jobs, 'job')} from {plural(len(self.worker_ids), 'dead worker')}"
         if self.superseded_count:
             done = "would be unlocked" if self.dry_run else "unlocked"
-            text += f"; {_count(self.superseded_count, 'superseded job')} {done} and left failed"
+            text += f"; {plural(self.superseded_count, 'superseded job')} {done} and left failed"
         if self.excluded:
             text += f"; {len(self.excluded):,} left alone"
         return text
@@ -368,7 +380,7 @@ def _resilient_job(flags: list[str]) -> str:
 
 
 def _require_recovery(alias: str, schema: str) -> Capabilities:
-    caps = _require_usable(alias, schema)
+    caps = require_usable(alias, schema)
     if not caps.has_recovery:
         raise FeatureUnavailable(
             f"Schema {schema} does not have the worker-recovery extension (_private_workers and "
@@ -377,17 +389,6 @@ def _require_recovery(alias: str, schema: str) -> Capabilities:
             "workers' locks with force-unlock."
         )
     return caps
-
-
-def _require_usable(alias: str, schema: str) -> Capabilities:
-    caps = capabilities(alias, schema)
-    if caps.problem is not None:
-        raise FeatureUnavailable(caps.problem)
-    return caps
-
-
-def _count(number: int, noun: str) -> str:
-    return f"{number:,} {noun}{'' if number == 1 else 's'}"
 
 
 def format_duration(value: timedelta) -> str:
@@ -399,203 +400,3 @@ def format_duration(value: timedelta) -> str:
         if count:
             parts.append(f"{count}{unit}")
     return " ".join(parts) or "0s"
-
-
-# -- cleanup --------------------------------------------------------------------------------------
-
-
-class CleanupTask(StrEnum):
-    """The Rust CLI's cleanup task names; they run in this order (deleting failed jobs first
-    frees the task and queue rows only they referenced)."""
-
-    DELETE_PERMANENTLY_FAILED_JOBS = "delete-permanently-failed-jobs"
-    GC_TASK_IDENTIFIERS = "gc-task-identifiers"
-    GC_JOB_QUEUES = "gc-job-queues"
-
-
-@dataclass(frozen=True)
-class CleanupPreview:
-    """What `cleanup` with the same arguments would delete now. Lists for tasks not asked for
-    stay empty; `tasks` are the ones asked for, in the order they run."""
-
-    tasks: tuple[CleanupTask, ...]
-    keep_task_identifiers: tuple[str, ...]
-    failed_job_ids: list[int]
-    task_identifiers: list[str]
-    queue_names: list[str]
-    warnings: list[str]
-
-    @property
-    def counts(self) -> dict[CleanupTask, int]:
-        sizes = {
-            CleanupTask.DELETE_PERMANENTLY_FAILED_JOBS: len(self.failed_job_ids),
-            CleanupTask.GC_TASK_IDENTIFIERS: len(self.task_identifiers),
-            CleanupTask.GC_JOB_QUEUES: len(self.queue_names),
-        }
-        return {task: sizes[task] for task in self.tasks}
-
-
-@dataclass(frozen=True)
-class CleanupResult(CleanupPreview):
-    """What `cleanup` deleted; `deleted_jobs` are the permanently failed jobs' last images
-    (payload included), ordered by id."""
-
-    deleted_jobs: list[JobColumns] = field(default_factory=list)
-
-    def audit_fields(self) -> dict:
-        """What the audit log records of a cleanup, whichever face ran it: the deleted rows'
-        last images included, since a deleted failed job leaves no other trace."""
-        from worker_admin.audit import job_image
-
-        return {
-            "parameters": {
-                "tasks": [task.value for task in self.tasks],
-                "keep_task_identifiers": list(self.keep_task_identifiers),
-                "task_identifiers": self.task_identifiers,
-                "queue_names": self.queue_names,
-            },
-            "requested_ids": self.failed_job_ids,
-            "changed_ids": self.failed_job_ids,
-            "summary": self.summary,
-            "before_image": [job_image(job) for job in self.deleted_jobs],
-        }
-
-    @property
-    def summary(self) -> str:
-        nouns = {
-            CleanupTask.DELETE_PERMANENTLY_FAILED_JOBS: "permanently failed job",
-            CleanupTask.GC_TASK_IDENTIFIERS: "task identifier",
-            CleanupTask.GC_JOB_QUEUES: "queue",
-        }
-        return "deleted " + ", ".join(
-            _count(count, nouns[task]) for task, count in self.counts.items()
-        )
-
-
-def preview_cleanup(
-    alias: str,
-    schema: str,
-    tasks: Sequence[CleanupTask | str] = (),
-    keep_task_identifiers: Sequence[str] = (),
-) -> CleanupPreview:
-    """Read-only: what `cleanup` would delete, counting the cascade (task and queue rows that
-    only the permanently failed jobs about to be deleted reference are deleted too)."""
-    chosen, keep = _cleanup_arguments(tasks, keep_task_identifiers)
-    _require_usable(alias, schema)
-    q = quote_schema(schema)
-    failed: list[int] = []
-    identifiers: list[str] = []
-    queues: list[str] = []
-    with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
-        if CleanupTask.DELETE_PERMANENTLY_FAILED_JOBS in chosen:
-            cursor.execute(
-                f"SELECT id FROM {q}._private_jobs WHERE {_FAILED} ORDER BY id",
-            )
-            failed = [row[0] for row in cursor.fetchall()]
-        # A job that the first task deletes no longer keeps its task or queue row alive.
-        survives = "NOT (j.id = ANY(%s::bigint[]))"
-        if CleanupTask.GC_TASK_IDENTIFIERS in chosen:
-            cursor.execute(
-                f"SELECT t.identifier FROM {q}._private_tasks AS t WHERE {_TASK_UNUSED} "
-                f"AND NOT EXISTS (SELECT 1 FROM {q}._private_jobs AS j "
-                f"WHERE j.task_id = t.id AND {survives})",
-                [list(keep), failed],
-            )
-            identifiers = sorted(row[0] for row in cursor.fetchall())
-        if CleanupTask.GC_JOB_QUEUES in chosen:
-            cursor.execute(
-                f"SELECT qu.queue_name FROM {q}._private_job_queues AS qu "
-                f"WHERE qu.locked_at IS NULL AND NOT EXISTS (SELECT 1 FROM {q}._private_jobs AS j "
-                f"WHERE j.job_queue_id = qu.id AND {survives})",
-                [failed],
-            )
-            queues = sorted(row[0] for row in cursor.fetchall())
-    return CleanupPreview(chosen, keep, failed, identifiers, queues, _warnings(chosen))
-
-
-def cleanup(
-    alias: str,
-    schema: str,
-    tasks: Sequence[CleanupTask | str] = (),
-    keep_task_identifiers: Sequence[str] = (),
-) -> CleanupResult:
-    """Run the cleanup tasks (none given = all three) in one transaction, in CleanupTask order."""
-    chosen, keep = _cleanup_arguments(tasks, keep_task_identifiers)
-    _require_usable(alias, schema)
-    q = quote_schema(schema)
-    deleted: list[JobColumns] = []
-    identifiers: list[str] = []
-    queues: list[str] = []
-    with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
-        if CleanupTask.DELETE_PERMANENTLY_FAILED_JOBS in chosen:
-            cursor.execute(f"DELETE FROM {q}._private_jobs WHERE {_FAILED} RETURNING *")
-            names = [column.name for column in cursor.description]
-            bound = schema_models(schema).Job  # its task and queue are read from this schema
-            deleted = sorted(
-                (
-                    bound.from_db(alias, names, _json_columns(names, row))
-                    for row in cursor.fetchall()
-                ),
-                key=lambda job: job.id,
-            )
-        if CleanupTask.GC_TASK_IDENTIFIERS in chosen:
-            cursor.execute(
-                f"DELETE FROM {q}._private_tasks AS t WHERE {_TASK_UNUSED} "
-                f"AND NOT EXISTS (SELECT 1 FROM {q}._private_jobs AS j WHERE j.task_id = t.id) "
-                "RETURNING t.identifier",
-                [list(keep)],
-            )
-            identifiers = sorted(row[0] for row in cursor.fetchall())
-        if CleanupTask.GC_JOB_QUEUES in chosen:
-            # NOT EXISTS, never NOT IN: job_queue_id is null for queue-less jobs, and NOT IN over
-            # a list holding a null is never true (Rust's bug: it then deletes nothing).
-            cursor.execute(
-                f"DELETE FROM {q}._private_job_queues AS qu WHERE qu.locked_at IS NULL "
-                f"AND NOT EXISTS (SELECT 1 FROM {q}._private_jobs AS j "
-                "WHERE j.job_queue_id = qu.id) RETURNING qu.queue_name"
-            )
-            queues = sorted(row[0] for row in cursor.fetchall())
-    return CleanupResult(
-        chosen,
-        keep,
-        [job.id for job in deleted],
-        identifiers,
-        queues,
-        _warnings(chosen),
-        deleted_jobs=deleted,
-    )
-
-
-# Node's and Rust's DeletePermanentlyFailedJobs: attempts EQUAL to max_attempts. A job whose
-# attempts exceed its max_attempts (max_attempts lowered after it failed) is kept by both; it
-# still shows as failed, since the failed state is attempts >= max_attempts.
-_FAILED = "locked_at IS NULL AND attempts = max_attempts"
-_TASK_UNUSED = "t.identifier <> ALL(%s::text[])"
-
-
-def _cleanup_arguments(
-    tasks: Iterable[CleanupTask | str], keep_task_identifiers: Iterable[str]
-) -> tuple[tuple[CleanupTask, ...], tuple[str, ...]]:
-    """The tasks in run order (none = all) and the distinct keep-list, checked before any SQL."""
-    chosen = set()
-    for value in _list_argument(tasks, "Cleanup tasks"):
-        try:
-            chosen.add(CleanupTask(value))
-        except ValueError:
-            raise InvalidJobAction(
-                f"Unknown cleanup task {value!r}; choose from {', '.join(CleanupTask)}."
-            ) from None
-    keep = []
-    for identifier in _list_argument(keep_task_identifiers, "Task identifiers to keep"):
-        if not isinstance(identifier, str):
-            raise InvalidJobAction("Task identifiers to keep must be text.")
-        _check_text(
-            "A task identifier to keep", identifier, 128, allow_empty=False, error=InvalidJobAction
-        )
-        keep.append(identifier)
-    ordered = tuple(task for task in CleanupTask if task in chosen or not chosen)
-    return ordered, tuple(dict.fromkeys(keep))
-
-
-def _warnings(tasks: tuple[CleanupTask, ...]) -> list[str]:
-    return [GC_TASK_IDENTIFIERS_WARNING] if CleanupTask.GC_TASK_IDENTIFIERS in tasks else []
