@@ -315,7 +315,8 @@ def _dead_workers(
 # (replacing its key) and remove_job clear the key of a locked job and use up its attempts, and
 # stamp updated_at, which taking a job (get_job) never touches. The updated_at test keeps a
 # keyless job that is simply on its last attempt (attempts = max_attempts once taken)
-# recoverable, as Rust recovers it.
+# recoverable, as Rust recovers it. (A Node worker run with useNodeTime stamps locked_at with its
+# own clock; a clock far behind the database's could make such a last attempt look superseded.)
 _SUPERSEDED = "(j.key IS NULL AND j.attempts >= j.max_attempts AND j.updated_at > j.locked_at)"
 # The job that took the key: add_job inserts it in the transaction that superseded the old one,
 # so its created_at is the old job's updated_at. Told only when exactly one job matches.
