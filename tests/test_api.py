@@ -170,7 +170,7 @@ def test_jobs__key_filter_and_payloads_on_request(viewer_api, jobs):
 def test_jobs__the_cursor_pages_through_every_job_once(viewer_api, jobs):
     made = {jobs.add("task_a").id for _ in range(7)}
     seen, cursor, pages = [], None, 0
-    while True:
+    for _ in range(10):  # bounded: a cursor that never ends fails the test instead of hanging
         query = {"limit": 3, "sort": "oldest"} | ({"cursor": cursor} if cursor else {})
         body = viewer_api.get("/api/jobs", **query).json()
         seen += [j["id"] for j in body["jobs"]]
@@ -178,6 +178,8 @@ def test_jobs__the_cursor_pages_through_every_job_once(viewer_api, jobs):
         cursor = body["next_cursor"]
         if cursor is None:
             break
+    else:
+        pytest.fail(f"the cursor did not end after {pages} pages: {seen}")
     assert pages == 3
     assert seen == sorted(made)
 

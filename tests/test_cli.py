@@ -15,7 +15,7 @@ from django.core.management import CommandError, call_command
 from worker_admin.audit import AuditEntry
 from worker_admin.cli import parsing
 from worker_admin.models import Job
-from worker_admin.utils import RUN_NOW
+from worker_admin.utils import RUN_NOW, WorkerUtils
 
 JOB_ROW_KEYS = {
     "id",
@@ -307,6 +307,7 @@ def test_show__redacts_configured_paths_and_reveal_is_audited(jobs, settings):
 
 
 def test_read_commands_refuse_another_schema(db):
+    WorkerUtils(schema="gw_other").migrate()  # rolled back with the test's transaction
     with pytest.raises(CommandError, match="reads only the configured schema"):
         _run("--schema", "gw_other", "list")
 
@@ -523,6 +524,7 @@ SWEEP_KEYS = {
     "reasons",
     "excluded",
     "recovered_count",
+    "superseded_count",
     "jobs",
     "summary",
     "message",
@@ -603,6 +605,7 @@ def test_queues(jobs):
 
 def test_queues__empty_and_other_schema(db):
     assert _run("queues").strip() == "No queues."
+    WorkerUtils(schema="gw_other").migrate()  # rolled back with the test's transaction
     with pytest.raises(CommandError, match="reads only the configured schema"):
         _run("--schema", "gw_other", "queues")
 
@@ -640,3 +643,29 @@ def test_workers__bad_threshold(db):
         _run("workers", "--threshold", "long")
     with pytest.raises(CommandError, match=re.escape("--threshold must be longer than zero.")):
         _run("workers", "--threshold", "0")
+
+
+def test_sweep_stale_workers__superseded_jobs_listed_and_left_failed(utils, jobs):
+    from tests.test_recovery import build_superseded
+
+    made = build_superseded(utils, jobs)
+    replaced, removed, replacement = made["replaced"], made["removed"], made["replacement"]
+
+    dry = _json("sweep-stale-workers", "--dry-run")
+    plans = {job["id"]: (job["plan"], job["superseded"], job["replaced_by"]) for job in dry["jobs"]}
+    assert plans[replaced.id] == (f"superseded by job {replacement.id}", True, replacement.id)
+    assert plans[removed.id] == ("superseded (key replaced)", True, None)
+    assert plans[made["plain"].id] == ("recover", False, None)
+    assert dry["superseded_count"] == 2
+    human = _run("sweep-stale-workers", "--dry-run")
+    assert f"superseded by job {replacement.id}" in human
+
+    out = _run("sweep-stale-workers")
+
+    assert out.startswith(
+        "Sweep: recovered 2 jobs from 1 dead worker; 2 superseded jobs unlocked and left failed."
+    )
+    for job in (replaced, removed):
+        after = Job.objects.with_state().get(id=job.id)
+        assert (after.state, after.attempts, after.locked_by) == ("failed", 25, None)
+    assert sorted(_audit("sweep").changed_ids) == sorted(job["id"] for job in dry["jobs"])

@@ -34,7 +34,7 @@ from worker_admin.audit import AuditEntry
 from worker_admin.installer import quote_schema
 from worker_admin.models import Job
 from worker_admin.roles import ensure_groups
-from worker_admin.utils import WorkerUtils
+from worker_admin.utils import JobSpec, WorkerUtils
 
 pytestmark = pytest.mark.node
 
@@ -152,3 +152,54 @@ def test_node_worker__killed_mid_job_shows_as_lock_holder_and_force_unlock_frees
     entry = AuditEntry.objects.get(action="force_unlock")
     assert (entry.outcome, entry.changed_ids) == ("done", [long_job.id])
     assert entry.parameters["worker_ids"] == [pool_id]
+
+
+def test_sweep__superseded_job_stays_failed_and_a_real_node_worker_runs_the_replacement_once(
+    worker_rows, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A dead Rust-looking worker held a keyed job; the key was re-added while it was dead, so
+    add_job gave up the old job (key cleared, attempts used up) and made a new one. The dry run
+    names the replacement, the sweep only unlocks the old job, and a real Node worker then runs
+    the new payload once and the old one never."""
+    from datetime import timedelta
+
+    from tests.nodejs import run_graphile_worker
+    from tests.test_interop import recorded_runs
+    from worker_admin.recovery import SweepStaleWorkersOptions
+
+    utils = WorkerUtils()
+    q = quote_schema(worker_schema())
+    dead = "graphile_worker_0dead0"
+    old = utils.add_raw_job("record", {"version": 1}, JobSpec(job_key="interop-superseded"))
+    sql(
+        f"INSERT INTO {q}._private_workers (id, last_heartbeat_at) "
+        "VALUES (%s, now() - interval '20 minutes')",
+        [dead],
+    )
+    sql(  # added 21 minutes ago, taken a minute later (taking a job leaves updated_at alone)
+        f"UPDATE {q}._private_jobs SET created_at = now() - interval '21 minutes', "
+        "updated_at = now() - interval '21 minutes', locked_at = now() - interval '20 minutes', "
+        "locked_by = %s, attempts = 1 WHERE id = %s",
+        [dead, old.id],
+    )
+    new = utils.add_raw_job("record", {"version": 2}, JobSpec(job_key="interop-superseded"))
+    assert new.id != old.id
+    options = SweepStaleWorkersOptions(recovery_delay=timedelta(0))
+
+    dry = utils.sweep_stale_workers(SweepStaleWorkersOptions(dry_run=True))
+    [planned] = dry.jobs
+    assert (planned.id, planned.plan) == (old.id, f"superseded by job {new.id}")
+    real = utils.sweep_stale_workers(options)
+    assert (real.jobs, real.recovered_count, real.superseded_count) == (dry.jobs, 0, 1)
+
+    output = tmp_path / "runs.jsonl"
+    monkeypatch.setenv("INTEROP_OUTPUT", str(output))
+    run_graphile_worker(
+        node_database_url(), worker_schema(), ["--once", "--jobs", "1"], cwd=INTEROP_DIR
+    )
+
+    runs = recorded_runs(output)
+    assert [(int(run["id"]), run["payload"]) for run in runs] == [(new.id, {"version": 2})]
+    left = Job.objects.with_state().get(id=old.id)
+    assert (left.state, left.locked_by, left.attempts, left.key) == ("failed", None, 25, None)
+    assert not Job.objects.filter(id=new.id).exists()  # ran and completed

@@ -136,15 +136,20 @@ def test_jobs__default_sorts(console, jobs):
     ]
 
 
+# More pages than any test here makes: a cursor that never ends fails the test, never hangs it.
+MAX_PAGES = 20
+
+
 def _walk(console, params, direction="older_url"):
     pages = []
     response = console.get(URL, params)
-    while True:
+    for _ in range(MAX_PAGES):
         pages.append(_ids(response))
         url = getattr(response.context["page"], direction)
         if not url:
             return pages, response
         response = _follow(console, url)
+    pytest.fail(f"paging did not end after {MAX_PAGES} pages: {pages}")
 
 
 ORDERINGS = {
@@ -174,12 +179,14 @@ def test_jobs__keyset_pages_forward_and_back_with_ties(console, utils, jobs, sor
     assert [job_id for page in forward for job_id in page] == expected
 
     backward, first = [], last
-    while True:
+    for _ in range(MAX_PAGES):
         backward.append(_ids(first))
         url = first.context["page"].newer_url
         if not url:
             break
         first = _follow(console, url)
+    else:
+        pytest.fail(f"paging back did not end after {MAX_PAGES} pages: {backward}")
     assert backward == forward[::-1]
     assert first.context["page"].first_url is not None  # reached by cursor, so "First" shows
 

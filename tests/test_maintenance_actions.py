@@ -144,3 +144,58 @@ def test_maintenance__bad_input_is_refused(admin_client, db, url, data, message)
     response = admin_client.post(url, data)
     assert response.status_code == 400 and message in _text(response)
     assert AuditEntry.objects.get().outcome == "rejected"
+
+
+def test_sweep__dry_run_page_shows_superseded_jobs_and_the_sweep_leaves_them_failed(
+    admin_client, utils, jobs
+):
+    from tests.test_recovery import build_superseded
+
+    made = build_superseded(utils, jobs)
+    replaced, removed, replacement = made["replaced"], made["removed"], made["replacement"]
+    form = {"threshold_minutes": "5", "delay_seconds": "30"}
+
+    preview = admin_client.post("/maintenance/sweep/", form)
+
+    text = _text(preview).replace(" ;", ";")  # the link's closing tag became a space
+    assert f"Never: superseded by job {replacement.id}; only unlocked, it stays failed" in text
+    assert "Never: superseded (key replaced); only unlocked, it stays failed" in text
+    assert f'href="/jobs/{replacement.id}/"' in preview.content.decode()
+    assert "would recover 2 jobs from 1 dead worker; 2 superseded jobs would be unlocked" in text
+    admin_client.post("/maintenance/sweep/", form | {"token": _token(preview)})
+    for job in (replaced, removed):
+        after = Job.objects.with_state().get(id=job.id)
+        assert (after.state, after.attempts, after.locked_by) == ("failed", 25, None)
+    entry = AuditEntry.objects.get(action="sweep")
+    assert replaced.id in entry.changed_ids and removed.id in entry.changed_ids
+    assert entry.summary.endswith("2 superseded jobs unlocked and left failed")
+
+
+def test_sweep__api_preview_and_apply_report_superseded_jobs(client, django_user_model, jobs):
+    from tests.test_api import Api, user_with_token
+    from tests.test_recovery import build_superseded
+    from worker_admin.utils import WorkerUtils
+
+    made = build_superseded(WorkerUtils(), jobs)
+    api = Api(client, user_with_token(django_user_model, "admin", "admin1")[1])
+    form = {"threshold_minutes": 5, "delay_seconds": 30}
+
+    body = api.post("/api/maintenance/sweep/preview", form).json()
+
+    plans = {j["id"]: (j["plan"], j["superseded"], j["replaced_by"]) for j in body["jobs"]}
+    replacement = made["replacement"].id
+    assert plans == {
+        made["replaced"].id: (f"superseded by job {replacement}", True, replacement),
+        made["removed"].id: ("superseded (key replaced)", True, None),
+        made["plain"].id: ("recover", False, None),
+        made["last_try"].id: ("recover", False, None),
+    }
+    assert (body["superseded_count"], body["recovered_count"]) == (2, 0)
+    applied = api.post(
+        "/api/maintenance/sweep/apply", form | {"fingerprint": body["fingerprint"]}
+    ).json()
+    assert (applied["superseded_count"], applied["recovered_count"]) == (2, 2)
+    for job in (made["replaced"], made["removed"]):
+        assert Job.objects.with_state().get(id=job.id).state == "failed"
+    entry = AuditEntry.objects.get(action="sweep", outcome="done")
+    assert sorted(entry.changed_ids) == sorted(plans)

@@ -538,3 +538,14 @@ def test_access__a_request_past_the_trusted_proxy_is_logged(client, db, settings
     assert "TRUSTED_PROXY_COUNT is 1 but a request from 127.0.0.1 carries no X-Forwarded-For" in (
         record.getMessage()
     )
+
+
+def test_metrics__stale_at_exactly_the_threshold(client, jobs):
+    """Inclusive, like list_active_workers and the workers page: a heartbeat exactly 300 s old
+    is stale, a microsecond younger is not (the test's transaction fixes now())."""
+    register(jobs, "graphile_worker_exact", "5 minutes")
+    register(jobs, "graphile_worker_under", "4 minutes 59.999999 seconds")
+
+    got = scrape(client)
+
+    assert value(got, "graphile_worker_stale_registered_workers") == 1

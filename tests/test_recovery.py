@@ -22,7 +22,7 @@ from worker_admin.recovery import (
     SweepStaleWorkersResult,
     format_duration,
 )
-from worker_admin.utils import FeatureUnavailable, InvalidJobAction, WorkerUtils
+from worker_admin.utils import FeatureUnavailable, InvalidJobAction, JobSpec, WorkerUtils
 
 RECOVERED_ERROR = "Job recovered after worker interruption"
 DRY = SweepStaleWorkersOptions(dry_run=True)
@@ -610,3 +610,204 @@ def test_cleanup__utils_that_know_their_tasks_keep_them(jobs):
         row[0] for row in jobs.sql("SELECT identifier FROM graphile_worker._private_tasks")
     ]
     assert "known" in remaining and "stale" not in remaining
+
+
+def test_cleanup__deletes_only_jobs_whose_attempts_equal_max_attempts(utils, jobs):
+    """Node and Rust delete `attempts = max_attempts` only: a job whose attempts exceed its
+    max_attempts (max_attempts lowered after it failed) is kept, by the preview too."""
+    over = jobs.set(jobs.ready(max_attempts=3), attempts="5")
+    at_max = jobs.set(jobs.ready(max_attempts=3), attempts="3")
+    task = [CleanupTask.DELETE_PERMANENTLY_FAILED_JOBS]
+
+    assert utils.preview_cleanup(task).failed_job_ids == [at_max.id]
+    result = utils.cleanup(task)
+
+    assert result.failed_job_ids == [at_max.id]
+    assert list(Job.objects.values_list("id", "attempts", "max_attempts")) == [(over.id, 5, 3)]
+
+
+# -- the Rust knobs: resilient multiplier and flags, inclusive cut-off ----------------------------
+
+
+def test_sweep_stale_workers__resilient_worker_is_dead_at_exactly_the_multiplied_threshold(
+    utils, jobs
+):
+    """Rust's resilient cut-off is inclusive: a heartbeat exactly threshold × 3 old is dead, a
+    microsecond younger is not. The test's transaction fixes now()."""
+    register(jobs, "graphile_worker_exact", "15 minutes")
+    register(jobs, "graphile_worker_under", "14 minutes 59.999999 seconds")
+    for worker_id in ("graphile_worker_exact", "graphile_worker_under"):
+        jobs.locked(by=worker_id, age="20 minutes", flags=["infrastructure_resilient"])
+
+    result = utils.sweep_stale_workers(DRY)
+
+    assert result.worker_ids == ["graphile_worker_exact"]
+    assert result.reasons == {
+        "graphile_worker_exact": "stale heartbeat 15m ago, holds an infrastructure_resilient "
+        "job: dead after 15m"
+    }
+    assert list(result.excluded) == ["graphile_worker_under"]
+
+
+def test_sweep_with_config__resilient_multiplier_and_flags(utils, jobs):
+    from worker_admin.utils import WorkerRecoveryConfig
+
+    assert WorkerRecoveryConfig().resilient_sweep_threshold_multiplier == 3
+    assert WorkerRecoveryConfig().resilient_job_flags == ["infrastructure_resilient"]
+    assert SweepStaleWorkersOptions().resilient_job_flags == ["infrastructure_resilient"]
+    register(jobs, "graphile_worker_long", "10 minutes")
+    register(jobs, "graphile_worker_infra", "10 minutes")
+    jobs.locked(by="graphile_worker_long", age="11 minutes", flags=["long_running"])
+    jobs.locked(by="graphile_worker_infra", age="11 minutes", flags=["infrastructure_resilient"])
+    config = WorkerRecoveryConfig(
+        resilient_sweep_threshold_multiplier=2, resilient_job_flags=["long_running", "video"]
+    )
+
+    at_ten = utils.sweep_stale_workers_with_config(config, dry_run=True)
+
+    assert at_ten.reasons == {
+        "graphile_worker_infra": "stale heartbeat 10m ago",
+        "graphile_worker_long": "stale heartbeat 10m ago, holds a job flagged long_running or "
+        "video: dead after 10m",
+    }
+    set_heartbeat(jobs, "graphile_worker_long", "9 minutes 59 seconds")
+    at_nine = utils.sweep_stale_workers_with_config(config, dry_run=True)
+    assert at_nine.excluded == {
+        "graphile_worker_long": "stale heartbeat 9m 59s ago, but holds a job flagged "
+        "long_running or video: dead only after 10m"
+    }
+    no_flags = dataclasses.replace(config, resilient_job_flags=[])
+    assert utils.sweep_stale_workers_with_config(no_flags, dry_run=True).worker_ids == [
+        "graphile_worker_infra",
+        "graphile_worker_long",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"resilient_sweep_threshold_multiplier": 0}, "multiplier must be a whole number"),
+        ({"resilient_sweep_threshold_multiplier": 1.5}, "multiplier must be a whole number"),
+        ({"resilient_job_flags": "infrastructure_resilient"}, "must be a list of flag names"),
+        ({"resilient_job_flags": [""]}, "non-empty flag names"),
+        ({"resilient_job_flags": [3]}, "non-empty flag names"),
+    ],
+)
+def test_sweep_stale_workers__bad_resilience_options_refused_before_any_query(
+    utils, changes, message, django_assert_num_queries
+):
+    from worker_admin.utils import WorkerRecoveryConfig
+
+    with django_assert_num_queries(0):
+        with pytest.raises(InvalidJobAction, match=message):
+            utils.sweep_stale_workers(SweepStaleWorkersOptions(dry_run=True, **changes))
+        with pytest.raises(InvalidJobAction, match=message):
+            WorkerRecoveryConfig(**changes).options()
+
+
+# -- superseded jobs: never revived ---------------------------------------------------------------
+
+
+def held_since(jobs, job: Job, by: str, minutes: int, **columns: str) -> Job:
+    """Added `minutes + 1` minutes ago, taken by `by` `minutes` ago (updated_at is the add time:
+    taking a job never touches it)."""
+    return jobs.set(
+        job,
+        created_at=f"now() - interval '{minutes + 1} minutes'",
+        updated_at=f"now() - interval '{minutes + 1} minutes'",
+        locked_at=f"now() - interval '{minutes} minutes'",
+        locked_by=f"'{by}'",
+        attempts="attempts + 1",
+        **columns,
+    )
+
+
+@pytest.fixture
+def superseded(utils, jobs) -> dict[str, Job]:
+    return build_superseded(utils, jobs)
+
+
+def build_superseded(utils, jobs) -> dict[str, Job]:
+    """A dead worker holding: a keyed job whose key was replaced by add_job while it was dead,
+    one whose key remove_job took, a plain job, and a keyless job on its last attempt (which
+    looks like a superseded one but for updated_at, and must still be recovered)."""
+    dead = "graphile_worker_dead"
+    register(jobs, dead, "20 minutes")
+    replaced = held_since(jobs, jobs.add(job_key="nightly", payload={"v": 1}), dead, 25)
+    removed = held_since(jobs, jobs.add(job_key="gone"), dead, 25)
+    plain = held_since(jobs, jobs.add(), dead, 25)
+    last_try = held_since(jobs, jobs.add(max_attempts=1), dead, 25)
+    replacement = utils.add_raw_job("send_email", {"v": 2}, JobSpec(job_key="nightly"))
+    assert utils.remove_job("gone").detached.id == removed.id
+    # Each call above stamped the test transaction's one now(); in life the removal is another
+    # transaction, with another now(), so no job's created_at matches it.
+    jobs.set(removed, updated_at="now() - interval '10 seconds'")
+    return {
+        "replaced": Job.objects.get(id=replaced.id),
+        "removed": Job.objects.get(id=removed.id),
+        "plain": plain,
+        "last_try": last_try,
+        "replacement": replacement,
+    }
+
+
+def test_sweep_stale_workers__superseded_job_is_only_unlocked_and_stays_failed(
+    utils, jobs, superseded
+):
+    replaced, removed = superseded["replaced"], superseded["removed"]
+    plain, last_try = superseded["plain"], superseded["last_try"]
+    replacement = superseded["replacement"]
+    assert (replaced.key, replaced.attempts, replaced.max_attempts) == (None, 25, 25)
+    options = SweepStaleWorkersOptions(recovery_delay=timedelta(seconds=30))
+    now = db_now(jobs)
+
+    dry = utils.sweep_stale_workers(dataclasses.replace(options, dry_run=True))
+
+    unchanged = {"attempts_after": 25, "superseded": True}
+    assert [
+        (job.id, job.plan, job.attempts_after, job.run_at_after == job.run_at) for job in dry.jobs
+    ] == [
+        (replaced.id, f"superseded by job {replacement.id}", 25, True),
+        (removed.id, "superseded (key replaced)", 25, True),
+        (plain.id, "recover", 0, False),
+        (last_try.id, "recover", 0, False),
+    ]
+    assert {k: getattr(dry.jobs[0], k) for k in unchanged} == unchanged
+    assert dry.jobs[0].replaced_by == replacement.id and dry.jobs[1].replaced_by is None
+    assert dry.superseded_count == 2
+    assert dry.summary == (
+        "dry run: would recover 2 jobs from 1 dead worker; 2 superseded jobs would be unlocked "
+        "and left failed"
+    )
+
+    real = utils.sweep_stale_workers(options)
+
+    assert real == dataclasses.replace(dry, dry_run=False, recovered_count=2)
+    assert real.changed_job_ids == [replaced.id, removed.id, plain.id, last_try.id]
+    assert real.summary == (
+        "recovered 2 jobs from 1 dead worker; 2 superseded jobs unlocked and left failed"
+    )
+    after = {job.id: job for job in Job.objects.with_state()}
+    for job in (replaced, removed):
+        assert (after[job.id].state, after[job.id].attempts, after[job.id].locked_by) == (
+            "failed",
+            25,
+            None,
+        )
+        assert (after[job.id].run_at, after[job.id].last_error) == (job.run_at, job.last_error)
+    assert [(after[j.id].state, after[j.id].attempts) for j in (plain, last_try)] == [
+        ("scheduled", 0),  # after the recovery delay
+        ("scheduled", 0),
+    ]
+    assert after[plain.id].run_at == now + timedelta(seconds=30)
+    # The replacement is the only runnable copy of the "nightly" payload.
+    assert after[replacement.id].state == "ready" and after[replacement.id].payload == {"v": 2}
+
+
+def test_sweep_stale_workers__dry_run_list_limit_counts_superseded_jobs_beyond_the_list(
+    utils, superseded
+):
+    dry = utils.sweep_stale_workers(SweepStaleWorkersOptions(dry_run=True, list_limit=1))
+
+    assert (len(dry.jobs), dry.jobs_found, dry.superseded_count) == (1, 4, 2)
+    assert dry.summary.startswith("dry run: would recover 2 jobs from 1 dead worker; 2 superseded")

@@ -4,6 +4,7 @@ import pytest
 
 from worker_admin.models import Job
 from worker_admin.states import JobState
+from worker_admin.utils import RUN_NOW, RescheduleJobOptions
 
 
 def _states(ids):
@@ -73,3 +74,35 @@ def test_state__retrying_is_scheduled_with_attempts_but_not_failed(jobs):
 def test_state__in_state_accepts_names(jobs, state):
     jobs.ready()
     assert Job.objects.in_state(state.value).count() == Job.objects.in_state(state).count()
+
+
+# -- the clock: the transaction's now(), the schema functions' own --------------------------------
+
+
+def test_state__run_at_at_the_transactions_now_is_ready_a_microsecond_later_scheduled(jobs):
+    """The boundary itself: run_at <= now() is ready (the transaction's now(), fixed in a test)."""
+    at_now = jobs.set(jobs.add(), run_at="now()")
+    after = jobs.set(jobs.add(), run_at="now() + interval '1 microsecond'")
+
+    assert _states([at_now.id, after.id]) == {at_now.id: "ready", after.id: "scheduled"}
+    assert list(Job.objects.filter(id__in=[at_now.id, after.id]).ready()) == [at_now]
+
+
+def test_state__uses_the_transactions_clock_not_the_statements(jobs):
+    """A run_at stamped by a later statement of the same transaction (statement_timestamp(),
+    Django's Now()) is still in the future by the console's clock, as by the schema functions'
+    now(); a job added with the default run_at, or rescheduled to now, is ready at once."""
+    later = jobs.set(jobs.add(), run_at="statement_timestamp()")
+    [[stamped, txn_now]] = jobs.sql(
+        f"SELECT run_at, now() FROM {jobs.q}._private_jobs WHERE id = %s", [later.id]
+    )
+    assert stamped > txn_now  # the test runs inside one transaction
+    added = jobs.add()  # add_job: run_at = now()
+    rescheduled = jobs.scheduled()
+    jobs.utils.reschedule_jobs([rescheduled.id], RescheduleJobOptions(run_at=RUN_NOW))
+
+    assert _states([later.id, added.id, rescheduled.id]) == {
+        later.id: "scheduled",
+        added.id: "ready",
+        rescheduled.id: "ready",
+    }

@@ -171,3 +171,31 @@ def test_add_raw_job__replace_on_a_running_job_makes_a_new_one(utils, jobs):
     assert new.id != running.id and new.payload == {"v": 2}
     old = Job.objects.get(id=running.id)
     assert old.key is None and old.locked_by == "graphile_worker_busy"
+
+
+def test_list_active_workers__newest_heartbeat_first_stale_at_exactly_the_threshold(utils, jobs):
+    """Rust's order (last_heartbeat_at desc; ties here by id) and its inclusive cut-off: a
+    heartbeat exactly `threshold` old is stale. The test's transaction fixes now()."""
+    for worker_id, age in [
+        ("w_a", "1 minute"),
+        ("w_exact", "5 minutes"),
+        ("w_c", "1 minute"),
+        ("w_under", "4 minutes 59.999999 seconds"),
+        ("w_fresh", "10 seconds"),
+    ]:
+        jobs.sql(
+            f"INSERT INTO {jobs.q}._private_workers (id, last_heartbeat_at) "
+            "VALUES (%s, now() - %s::interval)",
+            [worker_id, age],
+        )
+
+    workers = utils.list_active_workers(timedelta(minutes=5))
+
+    assert [(w.id, w.is_stale) for w in workers] == [
+        ("w_fresh", False),
+        ("w_a", False),
+        ("w_c", False),
+        ("w_under", False),
+        ("w_exact", True),
+    ]
+    assert workers[-1].heartbeat_age == timedelta(minutes=5)

@@ -527,3 +527,56 @@ def test_job_actions__row_level_security_would_hide_every_job(utils, jobs):
     finally:
         jobs.sql("RESET ROLE")
     assert Job.objects.filter(id=job.id).exists()
+
+
+# -- the 4-hour rule at its boundary ---------------------------------------------------------------
+
+UNDER, OVER = "3 hours 59 minutes", "4 hours 1 minute"
+
+
+@pytest.fixture
+def boundary(jobs) -> dict[str, Job]:
+    """Locks a minute either side of four hours: a live worker's job and an abandoned one."""
+    return {
+        "under": jobs.locked(by="worker-live", age=UNDER, job_key="under"),
+        "over": jobs.locked(by="worker-gone", age=OVER, job_key="over"),
+    }
+
+
+@pytest.mark.parametrize(
+    "act",
+    [
+        lambda utils, ids: utils.complete_jobs(ids),
+        lambda utils, ids: utils.permanently_fail_jobs(ids, "given up"),
+        lambda utils, ids: utils.reschedule_jobs(ids, RescheduleJobOptions(priority=7)),
+    ],
+    ids=["complete_jobs", "permanently_fail_jobs", "reschedule_jobs"],
+)
+def test_four_hour_rule__3h59_skipped_4h01_acted_on(utils, boundary, act):
+    under, over = boundary["under"], boundary["over"]
+
+    result = act(utils, [under.id, over.id])
+
+    assert (result.changed_ids, result.skipped_locked, result.missing) == (
+        (over.id,),
+        (under.id,),
+        (),
+    )
+    assert result.summary == "changed 1 of 2; 1 skipped because a worker holds it"
+    kept = Job.objects.get(id=under.id)
+    assert pick(kept, "locked_by", "priority", "attempts", "last_error") == pick(
+        under, "locked_by", "priority", "attempts", "last_error"
+    )
+
+
+def test_four_hour_rule__remove_job_detaches_at_3h59_and_deletes_at_4h01(utils, boundary):
+    under, over = boundary["under"], boundary["over"]
+
+    detached = utils.remove_job("under")
+    removed = utils.remove_job("over")
+
+    assert (detached.removed, detached.detached.id) == (None, under.id)
+    assert (removed.removed.id, removed.detached) == (over.id, None)
+    left = Job.objects.get(id=under.id)
+    assert (left.key, left.attempts, left.locked_by) == (None, left.max_attempts, "worker-live")
+    assert not Job.objects.filter(id=over.id).exists()

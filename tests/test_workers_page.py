@@ -134,3 +134,23 @@ def test_maintenance__admin_adds_recovery_with_preview_and_audit(client, db, set
     assert capabilities().has_recovery
     entry = AuditEntry.objects.get(action="add_recovery", outcome="done")
     assert entry.reason == "enable sweeps" and entry.actor_name == "adm"
+
+
+def test_fleet__stale_at_exactly_the_threshold(jobs):
+    """The workers page counts a heartbeat exactly `threshold` old as stale, like
+    list_active_workers and Rust; the test's transaction fixes now()."""
+    from datetime import timedelta
+
+    from worker_admin.fleet import fleet
+
+    _register(jobs, "graphile_worker_exact", "5 minutes")
+    _register(jobs, "graphile_worker_under", "4 minutes 59.999999 seconds")
+    jobs.locked(by="graphile_worker_exact", age="1 minute")
+
+    result = fleet("default", timedelta(minutes=5), has_workers_table=True)
+
+    assert [(w.id, w.stale) for w in result.workers] == [
+        ("graphile_worker_exact", True),
+        ("graphile_worker_under", False),
+    ]
+    assert [(h.id, h.stale) for h in result.holders] == [("graphile_worker_exact", True)]

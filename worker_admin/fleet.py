@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 from django.db.models import Count, Min
 
-from worker_admin.models import Job, JobQueue, Worker
+from worker_admin.models import Job, JobQueue, Worker, heartbeat_is_stale
 from worker_admin.stats import database_now
 
 KINDS = [
@@ -117,7 +117,7 @@ def _registered(w: Worker, now, threshold, jobs_by_holder, queues_by_holder) -> 
         started_at=w.started_at,
         last_heartbeat_at=w.last_heartbeat_at,
         heartbeat_age=age,
-        stale=age > threshold,
+        stale=heartbeat_is_stale(age, threshold),
         pid=metadata.get("pid"),
         host=metadata.get("hostname") or metadata.get("host"),
         jobs_held=jobs_by_holder.get(w.id, (0, None))[0],
@@ -138,5 +138,9 @@ def _holder(holder, now, threshold, jobs_by_holder, queues_by_holder, registered
         oldest_lock_at=oldest,
         oldest_lock_age=now - oldest,
         registered=worker is not None,
-        stale=(now - worker.last_heartbeat_at > threshold) if worker is not None else None,
+        stale=(
+            heartbeat_is_stale(now - worker.last_heartbeat_at, threshold)
+            if worker is not None
+            else None
+        ),
     )

@@ -7,15 +7,17 @@ schema's own functions in one transaction each.
 
 from __future__ import annotations
 
+import threading
+from dataclasses import dataclass
 from datetime import timedelta
 
+from django.apps.registry import Apps
 from django.conf import settings
 from django.db import models
 from django.db.models import ExpressionWrapper, Value
 from django.db.models.expressions import CombinedExpression
-from django.db.models.functions import Now
 
-from worker_admin.states import RETRYING, STATE_PREDICATES, JobState, state_case
+from worker_admin.states import RETRYING, STATE_PREDICATES, JobState, TransactionNow, state_case
 
 
 class ReadOnlyWorkerTableError(RuntimeError):
@@ -77,19 +79,28 @@ class WorkerTable(models.Model):
         raise ReadOnlyWorkerTableError(_READ_ONLY_MESSAGE)
 
 
-class Task(WorkerTable):
+# Each worker table is an abstract "columns" model plus a concrete model bound to
+# GRAPHILE_WORKER_SCHEMA. `schema_models(name)` binds the same columns to another schema.
+
+
+class TaskColumns(WorkerTable):
     id = models.IntegerField(primary_key=True)
     identifier = models.TextField(unique=True)
 
     class Meta(WorkerTable.Meta):
-        db_table = worker_table("_private_tasks")
+        abstract = True
         ordering = ["identifier"]
 
     def __str__(self) -> str:
         return self.identifier
 
 
-class JobQueue(WorkerTable):
+class Task(TaskColumns):
+    class Meta(TaskColumns.Meta):
+        db_table = worker_table("_private_tasks")
+
+
+class JobQueueColumns(WorkerTable):
     id = models.IntegerField(primary_key=True)
     queue_name = models.TextField(unique=True)
     locked_at = models.DateTimeField(null=True)
@@ -97,11 +108,16 @@ class JobQueue(WorkerTable):
     is_available = models.BooleanField(editable=False)
 
     class Meta(WorkerTable.Meta):
-        db_table = worker_table("_private_job_queues")
+        abstract = True
         ordering = ["queue_name"]
 
     def __str__(self) -> str:
         return self.queue_name
+
+
+class JobQueue(JobQueueColumns):
+    class Meta(JobQueueColumns.Meta):
+        db_table = worker_table("_private_job_queues")
 
 
 class JobQuerySet(ReadOnlyQuerySet):
@@ -136,13 +152,14 @@ class JobQuerySet(ReadOnlyQuerySet):
         return self.annotate(state=state_case())
 
 
-class Job(WorkerTable):
+class JobColumns(WorkerTable):
     id = models.BigIntegerField(primary_key=True)
+    # By name: each binding's Job points at the same binding's JobQueue and Task.
     job_queue = models.ForeignKey(
-        JobQueue, null=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="jobs"
+        "JobQueue", null=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="jobs"
     )
     task = models.ForeignKey(
-        Task, on_delete=models.DO_NOTHING, db_constraint=False, related_name="jobs"
+        "Task", on_delete=models.DO_NOTHING, db_constraint=False, related_name="jobs"
     )
     payload = JSONColumn()
     priority = models.SmallIntegerField()
@@ -162,7 +179,7 @@ class Job(WorkerTable):
     objects = JobQuerySet.as_manager()
 
     class Meta(WorkerTable.Meta):
-        db_table = worker_table("_private_jobs")
+        abstract = True
 
     def __str__(self) -> str:
         return f"job {self.id}"
@@ -176,45 +193,68 @@ class Job(WorkerTable):
         return self.locked_at is None and self.attempts >= self.max_attempts
 
 
-class KnownCrontab(WorkerTable):
+class Job(JobColumns):
+    class Meta(JobColumns.Meta):
+        db_table = worker_table("_private_jobs")
+
+
+class KnownCrontabColumns(WorkerTable):
     identifier = models.TextField(primary_key=True)
     known_since = models.DateTimeField()
     last_execution = models.DateTimeField(null=True)
 
     class Meta(WorkerTable.Meta):
-        db_table = worker_table("_private_known_crontabs")
+        abstract = True
 
     def __str__(self) -> str:
         return self.identifier
 
 
-class Migration(WorkerTable):
+class KnownCrontab(KnownCrontabColumns):
+    class Meta(KnownCrontabColumns.Meta):
+        db_table = worker_table("_private_known_crontabs")
+
+
+class MigrationColumns(WorkerTable):
     id = models.IntegerField(primary_key=True)
     ts = models.DateTimeField()
     breaking = models.BooleanField()
 
     class Meta(WorkerTable.Meta):
-        db_table = worker_table("migrations")
+        abstract = True
         ordering = ["id"]
 
     def __str__(self) -> str:
         return f"migration {self.id}"
 
 
+class Migration(MigrationColumns):
+    class Meta(MigrationColumns.Meta):
+        db_table = worker_table("migrations")
+
+
 def heartbeat_cutoff(threshold: timedelta) -> CombinedExpression:
     """The database-clock instant before which a heartbeat counts as stale."""
-    return ExpressionWrapper(Now() - Value(threshold), output_field=models.DateTimeField())
+    return ExpressionWrapper(
+        TransactionNow() - Value(threshold), output_field=models.DateTimeField()
+    )
+
+
+def heartbeat_is_stale(age: timedelta, threshold: timedelta) -> bool:
+    """A worker whose heartbeat is `threshold` old or older is stale: inclusive, like the Rust
+    `list_active_workers`. (The schema's list_stale_workers, which the sweep uses, is strict.)"""
+    return age >= threshold
 
 
 class WorkerQuerySet(ReadOnlyQuerySet):
     def stale(self, threshold: timedelta) -> WorkerQuerySet:
-        return self.filter(last_heartbeat_at__lt=heartbeat_cutoff(threshold))
+        return self.filter(last_heartbeat_at__lte=heartbeat_cutoff(threshold))
 
     def healthy(self, threshold: timedelta) -> WorkerQuerySet:
-        return self.filter(last_heartbeat_at__gte=heartbeat_cutoff(threshold))
+        return self.filter(last_heartbeat_at__gt=heartbeat_cutoff(threshold))
 
 
-class Worker(WorkerTable):
+class WorkerColumns(WorkerTable):
     """A heartbeating registration (the Rust worker-recovery extension's `_private_workers`)."""
 
     id = models.TextField(primary_key=True)
@@ -225,11 +265,68 @@ class Worker(WorkerTable):
     objects = WorkerQuerySet.as_manager()
 
     class Meta(WorkerTable.Meta):
-        db_table = worker_table("_private_workers")
+        abstract = True
         ordering = ["id"]
 
     def __str__(self) -> str:
         return self.id
+
+
+class Worker(WorkerColumns):
+    class Meta(WorkerColumns.Meta):
+        db_table = worker_table("_private_workers")
+
+
+@dataclass(frozen=True)
+class SchemaModels:
+    """The worker-table models bound to one schema: querysets, related lookups (`job.task`) and
+    rows built from SQL all read that schema's tables."""
+
+    schema: str
+    Task: type[TaskColumns]
+    JobQueue: type[JobQueueColumns]
+    Job: type[JobColumns]
+    KnownCrontab: type[KnownCrontabColumns]
+    Migration: type[MigrationColumns]
+    Worker: type[WorkerColumns]
+
+
+_TABLES = {
+    "Task": (TaskColumns, "_private_tasks"),
+    "JobQueue": (JobQueueColumns, "_private_job_queues"),
+    "Job": (JobColumns, "_private_jobs"),
+    "KnownCrontab": (KnownCrontabColumns, "_private_known_crontabs"),
+    "Migration": (MigrationColumns, "migrations"),
+    "Worker": (WorkerColumns, "_private_workers"),
+}
+_bound: dict[str, SchemaModels] = {}
+_bound_lock = threading.Lock()
+
+
+def schema_models(schema: str | None = None) -> SchemaModels:
+    """The models for `schema`: the app's own for GRAPHILE_WORKER_SCHEMA, otherwise a set made
+    once per schema in a registry of its own (as Django's migrations build historical models),
+    so they never join the app registry, its checks or makemigrations."""
+    schema = schema or settings.GRAPHILE_WORKER_SCHEMA
+    if schema == settings.GRAPHILE_WORKER_SCHEMA:
+        return SchemaModels(schema, Task, JobQueue, Job, KnownCrontab, Migration, Worker)
+    with _bound_lock:
+        if schema not in _bound:
+            _bound[schema] = _bind(schema)
+        return _bound[schema]
+
+
+def _bind(schema: str) -> SchemaModels:
+    registry = Apps()
+    bound = {}
+    for name, (columns, table) in _TABLES.items():
+        meta = type(
+            "Meta",
+            (columns.Meta,),
+            {"app_label": "worker_admin", "apps": registry, "db_table": f'{schema}"."{table}'},
+        )
+        bound[name] = type(name, (columns,), {"__module__": __name__, "Meta": meta})
+    return SchemaModels(schema, **bound)
 
 
 # The console's own models live beside their logic; importing them here registers them.

@@ -1,5 +1,6 @@
-"""The stale-worker sweep and the cleanup tasks: the two WorkerUtils operations that are not one
-schema function but a few statements in one transaction (GRAPHILE_WORKER.md §5 and §6).
+"""The stale-worker sweep: a WorkerUtils operation that is not one schema function but a few
+statements in one transaction (GRAPHILE_WORKER.md §5). The cleanups, the other such operation,
+are in worker_admin.cleanup and re-exported here.
 
 The sweep mirrors the Rust `sweep_stale_workers`: the same advisory lock key, so the console never
 races a Rust sweeper, and the same "dead" rule (stale registered workers, three times the threshold
@@ -8,32 +9,50 @@ purpose: in a mixed fleet, Node workers never register, so every Node lock older
 looks orphaned and the Rust sweep would re-queue a job that may still be running. Orphan lock
 holders whose ids look like Node's (`worker-<hex>`, `pool-<hex>`, `otpool-<hex>`) are therefore
 left out unless `include_node_lock_holders=True`, and reported in `excluded` with the reason.
-
-The cleanups follow Node's semantics, which are correct where Rust's are not: GcJobQueues deletes
-unlocked queues that no job references with NOT EXISTS (Rust's NOT IN over the nullable
-job_queue_id deletes nothing as soon as one job has no queue).
+A second one: a job whose key was replaced or removed while its worker was dead (superseded) is
+only unlocked, never given an attempt back, so its replacement is the only copy that runs.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from enum import StrEnum
 
 from django.db import connections, transaction
 
-from worker_admin.installer import quote_schema
-from worker_admin.models import Job
-from worker_admin.schema import Capabilities, capabilities
-from worker_admin.utils import (
-    FeatureUnavailable,
-    InvalidJobAction,
-    _check_text,
-    _json_columns,
-    _list_argument,
+from worker_admin.cleanup import (
+    GC_TASK_IDENTIFIERS_WARNING,
+    CleanupPreview,
+    CleanupResult,
+    CleanupTask,
+    cleanup,
+    plural,
+    preview_cleanup,
+    require_usable,
 )
+from worker_admin.installer import quote_schema
+from worker_admin.schema import Capabilities
+from worker_admin.utils import FeatureUnavailable, InvalidJobAction
+
+__all__ = [
+    "GC_TASK_IDENTIFIERS_WARNING",
+    "NODE_WORKER_ID",
+    "RESILIENT_FACTOR",
+    "RESILIENT_FLAG",
+    "SWEEP_LOCK_KEY",
+    "CleanupPreview",
+    "CleanupResult",
+    "CleanupTask",
+    "RecoverableJob",
+    "SweepStaleWorkersOptions",
+    "SweepStaleWorkersResult",
+    "WorkerRecoveryConfig",
+    "cleanup",
+    "format_duration",
+    "preview_cleanup",
+    "sweep_stale_workers",
+]
 
 # The key pair Rust's sweeper takes with pg_try_advisory_xact_lock ("GWRS", "SWEP").
 SWEEP_LOCK_KEY = (1196905043, 1398228304)
@@ -41,11 +60,6 @@ RESILIENT_FLAG = "infrastructure_resilient"
 RESILIENT_FACTOR = 3
 # Node worker ids: `worker-<hex>` (≤ 0.16, one per worker), `pool-<hex>`/`otpool-<hex>` (≥ 0.17).
 NODE_WORKER_ID = re.compile(r"^(?:worker|pool|otpool)-[0-9a-f]+$", re.IGNORECASE)
-GC_TASK_IDENTIFIERS_WARNING = (
-    "Running workers cache task ids: deleting a task identifier they handle can keep them from "
-    "finding new jobs for it until they restart. Add those identifiers to the task "
-    "identifiers to keep."
-)
 
 
 # -- sweep ----------------------------------------------------------------------------------------
@@ -61,6 +75,10 @@ class SweepStaleWorkersOptions:
     # A dry run lists at most this many of the jobs (the count stays exact); None lists them all.
     # A real sweep always reads every job it recovers, for its audit entry.
     list_limit: int | None = None
+    # The Rust knobs: a stale worker holding a job with one of these flags is dead only after
+    # sweep_threshold × the multiplier. No flags: no worker gets the longer threshold.
+    resilient_sweep_threshold_multiplier: int = RESILIENT_FACTOR
+    resilient_job_flags: list[str] = field(default_factory=lambda: [RESILIENT_FLAG])
 
     def validate(self) -> None:
         if not isinstance(self.sweep_threshold, timedelta) or self.sweep_threshold <= timedelta(0):
@@ -74,6 +92,18 @@ class SweepStaleWorkersOptions:
         whole = isinstance(limit, int) and not isinstance(limit, bool)
         if limit is not None and (not whole or limit < 1):
             raise InvalidJobAction("list_limit must be a positive whole number, or None.")
+        _check_resilience(self.resilient_sweep_threshold_multiplier, self.resilient_job_flags)
+
+
+def _check_resilience(multiplier: object, flags: object) -> None:
+    if not isinstance(multiplier, int) or isinstance(multiplier, bool) or multiplier < 1:
+        raise InvalidJobAction(
+            "resilient_sweep_threshold_multiplier must be a whole number of 1 or more."
+        )
+    if isinstance(flags, str | bytes) or not isinstance(flags, list | tuple):
+        raise InvalidJobAction("resilient_job_flags must be a list of flag names.")
+    if not all(isinstance(flag, str) and flag for flag in flags):
+        raise InvalidJobAction("resilient_job_flags must hold non-empty flag names (text).")
 
 
 @dataclass(frozen=True)
@@ -84,6 +114,8 @@ class WorkerRecoveryConfig:
     sweep_threshold: timedelta = timedelta(minutes=5)
     recovery_delay: timedelta = timedelta(seconds=30)
     heartbeat_interval: timedelta = timedelta(seconds=30)
+    resilient_sweep_threshold_multiplier: int = RESILIENT_FACTOR
+    resilient_job_flags: list[str] = field(default_factory=lambda: [RESILIENT_FLAG])
 
     def options(
         self, *, dry_run: bool = False, include_node_lock_holders: bool = False
@@ -93,11 +125,14 @@ class WorkerRecoveryConfig:
                 "sweep_threshold should be at least twice the heartbeat interval, or a worker "
                 "that misses one heartbeat counts as dead."
             )
+        _check_resilience(self.resilient_sweep_threshold_multiplier, self.resilient_job_flags)
         return SweepStaleWorkersOptions(
             sweep_threshold=self.sweep_threshold,
             recovery_delay=self.recovery_delay,
             dry_run=dry_run,
             include_node_lock_holders=include_node_lock_holders,
+            resilient_sweep_threshold_multiplier=self.resilient_sweep_threshold_multiplier,
+            resilient_job_flags=list(self.resilient_job_flags),
         )
 
 
@@ -113,6 +148,19 @@ class RecoverableJob:
     attempts_after: int
     run_at: datetime
     run_at_after: datetime
+    # Its key was replaced (or removed) while the worker was dead: the sweep only unlocks it,
+    # and it stays failed. `replaced_by`: the job that took its key, when that can be told.
+    superseded: bool = False
+    replaced_by: int | None = None
+
+    @property
+    def plan(self) -> str:
+        """What the sweep does (or would do) to the job, in words."""
+        if not self.superseded:
+            return "recover"
+        if self.replaced_by is not None:
+            return f"superseded by job {self.replaced_by}"
+        return "superseded (key replaced)"
 
 
 @dataclass(frozen=True)
@@ -131,18 +179,30 @@ class SweepStaleWorkersResult:
     lock_busy: bool = False
     # How many jobs the dead workers hold, when `jobs` lists only the first (list_limit).
     job_count: int | None = None
+    # Superseded jobs among them (all of them, not only those listed): unlocked, left failed.
+    superseded_count: int = 0
 
     @property
     def jobs_found(self) -> int:
         return self.job_count if self.job_count is not None else len(self.jobs)
 
     @property
+    def changed_job_ids(self) -> list[int]:
+        """The jobs a real sweep changed (recovered, or unlocked when superseded)."""
+        if self.dry_run or not (self.recovered_count or self.superseded_count):
+            return []
+        return [job.id for job in self.jobs]
+
+    @property
     def summary(self) -> str:
         if self.lock_busy:
             return "another sweeper holds the sweep lock; nothing was checked or changed"
-        jobs = self.jobs_found if self.dry_run else self.recovered_count
+        jobs = self.jobs_found - self.superseded_count if self.dry_run else self.recovered_count
         text = "dry run: would recover" if self.dry_run else "recovered"
-        text += f" {_count(jobs, 'job')} from {_count(len(self.worker_ids), 'dead worker')}"
+        text += f" {plural(jobs, 'job')} from {plural(len(self.worker_ids), 'dead worker')}"
+        if self.superseded_count:
+            done = "would be unlocked" if self.dry_run else "unlocked"
+            text += f"; {plural(self.superseded_count, 'superseded job')} {done} and left failed"
         if self.excluded:
             text += f"; {len(self.excluded):,} left alone"
         return text
@@ -167,9 +227,13 @@ def sweep_stale_workers(
         dead = sorted(reasons)
         if not dead:
             return SweepStaleWorkersResult([], 0, options.dry_run, reasons, excluded)
-        jobs, job_count = _recoverable_jobs(cursor, q, dead, options)
+        jobs, job_count, superseded = _recoverable_jobs(cursor, q, dead, options)
         recovered = 0
         if not options.dry_run:
+            # Superseded jobs first, by the ids the listing decided on: unlocked and nothing
+            # else, so recover_dead_worker_jobs no longer sees them and cannot give them an
+            # attempt back (their replacement runs instead).
+            _unlock_superseded(cursor, q, [job.id for job in jobs if job.superseded])
             cursor.execute(
                 f"SELECT {q}.recover_dead_worker_jobs(%s::text[], %s::interval)",
                 [dead, options.recovery_delay],
@@ -177,7 +241,14 @@ def sweep_stale_workers(
             recovered = cursor.fetchone()[0]
             cursor.execute(f"SELECT {q}.delete_stale_workers(%s::text[])", [dead])
     return SweepStaleWorkersResult(
-        dead, recovered, options.dry_run, reasons, excluded, jobs, job_count=job_count
+        dead,
+        recovered,
+        options.dry_run,
+        reasons,
+        excluded,
+        jobs,
+        job_count=job_count,
+        superseded_count=superseded,
     )
 
 
@@ -186,30 +257,34 @@ def _dead_workers(
 ) -> tuple[dict[str, str], dict[str, str]]:
     """(dead worker id → reason, candidate left alone → reason), by the schema's own lists."""
     threshold = options.sweep_threshold
+    flags = list(options.resilient_job_flags)
+    # Stale: the schema's list_stale_workers (heartbeat strictly older than the threshold, as in
+    # Rust's SQL). The longer threshold for resilient jobs is inclusive, as in Rust's sweep.
     cursor.execute(
         f"""
         SELECT s.worker_id, now() - w.last_heartbeat_at,
                EXISTS (SELECT 1 FROM {q}._private_jobs AS j
-                       WHERE j.locked_by = s.worker_id AND j.flags ? %s)
+                       WHERE j.locked_by = s.worker_id AND j.flags ?| %s::text[])
         FROM {q}.list_stale_workers(%s::interval) AS s
         JOIN {q}._private_workers AS w ON w.id = s.worker_id
         """,
-        [RESILIENT_FLAG, threshold],
+        [flags, threshold],
     )
     reasons: dict[str, str] = {}
     excluded: dict[str, str] = {}
-    resilient_after = threshold * RESILIENT_FACTOR
+    resilient_after = threshold * options.resilient_sweep_threshold_multiplier
+    holds = _resilient_job(flags)
     for worker_id, age, resilient in cursor.fetchall():
         if not resilient:
             reasons[worker_id] = f"stale heartbeat {format_duration(age)} ago"
-        elif age > resilient_after:
+        elif age >= resilient_after:
             reasons[worker_id] = (
-                f"stale heartbeat {format_duration(age)} ago, holds an {RESILIENT_FLAG} job: "
+                f"stale heartbeat {format_duration(age)} ago, holds {holds}: "
                 f"dead after {format_duration(resilient_after)}"
             )
         else:
             excluded[worker_id] = (
-                f"stale heartbeat {format_duration(age)} ago, but holds an {RESILIENT_FLAG} job: "
+                f"stale heartbeat {format_duration(age)} ago, but holds {holds}: "
                 f"dead only after {format_duration(resilient_after)}"
             )
     cursor.execute(
@@ -236,20 +311,40 @@ def _dead_workers(
     return reasons, excluded
 
 
+# A job is superseded when someone gave up on it after its worker took it: add_job/add_jobs
+# (replacing its key) and remove_job clear the key of a locked job and use up its attempts, and
+# stamp updated_at, which taking a job (get_job) never touches. The updated_at test keeps a
+# keyless job that is simply on its last attempt (attempts = max_attempts once taken)
+# recoverable, as Rust recovers it. (A Node worker run with useNodeTime stamps locked_at with its
+# own clock; a clock far behind the database's could make such a last attempt look superseded.)
+_SUPERSEDED = "(j.key IS NULL AND j.attempts >= j.max_attempts AND j.updated_at > j.locked_at)"
+# The job that took the key: add_job inserts it in the transaction that superseded the old one,
+# so its created_at is the old job's updated_at. Told only when exactly one job matches.
+_REPLACEMENT = """(SELECT min(r.id) FROM {q}._private_jobs AS r
+    WHERE r.created_at = j.updated_at AND r.key IS NOT NULL AND r.id > j.id HAVING count(*) = 1)"""
+
+
 def _recoverable_jobs(
     cursor, q: str, dead: list[str], options: SweepStaleWorkersOptions
-) -> tuple[list[RecoverableJob], int | None]:
-    """The dead workers' jobs and their values after recover_dead_worker_jobs, and their count
-    when a dry run's list_limit cut the list. A real sweep reads them FOR UPDATE, the rows the
-    function is about to update anyway, so the list is exactly what it changes; a dry run takes
-    no row locks."""
+) -> tuple[list[RecoverableJob], int | None, int]:
+    """The dead workers' jobs and their values after the sweep (a superseded job keeps its
+    attempts and run_at), their count when a dry run's list_limit cut the list, and how many
+    are superseded. A real sweep reads them FOR UPDATE, the rows it is about to update anyway,
+    so the list is exactly what it changes; a dry run takes no row locks. The dry run and the
+    sweep both decide here, so they always agree."""
     limit = options.list_limit if options.dry_run else None
     cursor.execute(
         f"""
         SELECT j.id, t.identifier, j.locked_by, j.locked_at, j.attempts,
-               greatest(0, j.attempts - 1), j.run_at, greatest(j.run_at, now() + %s::interval)
+               CASE WHEN s.superseded THEN j.attempts ELSE greatest(0, j.attempts - 1) END,
+               j.run_at,
+               CASE WHEN s.superseded THEN j.run_at
+                    ELSE greatest(j.run_at, now() + %s::interval) END,
+               s.superseded,
+               CASE WHEN s.superseded THEN {_REPLACEMENT.format(q=q)} END
         FROM {q}._private_jobs AS j
         JOIN {q}._private_tasks AS t ON t.id = j.task_id
+        CROSS JOIN LATERAL (SELECT {_SUPERSEDED} AS superseded) AS s
         WHERE j.locked_by = ANY(%s::text[])
         ORDER BY j.id
         {"" if options.dry_run else "FOR UPDATE OF j"}
@@ -258,16 +353,35 @@ def _recoverable_jobs(
         [options.recovery_delay, dead, *([] if limit is None else [limit])],
     )
     jobs = [RecoverableJob(*row) for row in cursor.fetchall()]
+    superseded = sum(1 for job in jobs if job.superseded)
     if limit is None or len(jobs) < limit:
-        return jobs, None
+        return jobs, None, superseded
     cursor.execute(
-        f"SELECT count(*) FROM {q}._private_jobs WHERE locked_by = ANY(%s::text[])", [dead]
+        f"SELECT count(*), count(*) FILTER (WHERE {_SUPERSEDED}) FROM {q}._private_jobs AS j "
+        "WHERE j.locked_by = ANY(%s::text[])",
+        [dead],
     )
-    return jobs, cursor.fetchone()[0]
+    total, superseded = cursor.fetchone()
+    return jobs, total, superseded
+
+
+def _unlock_superseded(cursor, q: str, job_ids: list[int]) -> None:
+    if job_ids:
+        cursor.execute(
+            f"UPDATE {q}._private_jobs SET locked_at = NULL, locked_by = NULL "
+            "WHERE id = ANY(%s::bigint[])",
+            [job_ids],
+        )
+
+
+def _resilient_job(flags: list[str]) -> str:
+    if flags == [RESILIENT_FLAG]:
+        return f"an {RESILIENT_FLAG} job"
+    return "a job flagged " + " or ".join(flags)
 
 
 def _require_recovery(alias: str, schema: str) -> Capabilities:
-    caps = _require_usable(alias, schema)
+    caps = require_usable(alias, schema)
     if not caps.has_recovery:
         raise FeatureUnavailable(
             f"Schema {schema} does not have the worker-recovery extension (_private_workers and "
@@ -276,17 +390,6 @@ def _require_recovery(alias: str, schema: str) -> Capabilities:
             "workers' locks with force-unlock."
         )
     return caps
-
-
-def _require_usable(alias: str, schema: str) -> Capabilities:
-    caps = capabilities(alias, schema)
-    if caps.problem is not None:
-        raise FeatureUnavailable(caps.problem)
-    return caps
-
-
-def _count(number: int, noun: str) -> str:
-    return f"{number:,} {noun}{'' if number == 1 else 's'}"
 
 
 def format_duration(value: timedelta) -> str:
@@ -298,196 +401,3 @@ def format_duration(value: timedelta) -> str:
         if count:
             parts.append(f"{count}{unit}")
     return " ".join(parts) or "0s"
-
-
-# -- cleanup --------------------------------------------------------------------------------------
-
-
-class CleanupTask(StrEnum):
-    """The Rust CLI's cleanup task names; they run in this order (deleting failed jobs first
-    frees the task and queue rows only they referenced)."""
-
-    DELETE_PERMANENTLY_FAILED_JOBS = "delete-permanently-failed-jobs"
-    GC_TASK_IDENTIFIERS = "gc-task-identifiers"
-    GC_JOB_QUEUES = "gc-job-queues"
-
-
-@dataclass(frozen=True)
-class CleanupPreview:
-    """What `cleanup` with the same arguments would delete now. Lists for tasks not asked for
-    stay empty; `tasks` are the ones asked for, in the order they run."""
-
-    tasks: tuple[CleanupTask, ...]
-    keep_task_identifiers: tuple[str, ...]
-    failed_job_ids: list[int]
-    task_identifiers: list[str]
-    queue_names: list[str]
-    warnings: list[str]
-
-    @property
-    def counts(self) -> dict[CleanupTask, int]:
-        sizes = {
-            CleanupTask.DELETE_PERMANENTLY_FAILED_JOBS: len(self.failed_job_ids),
-            CleanupTask.GC_TASK_IDENTIFIERS: len(self.task_identifiers),
-            CleanupTask.GC_JOB_QUEUES: len(self.queue_names),
-        }
-        return {task: sizes[task] for task in self.tasks}
-
-
-@dataclass(frozen=True)
-class CleanupResult(CleanupPreview):
-    """What `cleanup` deleted; `deleted_jobs` are the permanently failed jobs' last images
-    (payload included), ordered by id."""
-
-    deleted_jobs: list[Job] = field(default_factory=list)
-
-    def audit_fields(self) -> dict:
-        """What the audit log records of a cleanup, whichever face ran it: the deleted rows'
-        last images included, since a deleted failed job leaves no other trace."""
-        from worker_admin.audit import job_image
-
-        return {
-            "parameters": {
-                "tasks": [task.value for task in self.tasks],
-                "keep_task_identifiers": list(self.keep_task_identifiers),
-                "task_identifiers": self.task_identifiers,
-                "queue_names": self.queue_names,
-            },
-            "requested_ids": self.failed_job_ids,
-            "changed_ids": self.failed_job_ids,
-            "summary": self.summary,
-            "before_image": [job_image(job) for job in self.deleted_jobs],
-        }
-
-    @property
-    def summary(self) -> str:
-        nouns = {
-            CleanupTask.DELETE_PERMANENTLY_FAILED_JOBS: "permanently failed job",
-            CleanupTask.GC_TASK_IDENTIFIERS: "task identifier",
-            CleanupTask.GC_JOB_QUEUES: "queue",
-        }
-        return "deleted " + ", ".join(
-            _count(count, nouns[task]) for task, count in self.counts.items()
-        )
-
-
-def preview_cleanup(
-    alias: str,
-    schema: str,
-    tasks: Sequence[CleanupTask | str] = (),
-    keep_task_identifiers: Sequence[str] = (),
-) -> CleanupPreview:
-    """Read-only: what `cleanup` would delete, counting the cascade (task and queue rows that
-    only the permanently failed jobs about to be deleted reference are deleted too)."""
-    chosen, keep = _cleanup_arguments(tasks, keep_task_identifiers)
-    _require_usable(alias, schema)
-    q = quote_schema(schema)
-    failed: list[int] = []
-    identifiers: list[str] = []
-    queues: list[str] = []
-    with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
-        if CleanupTask.DELETE_PERMANENTLY_FAILED_JOBS in chosen:
-            cursor.execute(
-                f"SELECT id FROM {q}._private_jobs WHERE {_FAILED} ORDER BY id",
-            )
-            failed = [row[0] for row in cursor.fetchall()]
-        # A job that the first task deletes no longer keeps its task or queue row alive.
-        survives = "NOT (j.id = ANY(%s::bigint[]))"
-        if CleanupTask.GC_TASK_IDENTIFIERS in chosen:
-            cursor.execute(
-                f"SELECT t.identifier FROM {q}._private_tasks AS t WHERE {_TASK_UNUSED} "
-                f"AND NOT EXISTS (SELECT 1 FROM {q}._private_jobs AS j "
-                f"WHERE j.task_id = t.id AND {survives})",
-                [list(keep), failed],
-            )
-            identifiers = sorted(row[0] for row in cursor.fetchall())
-        if CleanupTask.GC_JOB_QUEUES in chosen:
-            cursor.execute(
-                f"SELECT qu.queue_name FROM {q}._private_job_queues AS qu "
-                f"WHERE qu.locked_at IS NULL AND NOT EXISTS (SELECT 1 FROM {q}._private_jobs AS j "
-                f"WHERE j.job_queue_id = qu.id AND {survives})",
-                [failed],
-            )
-            queues = sorted(row[0] for row in cursor.fetchall())
-    return CleanupPreview(chosen, keep, failed, identifiers, queues, _warnings(chosen))
-
-
-def cleanup(
-    alias: str,
-    schema: str,
-    tasks: Sequence[CleanupTask | str] = (),
-    keep_task_identifiers: Sequence[str] = (),
-) -> CleanupResult:
-    """Run the cleanup tasks (none given = all three) in one transaction, in CleanupTask order."""
-    chosen, keep = _cleanup_arguments(tasks, keep_task_identifiers)
-    _require_usable(alias, schema)
-    q = quote_schema(schema)
-    deleted: list[Job] = []
-    identifiers: list[str] = []
-    queues: list[str] = []
-    with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
-        if CleanupTask.DELETE_PERMANENTLY_FAILED_JOBS in chosen:
-            cursor.execute(f"DELETE FROM {q}._private_jobs WHERE {_FAILED} RETURNING *")
-            names = [column.name for column in cursor.description]
-            deleted = sorted(
-                (Job.from_db(alias, names, _json_columns(names, row)) for row in cursor.fetchall()),
-                key=lambda job: job.id,
-            )
-        if CleanupTask.GC_TASK_IDENTIFIERS in chosen:
-            cursor.execute(
-                f"DELETE FROM {q}._private_tasks AS t WHERE {_TASK_UNUSED} "
-                f"AND NOT EXISTS (SELECT 1 FROM {q}._private_jobs AS j WHERE j.task_id = t.id) "
-                "RETURNING t.identifier",
-                [list(keep)],
-            )
-            identifiers = sorted(row[0] for row in cursor.fetchall())
-        if CleanupTask.GC_JOB_QUEUES in chosen:
-            # NOT EXISTS, never NOT IN: job_queue_id is null for queue-less jobs, and NOT IN over
-            # a list holding a null is never true (Rust's bug: it then deletes nothing).
-            cursor.execute(
-                f"DELETE FROM {q}._private_job_queues AS qu WHERE qu.locked_at IS NULL "
-                f"AND NOT EXISTS (SELECT 1 FROM {q}._private_jobs AS j "
-                "WHERE j.job_queue_id = qu.id) RETURNING qu.queue_name"
-            )
-            queues = sorted(row[0] for row in cursor.fetchall())
-    return CleanupResult(
-        chosen,
-        keep,
-        [job.id for job in deleted],
-        identifiers,
-        queues,
-        _warnings(chosen),
-        deleted_jobs=deleted,
-    )
-
-
-_FAILED = "locked_at IS NULL AND attempts >= max_attempts"
-_TASK_UNUSED = "t.identifier <> ALL(%s::text[])"
-
-
-def _cleanup_arguments(
-    tasks: Iterable[CleanupTask | str], keep_task_identifiers: Iterable[str]
-) -> tuple[tuple[CleanupTask, ...], tuple[str, ...]]:
-    """The tasks in run order (none = all) and the distinct keep-list, checked before any SQL."""
-    chosen = set()
-    for value in _list_argument(tasks, "Cleanup tasks"):
-        try:
-            chosen.add(CleanupTask(value))
-        except ValueError:
-            raise InvalidJobAction(
-                f"Unknown cleanup task {value!r}; choose from {', '.join(CleanupTask)}."
-            ) from None
-    keep = []
-    for identifier in _list_argument(keep_task_identifiers, "Task identifiers to keep"):
-        if not isinstance(identifier, str):
-            raise InvalidJobAction("Task identifiers to keep must be text.")
-        _check_text(
-            "A task identifier to keep", identifier, 128, allow_empty=False, error=InvalidJobAction
-        )
-        keep.append(identifier)
-    ordered = tuple(task for task in CleanupTask if task in chosen or not chosen)
-    return ordered, tuple(dict.fromkeys(keep))
-
-
-def _warnings(tasks: tuple[CleanupTask, ...]) -> list[str]:
-    return [GC_TASK_IDENTIFIERS_WARNING] if CleanupTask.GC_TASK_IDENTIFIERS in tasks else []

@@ -1,7 +1,12 @@
 """The job states, defined once (GRAPHILE_WORKER.md §3) and used by every face of the console.
 
-Each predicate is a Q object evaluated against the database clock (`now()`), never Python's,
-so a page, a count and a CLI listing agree about a job whose run_at is right now.
+Each predicate is a Q object evaluated against the database clock, never Python's, and against
+the same reading of it as the schema's functions: `now()`, the start of the transaction.
+add_job's default run_at, reschedule_jobs "now" and the 4-hour rule all use it, so a job added or
+rescheduled to run now is ready, never scheduled, in the transaction that did it, and a page's
+count and its list, read in one transaction, agree about a job whose run_at is right now. Django's
+`Now()` is PostgreSQL's statement_timestamp(), a later instant inside a transaction: it is not
+used here. Outside a transaction (autocommit) the two are the same instant.
 """
 
 from __future__ import annotations
@@ -34,6 +39,16 @@ _DESCRIPTIONS = {
     JobState.FAILED: "Used every attempt; it will not run again unless rescheduled.",
 }
 
+
+class TransactionNow(Now):
+    """`now()` (CURRENT_TIMESTAMP): the transaction's start, the schema functions' clock."""
+
+    def as_sql(self, compiler, connection, **extra_context):
+        return "CURRENT_TIMESTAMP", []
+
+    as_postgresql = as_sql
+
+
 _UNLOCKED = Q(locked_at__isnull=True)
 _ATTEMPTS_LEFT = Q(attempts__lt=F("max_attempts"))
 # is_available is the schema's generated column for exactly "unlocked with attempts left".
@@ -44,8 +59,8 @@ _AVAILABLE = Q(is_available=True) & _UNLOCKED & _ATTEMPTS_LEFT
 STATE_PREDICATES: dict[JobState, Q] = {
     JobState.LOCKED: Q(locked_at__isnull=False),
     JobState.FAILED: _UNLOCKED & Q(attempts__gte=F("max_attempts")),
-    JobState.SCHEDULED: _AVAILABLE & Q(run_at__gt=Now()),
-    JobState.READY: _AVAILABLE & Q(run_at__lte=Now()),
+    JobState.SCHEDULED: _AVAILABLE & Q(run_at__gt=TransactionNow()),
+    JobState.READY: _AVAILABLE & Q(run_at__lte=TransactionNow()),
 }
 
 # Not a state: a triage view of jobs that failed at least once and will run again.

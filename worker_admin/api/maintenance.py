@@ -122,10 +122,14 @@ def _sweep_out(result: SweepStaleWorkersResult) -> dict[str, Any]:
                 "attempts_after": j.attempts_after,
                 "run_at": j.run_at,
                 "run_at_after": j.run_at_after,
+                "superseded": j.superseded,
+                "replaced_by": j.replaced_by,
+                "plan": j.plan,
             }
             for j in result.jobs
         ],
         "recovered_count": result.recovered_count,
+        "superseded_count": result.superseded_count,
     }
 
 
@@ -160,7 +164,7 @@ def apply_sweep(request, body: SweepApply):
         body,
         parameters=_submitted(body) | {"worker_ids": result.worker_ids},
         requested_ids=job_ids,
-        changed_ids=job_ids if result.recovered_count else [],
+        changed_ids=result.changed_job_ids,
         summary=result.summary,
     )
     return _sweep_out(result) | {"audit_entry_id": entry.id}

@@ -11,6 +11,7 @@ from django.core.management.base import CommandError
 from django.db import DatabaseError, connections
 
 from worker_admin import audit
+from worker_admin.schema import capabilities
 from worker_admin.utils import JobActionResult, WorkerUtils
 
 logger = logging.getLogger(__name__)
@@ -116,6 +117,20 @@ def action_result(result: JobActionResult, verb: str) -> dict:
         "summary": result.summary,
         "message": f"{verb.capitalize()}: {result.summary}.",
     }
+
+
+class SchemaProblem(CommandError):
+    """The schema cannot be operated (missing, 0.15 or older, unreadable for this role): the
+    sentence the web pages show, exit status 2, before any command reads or writes a job."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, returncode=2)
+
+
+def require_usable_schema(utils: WorkerUtils) -> None:
+    problem = capabilities(utils.alias, utils.schema).problem
+    if problem is not None:
+        raise SchemaProblem(problem)
 
 
 def require_configured_schema(utils: WorkerUtils) -> None:

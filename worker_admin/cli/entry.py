@@ -6,8 +6,9 @@ the settings: `--database-url` (else DATABASE_URL) and `--schema` (else GRAPHILE
 so that every command, reads included, works on any schema.
 
 Exit status: 0 done, 1 failed (the database refused, a job is missing, …), 2 bad usage (unknown
-option or state, bad duration, malformed JSON payload, no ids). Errors go to stderr as one
-sentence prefixed with the program name.
+option or state, bad duration, malformed JSON payload, no ids) or a schema the console cannot
+operate (missing, graphile-worker 0.15 or older, unreadable: the web pages' sentence). Errors
+go to stderr as one sentence prefixed with the program name.
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ def _run(argv: list[str]) -> int:
     from django.db import DatabaseError, OperationalError
 
     from worker_admin.audit import first_line
+    from worker_admin.cli.common import SchemaProblem
     from worker_admin.management.commands.graphile_worker import Command
 
     command = Command()
@@ -85,6 +87,8 @@ def _run(argv: list[str]) -> int:
     parsed["skip_checks"] = True  # system checks are for the web server, not for one command
     try:
         command.execute(**parsed)
+    except SchemaProblem as exc:  # word for word the sentence the web pages show
+        return _fail(str(exc), exc.returncode)
     except CommandError as exc:
         return _fail(_sentence(exc), exc.returncode)
     except OperationalError as exc:

@@ -102,7 +102,7 @@ def sweep_stale_workers(command: BaseCommand, utils: WorkerUtils, options: dict)
             "sweep",
             parameters=parameters | {"worker_ids": result.worker_ids},
             requested_ids=[job.id for job in result.jobs],
-            changed_ids=[job.id for job in result.jobs] if result.recovered_count else [],
+            changed_ids=result.changed_job_ids,
             summary=result.summary,
         )
     jobs = [
@@ -115,6 +115,9 @@ def sweep_stale_workers(command: BaseCommand, utils: WorkerUtils, options: dict)
             "attempts_after": job.attempts_after,
             "run_at": _iso(job.run_at),
             "run_at_after": _iso(job.run_at_after),
+            "superseded": job.superseded,
+            "replaced_by": job.replaced_by,
+            "plan": job.plan,
         }
         for job in result.jobs
     ]
@@ -122,7 +125,7 @@ def sweep_stale_workers(command: BaseCommand, utils: WorkerUtils, options: dict)
     lines += [f"  {worker}: {reason}" for worker, reason in result.reasons.items()]
     lines += [f"  left alone {worker}: {reason}" for worker, reason in result.excluded.items()]
     if jobs:
-        keys = ("id", "task_identifier", "locked_by", "attempts_after", "run_at_after")
+        keys = ("id", "task_identifier", "locked_by", "attempts_after", "run_at_after", "plan")
         lines += ["", table(keys, [[job[key] for key in keys] for job in jobs])]
     return {
         "dry_run": dry_run,
@@ -131,6 +134,7 @@ def sweep_stale_workers(command: BaseCommand, utils: WorkerUtils, options: dict)
         "reasons": dict(result.reasons),
         "excluded": dict(result.excluded),
         "recovered_count": result.recovered_count,
+        "superseded_count": result.superseded_count,
         "jobs": jobs,
         "summary": result.summary,
         "message": lines[0],

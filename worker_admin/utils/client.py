@@ -11,7 +11,7 @@ from django.conf import settings
 from django.db import connections, transaction
 
 from worker_admin import installer
-from worker_admin.models import Job, Worker
+from worker_admin.models import JobColumns, heartbeat_is_stale, schema_models
 from worker_admin.schema import Capabilities, capabilities, clear_capabilities_cache
 
 if TYPE_CHECKING:
@@ -63,6 +63,10 @@ class WorkerUtils:
         self.alias = alias or settings.WORKER_DATABASE
         self.schema = schema or settings.GRAPHILE_WORKER_SCHEMA
         self._qschema = installer.quote_schema(self.schema)
+        # The read models bound to this schema (the app's own models are bound to
+        # GRAPHILE_WORKER_SCHEMA at import): listings, and the jobs the writes return, whose
+        # `task` and `job_queue` are then read from this schema too.
+        self.models = schema_models(self.schema)
         self.task_identifiers = tuple(task_identifiers)
 
     # -- schema ---------------------------------------------------------------------------
@@ -84,10 +88,12 @@ class WorkerUtils:
 
     # -- adding jobs ----------------------------------------------------------------------
 
-    def add_job(self, task: TaskPayload, spec: JobSpec | None = None) -> Job:
+    def add_job(self, task: TaskPayload, spec: JobSpec | None = None) -> JobColumns:
         return self.add_raw_job(task.IDENTIFIER, task_payload(task), spec)
 
-    def add_raw_job(self, identifier: str, payload: Any = None, spec: JobSpec | None = None) -> Job:
+    def add_raw_job(
+        self, identifier: str, payload: Any = None, spec: JobSpec | None = None
+    ) -> JobColumns:
         spec = spec or JobSpec()
         _check_identifier(identifier)
         spec.validate()
@@ -113,12 +119,12 @@ class WorkerUtils:
             cursor.execute(sql, params)
             return self._jobs_from_cursor(cursor)[0]
 
-    def add_jobs(self, jobs: Sequence[tuple[TaskPayload, JobSpec | None]]) -> list[Job]:
+    def add_jobs(self, jobs: Sequence[tuple[TaskPayload, JobSpec | None]]) -> list[JobColumns]:
         return self.add_raw_jobs(
             [RawJobSpec(t.IDENTIFIER, task_payload(t), s or JobSpec()) for t, s in jobs]
         )
 
-    def add_raw_jobs(self, specs: Sequence[RawJobSpec]) -> list[Job]:
+    def add_raw_jobs(self, specs: Sequence[RawJobSpec]) -> list[JobColumns]:
         """Add a batch in one call of the schema's add_jobs; an empty batch writes nothing.
 
         UnsafeDedupe is refused in batches, and one PreserveRunAt makes the whole batch
@@ -144,7 +150,7 @@ class WorkerUtils:
 
     def add_batch_job(
         self, identifier: str, items: Sequence[Any], spec: JobSpec | None = None
-    ) -> Job:
+    ) -> JobColumns:
         """One job whose payload is a JSON array; keyed replacements append to it."""
         if isinstance(items, str | bytes | Mapping) or len(items) == 0:
             raise InvalidJobSpec("A batch job needs a list with at least one item.")
@@ -283,7 +289,8 @@ class WorkerUtils:
     def list_active_workers(
         self, threshold: timedelta = timedelta(minutes=5)
     ) -> list[WorkerStatus]:
-        """Every registered worker (`_private_workers`), with its heartbeat age and staleness."""
+        """Every registered worker (`_private_workers`), with its heartbeat age and staleness
+        (a heartbeat `threshold` old or older is stale), newest heartbeat first, as in Rust."""
         if not capabilities(self.alias, self.schema).has_workers_table:
             raise FeatureUnavailable(
                 f"Schema {self.schema} has no worker registrations (_private_workers): the "
@@ -292,7 +299,7 @@ class WorkerUtils:
         with self._cursor() as cursor:
             cursor.execute("SELECT now()")
             now = cursor.fetchone()[0]
-        workers = Worker.objects.using(self.alias).order_by("id")
+        workers = self.models.Worker.objects.using(self.alias).order_by("-last_heartbeat_at", "id")
         return [
             WorkerStatus(
                 id=w.id,
@@ -300,7 +307,7 @@ class WorkerUtils:
                 last_heartbeat_at=w.last_heartbeat_at,
                 metadata=w.metadata,
                 heartbeat_age=now - w.last_heartbeat_at,
-                is_stale=now - w.last_heartbeat_at > threshold,
+                is_stale=heartbeat_is_stale(now - w.last_heartbeat_at, threshold),
             )
             for w in workers
         ]
@@ -399,10 +406,11 @@ class WorkerUtils:
     def _cursor(self):
         return connections[self.alias].cursor()
 
-    def _jobs_from_cursor(self, cursor) -> list[Job]:
+    def _jobs_from_cursor(self, cursor) -> list[JobColumns]:
         names = [column.name for column in cursor.description]
+        bound = self.models.Job
         return [
-            Job.from_db(self.alias, names, _json_columns(names, row)) for row in cursor.fetchall()
+            bound.from_db(self.alias, names, _json_columns(names, row)) for row in cursor.fetchall()
         ]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from worker_admin.models import Job
+from worker_admin.models import JobColumns
 
 
 @dataclass(frozen=True)
@@ -18,7 +18,7 @@ class JobActionResult:
     """
 
     requested: tuple[int, ...]
-    changed: list[Job]
+    changed: list[JobColumns]
     skipped_locked: tuple[int, ...]
     missing: tuple[int, ...]
 
@@ -48,8 +48,8 @@ class RemoveJobResult:
     """
 
     key: str
-    removed: Job | None
-    detached: Job | None
+    removed: JobColumns | None
+    detached: JobColumns | None
 
     @property
     def found(self) -> bool:

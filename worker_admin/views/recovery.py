@@ -127,7 +127,7 @@ def sweep(request):
                 parameters=form.cleaned_data
                 | {"worker_ids": result.worker_ids, "confirmation": nonce},
                 requested_ids=[job.id for job in result.jobs],
-                changed_ids=[job.id for job in result.jobs] if result.recovered_count else [],
+                changed_ids=result.changed_job_ids,
                 summary=result.summary,
             )
     except (ActionRefused, WorkerUtilsError) as exc:

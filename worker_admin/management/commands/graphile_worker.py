@@ -15,7 +15,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from worker_admin.cli import jobs as job_commands
 from worker_admin.cli import recovery as recovery_commands
-from worker_admin.cli.common import record_rejection, require_audit_log
+from worker_admin.cli.common import record_rejection, require_audit_log, require_usable_schema
 from worker_admin.cli.parsing import UsageError
 from worker_admin.cli.stats import stats as stats_command
 from worker_admin.demo.fleet import DemoFleet, FleetRefused, check_demo_database
@@ -130,6 +130,11 @@ COMMANDS = {
     "workers": recovery_commands.workers,
 }
 
+
+# Subcommands that work without a usable schema: migrate installs one (and refuses a legacy
+# schema with its own sentence). Every other one first checks the schema, so a missing or 0.15
+# schema gives the web pages' sentence and exit status 2, never a traceback or a raw SQL error.
+WITHOUT_SCHEMA = frozenset({"migrate"})
 
 # Subcommands that change the queue, with the audit action each records: every write is
 # audited, and so is every refusal of bad input to one.
@@ -289,6 +294,8 @@ class Command(BaseCommand):
         utils = WorkerUtils(schema=options["schema"])
         subcommand = options["subcommand"]
         try:
+            if subcommand not in WITHOUT_SCHEMA:
+                require_usable_schema(utils)
             if subcommand in AUDITED_WRITES:
                 require_audit_log()
             try:
