@@ -98,9 +98,7 @@ def test_action__locked_jobs_are_skipped_and_reported(operator_client, jobs):
         {"action": "fail", "ids": ids, "token": _token(preview), "reason": "bad payload"},
         follow=True,
     )
-    assert "Permanently fail: changed 1 of 2; 1 skipped because a worker holds them." in _messages(
-        done
-    )
+    assert "Permanently fail: changed 1 of 2; 1 skipped: a worker holds them." in _messages(done)
     assert Job.objects.get(id=free.id).last_error == "bad payload"
     assert Job.objects.get(id=held.id).attempts == 1
     entry = AuditEntry.objects.get(action="fail")
@@ -273,7 +271,7 @@ def test_action__remove_by_key_deletes_or_detaches(operator_client, jobs):
 def test_action__long_bulk_action_shows_progress_and_continues(operator_client, utils, settings):
     """A step budget of zero seconds stops after every chunk: the page shows progress, and
     each continue does the next chunk until the action is done."""
-    from worker_admin import actions
+    from worker_admin.operations.job_actions import applying as actions
     from worker_admin.utils import RawJobSpec
 
     settings.ACTION_STEP_SECONDS = 0

@@ -16,7 +16,7 @@ from django.http import JsonResponse
 from ninja.errors import HttpError
 
 from worker_admin import audit
-from worker_admin.actions import record_rejection
+from worker_admin.operations.rejections import record_rejection
 from worker_admin.redaction import redact, redact_parameters
 from worker_admin.roles import can_act_on_jobs, can_run_maintenance, role_of
 from worker_admin.schema import capabilities

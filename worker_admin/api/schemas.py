@@ -14,7 +14,6 @@ from typing import Annotated, Any, Literal
 from ninja import Field, Schema
 from pydantic import AfterValidator, AwareDatetime, ConfigDict
 
-from worker_admin.actions import MAX_EXPLICIT_IDS, ActionKind
 from worker_admin.filters import MAX_SEARCH, SORTS, STATE_TABS
 from worker_admin.forms import (
     BATCH_MAX_ITEMS,
@@ -24,6 +23,7 @@ from worker_admin.forms import (
     QUEUE_MAX,
     SMALLINT_MIN,
 )
+from worker_admin.operations.job_actions import MAX_EXPLICIT_IDS, ActionKind
 from worker_admin.recovery import CleanupTask
 from worker_admin.utils import BIGINT_MAX, SMALLINT_MAX, JobKeyMode
 

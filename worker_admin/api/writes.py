@@ -20,16 +20,6 @@ from django.db import DatabaseError, transaction
 from ninja import Router, Status
 
 from worker_admin import audit
-from worker_admin.actions import (
-    ACTIONS,
-    ActionKind,
-    ActionRefused,
-    ActionRequest,
-    Target,
-    build_preview,
-    execute,
-    target_queryset,
-)
 from worker_admin.api import fingerprints, serialize
 from worker_admin.api.auth import WriterToken
 from worker_admin.api.common import (
@@ -60,8 +50,9 @@ from worker_admin.forms import (
     batch_item,
     stored_json,
 )
-from worker_admin.forms_actions import RescheduleForm
 from worker_admin.models import Job, JobQueue
+from worker_admin.operations import claims, job_actions
+from worker_admin.operations.errors import AlreadyUsed, Refused
 from worker_admin.stats import database_now
 from worker_admin.utils import (
     RUN_NOW,
@@ -156,158 +147,111 @@ def _capitalised(text: str) -> str:
 # -- job actions ------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class PinnedTarget(Target):
-    """A filter target pinned to the ids it matched when the fingerprint was checked.
-
-    `execute()` works through `ids` (it treats a target that is not `is_filter` as explicit
-    ids), so it changes exactly the jobs whose state was checked, never a job that started to
-    match a moment later; `describe()` still gives the filter, which the audit entries record.
-    """
-
-    @property
-    def is_filter(self) -> bool:
-        return False
-
-
 def _reschedule_options(body: JobActionBody) -> RescheduleJobOptions:
-    data = {name: getattr(body, name) for name in RESCHEDULE_FIELDS}
-    run_now = data["run_at"] == "now"
-    if run_now:
-        data["run_at"] = None
-        if all(value is None for value in data.values()):
-            return RescheduleJobOptions(run_at=RUN_NOW)
-    form = RescheduleForm(
-        {
-            name: value.isoformat() if hasattr(value, "isoformat") else value
-            for name, value in data.items()
-            if value is not None
-        }
-    )
-    if not form.is_valid():
-        raise Refusal(400, " ".join(e for errors in form.errors.values() for e in errors))
-    options = form.options()
-    return dataclasses.replace(options, run_at=RUN_NOW) if run_now else options
+    run_at = RUN_NOW if body.run_at == "now" else body.run_at
+    return job_actions.reschedule_options(run_at, body.priority, body.attempts, body.max_attempts)
 
 
-def _action_request(body: JobActionBody) -> ActionRequest:
-    kind = ActionKind(body.action)
+def _action_request(body: JobActionBody) -> job_actions.ActionRequest:
+    kind = job_actions.ActionKind(body.action)
     given = [name for name in ("ids", "key", "filter") if getattr(body, name) is not None]
     if len(given) != 1:
         raise Refusal(400, "Give exactly one target: ids, key or filter.")
     options_given = [name for name in RESCHEDULE_FIELDS if getattr(body, name) is not None]
-    if options_given and kind is not ActionKind.RESCHEDULE:
+    if options_given and kind is not job_actions.ActionKind.RESCHEDULE:
         raise Refusal(
             400, f"{', '.join(options_given)} only apply to reschedule, not to {kind.value}."
         )
     if body.ids is not None:
-        target = Target(ids=tuple(dict.fromkeys(body.ids)))
+        target = job_actions.Target(ids=tuple(dict.fromkeys(body.ids)))
     elif body.key is not None:
         job_id = _jobs().filter(key=body.key).values_list("id", flat=True).first()
         if job_id is None:
             raise Refusal(404, f"No job has the key “{body.key[:100]}”.")
-        target = Target(ids=(job_id,))
+        target = job_actions.Target(ids=(job_id,))
     else:
         filters, problems = parse_job_filter(filter_data(body.filter))
         if problems:
             raise Refusal(400, " ".join(problems))
-        target = Target(filters=filters)
-    if kind is ActionKind.REMOVE and (target.is_filter or len(target.ids) != 1):
-        raise Refusal(400, "Remove by key works on one job at a time: give its id or its key.")
-    options = _reschedule_options(body) if kind is ActionKind.RESCHEDULE else None
-    return ActionRequest(kind=kind, target=target, reason=body.reason.strip(), options=options)
+        target = job_actions.Target(filters=filters)
+    options = _reschedule_options(body) if kind is job_actions.ActionKind.RESCHEDULE else None
+    return job_actions.build_request(kind, target, reason=body.reason, options=options)
 
 
-def _action_state(action: ActionRequest) -> tuple[dict[str, Any], list[int]]:
-    """(what the fingerprint covers, the ids of the jobs that exist): the request and every
-    target row's state, read now."""
-    limit = settings.BULK_ACTION_LIMIT
-    rows = list(
-        target_queryset(action.target).order_by("id").values_list(*SNAPSHOT_COLUMNS)[: limit + 1]
-    )
-    if len(rows) > limit:
-        raise Refusal(
-            400,
-            f"More than {limit:,} jobs match this filter, the most one bulk action may change. "
-            "Narrow the filter, or raise BULK_ACTION_LIMIT.",
-        )
-    values = {
-        "parameters": action.parameters(),
-        "target": action.target.describe(),
-        "jobs": [list(row) for row in rows],
-    }
-    return audit_safe(values), [row[0] for row in rows]
-
-
-def _preview_refusal(exc: ActionRefused, action: ActionRequest) -> Refusal:
-    if not action.target.is_filter and "None of the chosen jobs exists" in str(exc):
-        return Refusal(404, str(exc))
-    return Refusal(400, str(exc))
+def _changes(preview: job_actions.Preview) -> list[dict[str, Any]]:
+    return [
+        {"id": job_id, "changes": [dataclasses.asdict(change) for change in changes]}
+        for job_id, changes in preview.changes.items()
+    ]
 
 
 @router.post("/jobs/actions/preview", summary="Preview a job action", url_name="action_preview")
 def preview_action(request, body: JobActionBody):
-    """What the action would do: the count, the first rows, how many a worker holds (they
-    will be skipped), warnings, and the fingerprint to apply it with."""
-    action = None
+    """What the action would do: the jobs it pins (exactly those, skipped at apply if they
+    change meanwhile), the first rows with before -> after, how many a worker holds (they will
+    be skipped), warnings, and the fingerprint to apply it with."""
     try:
         _guard(request)
         action = _action_request(body)
-        values, _ids = _action_state(action)
-        preview = build_preview(action, {})  # the web's session token is not used here
+        preview = job_actions.preview(user_of(request), action)
     except Refusal as refusal:
         return refuse(request, body.action, refusal, _submitted(body))
-    except ActionRefused as exc:
-        return refuse(request, body.action, _preview_refusal(exc, action), _submitted(body))
-    info = ACTIONS[action.kind]
+    except Refused as exc:
+        return refuse(request, body.action, Refusal(exc.status, str(exc)), _submitted(body))
+    info = job_actions.ACTIONS[action.kind]
     return {
         "action": action.kind.value,
         "label": info.label,
         "explanation": info.explanation,
         "requires_reason": info.destructive,
         "count": preview.count,
-        "will_change": preview.count - preview.locked,
+        "will_change": preview.will_change,
         "locked": preview.locked,
         "old_locks": preview.old_locks,
         "missing_ids": preview.missing,
+        "pinned_ids": [pinned[0] for pinned in preview.pinned],
         "rows": [serialize.job(request, row, with_payload=False) for row in preview.rows],
+        "changes": _changes(preview),
         "warnings": preview.warnings,
-        "fingerprint": fingerprints.issue("job_action", user_of(request), values),
-        "expires_in_seconds": fingerprints.PREVIEW_MAX_AGE,
+        "fingerprint": preview.token,
+        "expires_in_seconds": claims.MAX_AGE,
     }
 
 
 @router.post("/jobs/actions/apply", summary="Apply a previewed job action", url_name="action_apply")
 def apply_action(request, body: JobActionApply):
-    """The same body as the preview plus its fingerprint. 409 if the jobs or the options
-    differ from what was previewed; nothing is changed then."""
+    """The same body as the preview plus its fingerprint. Acts once, on exactly the jobs the
+    preview pinned: a pinned job that changed since (or is gone) is skipped and counted; a job
+    that started to match a filter is not touched. 409 if the options differ from the preview
+    or the fingerprint was already applied; nothing is changed then."""
     try:
         _guard(request)
         action = _action_request(body)
-        info = ACTIONS[action.kind]
+        info = job_actions.ACTIONS[action.kind]
         if info.destructive and not action.reason:
             raise Refusal(
                 400, f"Give a reason to {info.verb} these jobs; it goes in the audit log."
             )
-        values, ids = _action_state(action)
-        fingerprints.check(body.fingerprint, "job_action", user_of(request), values)
-        if not ids:
-            raise Refusal(404, "None of the chosen jobs exists (completed jobs are deleted).")
+        outcome = job_actions.apply(
+            user_of(request), body.fingerprint, reason=action.reason, request=action, via=VIA
+        )
     except Refusal as refusal:
         return refuse(request, body.action, refusal, _submitted(body))
-    except (FingerprintMismatch, BadFingerprint) as exc:
-        return refuse(request, body.action, _fingerprint_refusal(exc), _submitted(body))
-    if action.target.is_filter:
-        action = dataclasses.replace(
-            action, target=PinnedTarget(ids=tuple(ids), filters=action.target.filters)
-        )
-    outcome = execute(action, actor=user_of(request), via=VIA)
+    except AlreadyUsed as exc:
+        refusal = Refusal(409, str(exc))
+        entry = exc.entry.pk if exc.entry is not None else None
+        refuse(request, body.action, refusal, _submitted(body))
+        return detail(str(exc), 409, audit_entry_id=entry)
+    except Refused as exc:
+        return refuse(request, body.action, Refusal(exc.status, str(exc)), _submitted(body))
     return {
         "action": action.kind.value,
         "summary": outcome.summary,
+        "pinned": outcome.pinned,
         "requested": outcome.requested,
         "changed": outcome.changed,
         "skipped": outcome.skipped,
+        "changed_since_preview": outcome.stale,
         "missing": outcome.missing,
         "audit_entry_ids": outcome.entries,
         "error": outcome.error or None,
