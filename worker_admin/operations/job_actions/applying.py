@@ -23,9 +23,11 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field
 
+from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections, transaction
 
 from worker_admin import audit
+from worker_admin.counting import bounded_count
 from worker_admin.filters import apply_filters
 from worker_admin.operations import claims
 from worker_admin.operations.errors import Refused
@@ -57,6 +59,7 @@ class Outcome:
     error: str = ""
     reason: str = ""
     first_entry: int | None = None
+    left_alone: int = 0  # jobs that started to match the filter after the preview
     kind: str = ""
     job: int | None = None  # the one job of a single-job action, for the page to go back to
     filter: dict | None = None  # the filter a bulk action came from (query-string values)
@@ -70,6 +73,10 @@ class Outcome:
             parts.append(f"{self.stale:,} changed since the preview")
         if self.missing:
             parts.append(f"{self.missing:,} gone")
+        if self.left_alone:
+            parts.append(
+                f"{self.left_alone:,} that started to match the filter after the preview left alone"
+            )
         return "; ".join(parts)
 
 
@@ -146,6 +153,8 @@ def _part(actor, confirmation: str, via: str, first) -> Outcome:
                 claims.mark_used(row, asdict(outcome))
                 return outcome
             _count(outcome, result, len(chunk), entry.id)
+            if outcome.done and request.target.filters is not None:
+                outcome.left_alone = _left_alone(request, row.pinned)
             claims.mark_used(row, asdict(outcome))
             worker_committed = utils.alias != DEFAULT_DB_ALIAS
     except DatabaseError as exc:
@@ -186,6 +195,15 @@ def _count(outcome: Outcome, part: PartResult, size: int, entry_id: int) -> None
     if outcome.first_entry is None:
         outcome.first_entry = entry_id
     outcome.done = outcome.position >= outcome.pinned
+
+
+def _left_alone(request: ActionRequest, pinned: list[list]) -> int:
+    """How many jobs match the filter now without having been pinned (never touched)."""
+    matching = apply_filters(jobs(), request.target.filters)
+    counted = bounded_count(
+        matching.exclude(id__in=[p[0] for p in pinned]), bound=settings.BULK_ACTION_LIMIT
+    )
+    return counted.value or 0
 
 
 def _act(utils: WorkerUtils, request: ActionRequest, chunk: list[list]) -> PartResult:
