@@ -184,7 +184,9 @@ def test_pinned_targets__a_job_added_to_the_filter_is_left_alone_and_reported(op
     late = jobs.failed("charge")  # a new failure arrives between preview and apply
     response = operator_api.post(APPLY, body | {"fingerprint": preview["fingerprint"]})
     assert response.status_code == 200, response.content
-    assert response.json()["summary"] == "changed 1 of 1"
+    assert response.json()["summary"] == (
+        "changed 1 of 1; 1 that started to match the filter after the preview left alone"
+    )
     assert Job.objects.get(id=pinned.id).attempts == 0
     assert Job.objects.get(id=late.id).attempts == late.attempts  # never pinned, never touched
     entry = _api_entries(action="retry", outcome="done").get()
