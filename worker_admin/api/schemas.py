@@ -15,7 +15,8 @@ from ninja import Field, Schema
 from pydantic import AfterValidator, AwareDatetime, ConfigDict
 
 from worker_admin.filters import MAX_SEARCH, SORTS, STATE_TABS
-from worker_admin.forms import (
+from worker_admin.operations.job_actions import MAX_EXPLICIT_IDS, ActionKind
+from worker_admin.operations.job_specs import (
     BATCH_MAX_ITEMS,
     FLAG_MAX,
     IDENTIFIER_MAX,
@@ -23,7 +24,6 @@ from worker_admin.forms import (
     QUEUE_MAX,
     SMALLINT_MIN,
 )
-from worker_admin.operations.job_actions import MAX_EXPLICIT_IDS, ActionKind
 from worker_admin.recovery import CleanupTask
 from worker_admin.utils import BIGINT_MAX, SMALLINT_MAX, JobKeyMode
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 from collections import Counter
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import DatabaseError, transaction
 from ninja import Router, Status
 
@@ -43,16 +43,55 @@ from worker_admin.api.schemas import (
     NewJob,
     NewJobApply,
 )
-from worker_admin.forms import (
-    BatchAddForm,
+from worker_admin.models import Job, JobQueue
+from worker_admin.operations import claims, job_actions
+from worker_admin.operations.add_jobs import (
+    AUDIT_BATCH_BYTES,
+    AUDIT_PAYLOAD_BYTES,
+    PREVIEW_ITEMS,
+)
+from worker_admin.operations.add_jobs import (
+    batch_facts as _batch_facts,
+)
+from worker_admin.operations.add_jobs import (
+    batch_summary as _batch_summary,
+)
+from worker_admin.operations.add_jobs import (
+    db_error as _db_error,
+)
+from worker_admin.operations.add_jobs import (
+    existing_keys as _existing_keys,
+)
+from worker_admin.operations.add_jobs import (
+    fits_audit as _fits_audit,
+)
+from worker_admin.operations.add_jobs import (
+    is_replaceable as _is_replaceable,
+)
+from worker_admin.operations.add_jobs import (
+    job_summary as _job_summary,
+)
+from worker_admin.operations.add_jobs import (
+    job_warnings as _job_warnings,
+)
+from worker_admin.operations.add_jobs import (
+    key_effect as _key_effect,
+)
+from worker_admin.operations.add_jobs import (
+    keyed_job as _keyed_job,
+)
+from worker_admin.operations.add_jobs import (
+    serialize_confirmations as _serialize_confirmations,
+)
+from worker_admin.operations.errors import AlreadyUsed, Refused
+from worker_admin.operations.job_specs import (
+    Batch,
     BatchItemError,
     _canonical,
     batch_item,
+    parse_batch,
     stored_json,
 )
-from worker_admin.models import Job, JobQueue
-from worker_admin.operations import claims, job_actions
-from worker_admin.operations.errors import AlreadyUsed, Refused
 from worker_admin.stats import database_now
 from worker_admin.utils import (
     RUN_NOW,
@@ -62,22 +101,6 @@ from worker_admin.utils import (
     RescheduleJobOptions,
     WorkerUtils,
     WorkerUtilsError,
-)
-from worker_admin.views.add import (
-    AUDIT_BATCH_BYTES,
-    AUDIT_PAYLOAD_BYTES,
-    PREVIEW_ITEMS,
-    _batch_facts,
-    _batch_summary,
-    _db_error,
-    _existing_keys,
-    _fits_audit,
-    _is_replaceable,
-    _job_summary,
-    _job_warnings,
-    _key_effect,
-    _keyed_job,
-    _serialize_confirmations,
 )
 
 router = Router(tags=["writes"], auth=WriterToken())
@@ -411,16 +434,15 @@ def apply_add(request, body: NewJobApply):
 # -- a batch ----------------------------------------------------------------------------------
 
 
-def _batch(body: NewBatch) -> BatchAddForm:
-    """The batch form's checks, all or nothing (items are counted from 0)."""
-    items = [_values(item) for item in body.jobs]
-    form = BatchAddForm({"items": json.dumps(items, ensure_ascii=False)})
-    if not form.is_valid():
-        raise Refusal(400, " ".join(e for errors in form.errors.values() for e in errors))
-    return form
+def _batch(body: NewBatch) -> Batch:
+    """The batch checks every face shares, all or nothing (items are counted from 0)."""
+    try:
+        return parse_batch([_values(item) for item in body.jobs])
+    except ValidationError as exc:
+        raise Refusal(400, " ".join(exc.messages)) from None
 
 
-def _batch_state(form: BatchAddForm) -> tuple[dict[str, Any], dict[str, Job]]:
+def _batch_state(form: Batch) -> tuple[dict[str, Any], dict[str, Job]]:
     existing = _existing_keys(form.specs)
     holders = {key: _holder_state(job) for key, job in sorted(existing.items())}
     return audit_safe({"items": form.canonical(), "holders": holders}), existing
