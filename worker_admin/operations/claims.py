@@ -28,7 +28,14 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import DEFAULT_DB_ALIAS, models
 from django.utils import timezone
 
-from worker_admin.operations.errors import AlreadyUsed, BadConfirmation, Stale
+from worker_admin.operations.errors import (
+    AlreadyUsed,
+    BadConfirmation,
+    Differs,
+    Expired,
+    OtherActor,
+    Stale,
+)
 
 SALT = "worker_admin.operations.confirmation"
 MAX_AGE = 30 * 60  # seconds a preview stays confirmable
@@ -91,12 +98,12 @@ def issue(kind: str, actor, request: Any, pinned: list, digest: str) -> str:
     return signing.dumps({"c": nonce, "k": kind}, salt=SALT)
 
 
-def nonce_of(token: str, kind: str) -> str:
+def nonce_of(token: str, kind: str, max_age: int = MAX_AGE) -> str:
     """The nonce a token names, or BadConfirmation/Stale saying why not."""
     try:
-        body = signing.loads(token or "", salt=SALT, max_age=MAX_AGE)
+        body = signing.loads(token or "", salt=SALT, max_age=max_age)
     except signing.SignatureExpired:
-        raise Stale(
+        raise Expired(
             "This preview is more than 30 minutes old: nothing was changed; preview again."
         ) from None
     except signing.BadSignature:
@@ -108,11 +115,13 @@ def nonce_of(token: str, kind: str) -> str:
     return str(body.get("c", ""))
 
 
-def claim(token: str, kind: str, actor, digest: str | None = None) -> Confirmation:
+def claim(
+    token: str, kind: str, actor, digest: str | None = None, *, max_age: int = MAX_AGE
+) -> Confirmation:
     """Lock the confirmation's row for the current transaction (on the console's database) and
     check it belongs to `actor` and, given `digest`, to the same values. Does not mark it used:
     the caller does, with `mark_used`, in the transaction that acts."""
-    nonce = nonce_of(token, kind)
+    nonce = nonce_of(token, kind, max_age)
     row = (
         Confirmation.objects.using(DEFAULT_DB_ALIAS)
         .select_for_update()
@@ -122,11 +131,11 @@ def claim(token: str, kind: str, actor, digest: str | None = None) -> Confirmati
     if row is None:
         raise Stale("This preview has expired or was never stored: preview again.")
     if not _same_actor(row, actor):
-        raise Stale(
+        raise OtherActor(
             "This confirmation was issued to another user: nothing was changed; preview again."
         )
     if digest is not None and digest != row.fingerprint:
-        raise Stale(
+        raise Differs(
             "The request differs from what was previewed (a value or the target changed): "
             "nothing was changed; preview again."
         )

@@ -32,6 +32,18 @@ class Stale(Refused):
     status = 409
 
 
+class Expired(Stale):
+    """The preview is older than its confirmation may be."""
+
+
+class OtherActor(Stale):
+    """The confirmation was issued to someone else."""
+
+
+class Differs(Stale):
+    """The values sent with the confirmation are not the ones previewed."""
+
+
 class BadConfirmation(Refused):
     """Not a confirmation this server issued."""
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -362,3 +362,23 @@ def parse_batch(items: Any) -> Batch:
             ]
         )
     return Batch(specs)
+
+
+def single_job(item: dict) -> RawJobSpec:
+    """One job to add on its own: a batch item's checks, plus unsafe_dedupe (which a batch
+    refuses), checked without the mode and then put back."""
+    item = dict(item)
+    dedupe = item.get("job_key_mode") == JobKeyMode.UNSAFE_DEDUPE.value
+    if dedupe:
+        if item.get("job_key") is None:
+            raise BatchItemError("job_key_mode unsafe_dedupe needs a job_key")
+        item.pop("job_key_mode")
+    raw = batch_item(item)
+    if not dedupe:
+        return raw
+    spec = replace(raw.spec, job_key_mode=JobKeyMode.UNSAFE_DEDUPE)
+    try:
+        spec.validate()
+    except InvalidJobSpec as exc:
+        raise BatchItemError(str(exc).rstrip(".")) from None
+    return replace(raw, spec=spec)

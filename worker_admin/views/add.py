@@ -7,30 +7,23 @@ it. A POST with `confirm` validates again, writes through WorkerUtils in one tra
 an audit entry and redirects with a message. Bad input at any step re-renders the form with the
 reasons and records a "rejected" audit entry; nothing is written.
 
-The confirmation token. The preview carries the validated values in hidden fields, plus a token
-signed with django.core.signing (one salt per view) that holds the user's id, a SHA-256 of the
-canonical values and a one-time nonce, which is also kept in the session. The confirming POST
-must come from the same user, its values must hash to the same digest (so it cannot differ from
-what was previewed), and its nonce must still be pending in the session. The nonce is consumed
-inside the write's transaction, under a row lock on the user (two clicks on the same button wait
-for each other there), and the audit entry of the write records it: a second submit of the same
-confirmation finds that entry, says "already done" and writes nothing.
+The confirmation. The preview is the operation's (worker_admin/operations/adding.py): it pins
+what a key would do and returns a token; the page carries the validated values in hidden fields
+and the token, which is also kept pending in this session. The operation checks the values hash
+to what was previewed, that the job holding a key has not changed, and acts once (its
+confirmation row, locked in the write's transaction): a second submit of the same confirmation
+says "already done" and writes nothing.
 """
 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
-import secrets
-from collections import Counter
 from typing import Any
 from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import messages
-from django.core import signing
-from django.db import DatabaseError, transaction
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -49,31 +42,15 @@ from worker_admin.forms import (
     stored_json,
 )
 from worker_admin.models import JobQueue
+from worker_admin.operations import adding
 from worker_admin.operations.add_jobs import (
-    AUDIT_BATCH_BYTES,
-    AUDIT_PAYLOAD_BYTES,
     PREVIEW_ITEMS,
 )
 from worker_admin.operations.add_jobs import (
     batch_facts as _batch_facts,
 )
 from worker_admin.operations.add_jobs import (
-    batch_summary as _batch_summary,
-)
-from worker_admin.operations.add_jobs import (
-    db_error as _db_error,
-)
-from worker_admin.operations.add_jobs import (
-    existing_keys as _existing_keys,
-)
-from worker_admin.operations.add_jobs import (
-    fits_audit as _fits_audit,
-)
-from worker_admin.operations.add_jobs import (
     is_replaceable as _is_replaceable,
-)
-from worker_admin.operations.add_jobs import (
-    job_summary as _job_summary,
 )
 from worker_admin.operations.add_jobs import (
     job_warnings as _job_warnings,
@@ -81,20 +58,14 @@ from worker_admin.operations.add_jobs import (
 from worker_admin.operations.add_jobs import (
     key_effect as _key_effect,
 )
-from worker_admin.operations.add_jobs import (
-    keyed_job as _keyed_job,
-)
-from worker_admin.operations.add_jobs import (
-    serialize_confirmations as _serialize_confirmations,
-)
+from worker_admin.operations.errors import AlreadyUsed, Refused
+from worker_admin.operations.job_specs import Batch
 from worker_admin.roles import can_act_on_jobs, role_of
 from worker_admin.schema import capabilities
 from worker_admin.stats import database_now
-from worker_admin.utils import JobKeyMode, RawJobSpec, WorkerUtils, WorkerUtilsError
+from worker_admin.utils import JobKeyMode, RawJobSpec
 
 ADD_JOB, ADD_JOBS = "add_job", "add_jobs"
-SALTS = {ADD_JOB: "worker_admin.views.add.add_job", ADD_JOBS: "worker_admin.views.add.add_batch"}
-TOKEN_MAX_AGE = 60 * 60  # seconds a preview stays confirmable
 PENDING_NONCES = "worker_admin.add.pending"
 PENDING_MAX = 20  # previews per session that can still be confirmed
 REQUEST_HEADROOM_BYTES = 16 * 1024  # the token, the CSRF token and the multipart framing
@@ -111,10 +82,6 @@ FIELD_LABELS = {
     "items": "Batch",
     "file": "File",
 }
-
-
-class ConfirmationError(Exception):
-    """A confirming POST that does not match a live preview; the text is for users."""
 
 
 # -- permission -------------------------------------------------------------------------------
@@ -146,61 +113,32 @@ def _forbidden(request) -> HttpResponse | None:
     return render(request, "worker_admin/add_job.html", context, status=403)
 
 
-# -- the confirmation token -------------------------------------------------------------------
+# -- the confirmation: the operation's token, and this browser session's claim on it -----------
 
 
-def _digest(values: Any) -> str:
-    text = json.dumps(values, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def _issue_token(request, action: str, values: Any) -> str:
-    nonce = secrets.token_urlsafe(16)
+def _remember(request, token: str) -> str:
+    """The preview's token is also pending in this session: a confirmation is for the browser
+    that saw the preview (the operation binds it to the user and acts once)."""
+    digest = hashlib.sha256(token.encode()).hexdigest()[:32]
     pending = [n for n in request.session.get(PENDING_NONCES, []) if isinstance(n, str)]
-    request.session[PENDING_NONCES] = [*pending, nonce][-PENDING_MAX:]
-    payload = {"user": request.user.pk, "digest": _digest(values), "nonce": nonce}
-    return signing.dumps(payload, salt=SALTS[action])
+    request.session[PENDING_NONCES] = [*pending, digest][-PENDING_MAX:]
+    return token
 
 
-def _read_token(request, action: str, values: Any) -> str:
-    """The nonce of a token that confirms exactly `values` for this user; else ConfirmationError."""
-    try:
-        data = signing.loads(
-            request.POST.get("token", ""), salt=SALTS[action], max_age=TOKEN_MAX_AGE
-        )
-    except signing.SignatureExpired:
-        raise ConfirmationError(
-            "This preview is more than an hour old: nothing was added. Preview again, then confirm."
-        ) from None
-    except signing.BadSignature:
-        raise ConfirmationError(
-            "The confirmation token is missing or damaged: nothing was added. Preview again, "
-            "then confirm."
-        ) from None
-    if not isinstance(data, dict) or data.get("user") != request.user.pk:
-        raise ConfirmationError(
-            "This confirmation belongs to another user: nothing was added. Preview again."
-        )
-    if not hmac.compare_digest(str(data.get("digest", "")), _digest(values)):
-        raise ConfirmationError(
-            "The values sent differ from the preview they confirm: nothing was added. Check "
-            "the preview again, then confirm."
-        )
-    return str(data.get("nonce", ""))
+def _session_guard(request, token: str):
+    """Run by the operation under its claim: the token must be pending in this session."""
+    digest = hashlib.sha256(token.encode()).hexdigest()[:32]
 
+    def guard() -> None:
+        pending = request.session.get(PENDING_NONCES, [])
+        if digest not in pending:
+            raise Refused(
+                "This confirmation is no longer valid (it was used already, or belongs to "
+                "another session): nothing was added. Preview again, then confirm."
+            )
+        request.session[PENDING_NONCES] = [n for n in pending if n != digest]
 
-def _earlier_use(action: str, nonce: str) -> audit.AuditEntry | None:
-    return audit.AuditEntry.objects.filter(
-        action=action, outcome=audit.AuditEntry.Outcome.DONE, parameters__confirmation=nonce
-    ).first()
-
-
-def _consume(request, nonce: str) -> bool:
-    pending = request.session.get(PENDING_NONCES, [])
-    if nonce not in pending:
-        return False
-    request.session[PENDING_NONCES] = [n for n in pending if n != nonce]
-    return True
+    return guard
 
 
 def _already_done(request, entry: audit.AuditEntry, fallback: str):
@@ -301,7 +239,8 @@ def _job_rejected(request, form: AddJobForm, step: str, problem: str | None = No
 def _job_preview(request, form: AddJobForm):
     identifier, payload, spec = form.to_spec()
     now = database_now(settings.WORKER_DATABASE)
-    existing = _keyed_job(spec.job_key)
+    shown = adding.preview_job(request.user, RawJobSpec(identifier, payload, spec))
+    existing = shown.holders.get(spec.job_key) if spec.job_key else None
     size = len(stored_json(payload).encode("utf-8"))
     queue_exists = (
         spec.queue_name is None
@@ -329,67 +268,33 @@ def _job_preview(request, form: AddJobForm):
         "warnings": _job_warnings(identifier, spec, size, now),
         "now": now,
         "hidden": list(form.hidden_values().items()),
-        "token": _issue_token(request, ADD_JOB, form.canonical()),
+        "token": _remember(request, shown.token),
         "action_url": reverse("worker_admin:add_job"),
     }
     return render(request, "worker_admin/add_preview.html", context)
 
 
 def _job_confirm(request, form: AddJobForm):
-    try:
-        nonce = _read_token(request, ADD_JOB, form.canonical())
-    except ConfirmationError as exc:
-        return _job_rejected(request, form, "confirm", str(exc))
     identifier, payload, spec = form.to_spec()
-    values = form.canonical()
-    text = stored_json(payload)
-    size = len(text.encode("utf-8"))
-    parameters = {**values, "payload_bytes": size, "confirmation": nonce}
-    if not _fits_audit(text, AUDIT_PAYLOAD_BYTES):
-        parameters["payload"] = None
-        parameters["payload_sha256"] = hashlib.sha256(text.encode("utf-8")).hexdigest()
-    failure = None
-    with transaction.atomic():
-        _serialize_confirmations(request.user)
-        earlier = _earlier_use(ADD_JOB, nonce)
-        if earlier is not None:
-            return _already_done(request, earlier, reverse("worker_admin:jobs"))
-        if not _consume(request, nonce):
-            failure = (
-                "rejected",
-                "This confirmation is no longer valid (it was used already, or belongs to "
-                "another session): nothing was added. Preview again, then confirm.",
-            )
-        else:
-            existing = _keyed_job(spec.job_key)
-            try:
-                job = WorkerUtils().add_raw_job(identifier, payload, spec)
-            except WorkerUtilsError as exc:
-                failure = ("rejected", f"{exc} Nothing was added.")
-            except DatabaseError as exc:
-                failure = (
-                    "failed",
-                    f"The database refused the job: {_db_error(exc)}. Nothing was added.",
-                )
-            else:
-                summary = _job_summary(job, identifier, existing, spec)
-                audit.record(
-                    actor=request.user,
-                    via="web",
-                    action=ADD_JOB,
-                    outcome="done",
-                    parameters=parameters,
-                    changed_ids=[job.id],
-                    summary=summary,
-                    before_image=[audit.job_image(existing)] if existing is not None else [],
-                )
-    if failure is not None:
-        outcome, error = failure
-        if outcome == "rejected":
-            return _job_rejected(request, form, "confirm", error)
-        _record_failure(request, ADD_JOB, parameters, error)
-        return _job_form(request, form, problems=[error])
-    messages.success(request, summary[0].upper() + summary[1:] + ".")
+    token = request.POST.get("token", "")
+    try:
+        added = adding.apply_job(
+            request.user,
+            token,
+            RawJobSpec(identifier, payload, spec),
+            via="web",
+            guard=_session_guard(request, token),
+        )
+    except AlreadyUsed as exc:
+        if exc.entry is None:
+            return _job_rejected(request, form, "confirm", str(exc))
+        return _already_done(request, exc.entry, reverse("worker_admin:jobs"))
+    except adding.Failed as exc:
+        return _job_form(request, form, problems=[str(exc)])
+    except Refused as exc:
+        return _job_rejected(request, form, "confirm", str(exc))
+    job = added.jobs[0]
+    messages.success(request, added.summary[0].upper() + added.summary[1:] + ".")
     return _finish(request, reverse("worker_admin:job_detail", args=[job.id]), [job.id])
 
 
@@ -482,7 +387,7 @@ def _too_big_to_confirm(form: BatchAddForm) -> str | None:
 def _batch_preview(request, form: BatchAddForm):
     specs = form.specs
     facts = _batch_facts(specs)
-    values = {"source": form.source, "items": form.canonical()}
+    shown = adding.preview_batch(request.user, Batch(specs), source=form.source)
     context = {
         "active": "jobs",
         "title": "Preview: add jobs",
@@ -493,7 +398,7 @@ def _batch_preview(request, form: BatchAddForm):
         "more": max(0, len(specs) - PREVIEW_ITEMS),
         "facts": facts,
         "hidden": [("items", form.hidden_items()), ("source", form.source)],
-        "token": _issue_token(request, ADD_JOBS, values),
+        "token": _remember(request, shown.token),
         "action_url": reverse("worker_admin:add_batch"),
         "now": database_now(settings.WORKER_DATABASE),
     }
@@ -513,73 +418,26 @@ def _jobs_url(specs: list[RawJobSpec]) -> str:
 
 def _batch_confirm(request, form: BatchAddForm):
     source = request.POST.get("source", "")[:300]
-    canonical = form.canonical()
+    token = request.POST.get("token", "")
     try:
-        nonce = _read_token(request, ADD_JOBS, {"source": source, "items": canonical})
-    except ConfirmationError as exc:
+        added = adding.apply_batch(
+            request.user,
+            token,
+            Batch(form.specs),
+            source=source,
+            via="web",
+            guard=_session_guard(request, token),
+        )
+    except AlreadyUsed as exc:
+        if exc.entry is None:
+            return _batch_rejected(request, form, "confirm", str(exc))
+        return _already_done(request, exc.entry, _jobs_url(form.specs))
+    except adding.Failed as exc:
+        return _batch_form(request, form, problems=[str(exc)])
+    except Refused as exc:
         return _batch_rejected(request, form, "confirm", str(exc))
-    specs = form.specs
-    tasks = Counter(raw.identifier for raw in specs)
-    parameters: dict[str, Any] = {
-        "count": len(specs),
-        "source": source,
-        "tasks": dict(tasks.most_common(50)),
-        "keyed": sum(1 for raw in specs if raw.spec.job_key is not None),
-        "preserve_run_at": any(
-            raw.spec.job_key_mode == JobKeyMode.PRESERVE_RUN_AT for raw in specs
-        ),
-        "confirmation": nonce,
-    }
-    items_text = form.hidden_items()
-    if _fits_audit(items_text, AUDIT_BATCH_BYTES):
-        parameters["items"] = canonical
-    else:
-        parameters["items_sha256"] = hashlib.sha256(items_text.encode("utf-8")).hexdigest()
-    failure = None
-    with transaction.atomic():
-        _serialize_confirmations(request.user)
-        earlier = _earlier_use(ADD_JOBS, nonce)
-        if earlier is not None:
-            return _already_done(request, earlier, _jobs_url(specs))
-        if not _consume(request, nonce):
-            failure = (
-                "rejected",
-                "This confirmation is no longer valid (it was used already, or belongs to "
-                "another session): nothing was added. Preview again, then confirm.",
-            )
-        else:
-            existing = _existing_keys(specs)
-            try:
-                jobs = WorkerUtils().add_raw_jobs(specs)
-            except WorkerUtilsError as exc:
-                failure = ("rejected", f"{exc} Nothing was added.")
-            except DatabaseError as exc:
-                failure = (
-                    "failed",
-                    f"The database refused the batch: {_db_error(exc)}. Nothing was added.",
-                )
-            else:
-                summary = _batch_summary(jobs, existing)
-                audit.record(
-                    actor=request.user,
-                    via="web",
-                    action=ADD_JOBS,
-                    outcome="done",
-                    parameters=parameters,
-                    changed_ids=[job.id for job in jobs],
-                    summary=summary,
-                    before_image=[
-                        audit.job_image(job) for job in existing.values() if _is_replaceable(job)
-                    ],
-                )
-    if failure is not None:
-        outcome, error = failure
-        if outcome == "rejected":
-            return _batch_rejected(request, form, "confirm", error)
-        _record_failure(request, ADD_JOBS, parameters, error)
-        return _batch_form(request, form, problems=[error])
-    messages.success(request, summary[0].upper() + summary[1:] + ".")
-    return _finish(request, _jobs_url(specs), [job.id for job in jobs])
+    messages.success(request, added.summary[0].upper() + added.summary[1:] + ".")
+    return _finish(request, _jobs_url(form.specs), [job.id for job in added.jobs])
 
 
 @require_http_methods(["GET", "POST"])
@@ -606,16 +464,3 @@ def add_batch(request):
     if step == "preview":
         return _batch_preview(request, form)
     return _batch_confirm(request, form)
-
-
-def _record_failure(request, action: str, parameters: dict, error: str) -> None:
-    """The database refused the confirmed add: nothing was written, and the log says so."""
-    audit.record(
-        actor=request.user,
-        via="web",
-        action=action,
-        outcome="failed",
-        parameters={"step": "confirm", **parameters},
-        summary=f"{action} failed",
-        error=_safe(error),
-    )

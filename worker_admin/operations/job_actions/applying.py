@@ -19,12 +19,14 @@ just before the console's, with no two-phase commit between them (docs/hardening
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import asdict, dataclass, field
 
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections, transaction
+from django.utils import timezone
 
 from worker_admin import audit
 from worker_admin.counting import bounded_count
@@ -32,7 +34,13 @@ from worker_admin.filters import apply_filters
 from worker_admin.operations import claims
 from worker_admin.operations.errors import Refused
 from worker_admin.operations.job_actions.kinds import ActionKind
-from worker_admin.operations.job_actions.previewing import KIND, PIN_COLUMNS, jobs, pin
+from worker_admin.operations.job_actions.previewing import (
+    KIND,
+    OLD_LOCK,
+    PIN_COLUMNS,
+    jobs,
+    pin,
+)
 from worker_admin.operations.job_actions.request import ActionRequest, from_stored, options_for
 from worker_admin.utils import JobActionResult, WorkerUtils
 
@@ -143,6 +151,9 @@ def _part(actor, confirmation: str, via: str, first) -> Outcome:
                     transaction.atomic(using=DEFAULT_DB_ALIAS),
                 ):
                     result = _act(utils, request, chunk)
+                    if not outcome.parts:  # ids asked for that did not exist at the preview
+                        missing = tuple(row.request.get("missing") or ())
+                        result = dataclasses.replace(result, gone=result.gone + missing)
                     entry = _audit(request, actor, via, result, outcome, confirmation)
             except Refused:
                 raise
@@ -183,10 +194,10 @@ def _fresh(confirmation: str, row, *, reason: str) -> Outcome:
     )
 
 
-def _count(outcome: Outcome, part: PartResult, size: int, entry_id: int) -> None:
+def _count(outcome: Outcome, part: PartResult, chunk_size: int, entry_id: int) -> None:
     outcome.parts += 1
-    outcome.position += size
-    outcome.requested += size
+    outcome.position += chunk_size
+    outcome.requested += len(part.result.requested) + len(part.stale) + len(part.gone)
     outcome.changed += len(part.result.changed)
     outcome.skipped += len(part.result.skipped_locked)
     outcome.stale += len(part.stale)
@@ -210,10 +221,13 @@ def _act(utils: WorkerUtils, request: ActionRequest, chunk: list[list]) -> PartR
     """Lock the chunk's jobs, keep those still as previewed, act on them."""
     ids = [pinned[0] for pinned in chunk]
     as_previewed = {pinned[0]: pinned for pinned in chunk}
-    now = {
-        row[0]: pin(row)
-        for row in jobs().filter(id__in=ids).select_for_update().values_list(*PIN_COLUMNS)
-    }
+    rows = jobs().filter(id__in=ids).select_for_update().values_list(*PIN_COLUMNS, "locked_at")
+    now, locked = {}, set()
+    young = timezone.now() - OLD_LOCK
+    for row in rows:
+        now[row[0]] = pin(row[:-1])
+        if row[-1] is not None and row[-1] >= young:
+            locked.add(row[0])
     matching = set(now)
     if request.target.filters is not None and now:
         matching = set(
@@ -222,7 +236,13 @@ def _act(utils: WorkerUtils, request: ActionRequest, chunk: list[list]) -> PartR
             )
         )
     gone = tuple(i for i in ids if i not in now)
-    stale = tuple(i for i in ids if i in now and (now[i] != as_previewed[i] or i not in matching))
+    # A job a worker took since the preview has changed (its attempts moved), but what stops
+    # the action is the worker: it goes to the schema function, which skips it as held.
+    stale = tuple(
+        i
+        for i in ids
+        if i in now and i not in locked and (now[i] != as_previewed[i] or i not in matching)
+    )
     eligible = [i for i in ids if i in now and i not in stale]
     before = _before_image(request.kind, eligible)
     result = _apply_kind(utils, request, eligible)

@@ -133,7 +133,8 @@ def preview(actor, request: ActionRequest) -> Preview:
     attempts, max_attempts = PIN_COLUMNS.index("attempts"), PIN_COLUMNS.index("max_attempts")
     not_failed = sum(1 for row in rows if row[attempts] < row[max_attempts])
     result.warnings = warnings(result, not_failed)
-    result.token = claims.issue(KIND, actor, request.stored(), result.pinned, request.fingerprint())
+    stored = request.stored() | {"missing": missing}  # reported as gone by the apply
+    result.token = claims.issue(KIND, actor, stored, result.pinned, request.fingerprint())
     return result
 
 
