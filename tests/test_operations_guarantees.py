@@ -154,6 +154,79 @@ def test_acting_once__api_fingerprint_applied_by_many_requests_acts_once(
     assert _revisions(bystanders) == untouched
 
 
+def test_acting_once__one_confirmation_from_page_and_api_together_acts_once(
+    five_and_bystanders, django_user_model
+):
+    """The claim is in the database, not in a face: the same user's confirmation sent through
+    the page and the API at once (6 + 6 requests) acts once."""
+    targets, bystanders = five_and_bystanders
+    ensure_groups()
+    user, secret = user_with_token(django_user_model, "operator", "racer_both")
+    page = Client()
+    page.force_login(user)
+    form = {"action": "run_now", "scope": "ids", "ids": targets}
+    token = _token(page.post(URL, form))
+    untouched = _revisions(bystanders)
+    calls = iter(range(THREADS))
+
+    def send():
+        if next(calls) % 2:
+            return _same_session(page).post(URL, form | {"token": token})
+        return Api(Client(), secret).post(API_APPLY, {**form_api(targets), "fingerprint": token})
+
+    replies = _all_at_once(send)
+
+    acted = [r for r in replies if r.status_code in (200, 302)]
+    assert len(acted) == 1, Counter(r.status_code for r in replies)
+    assert sorted(r.status_code for r in replies if r not in acted) in (
+        [400] * 5 + [409] * 6,
+        [400] * 6 + [409] * 5,
+    )
+    done = list(AuditEntry.objects.filter(action="run_now", outcome="done"))
+    assert len(done) == 1 and sorted(done[0].changed_ids) == sorted(targets)
+    assert _revisions(bystanders) == untouched
+
+
+def form_api(targets: list[int]) -> dict:
+    return {"action": "run_now", "ids": targets}
+
+
+def test_acting_once__api_add_applied_by_many_requests_adds_once(worker_rows, django_user_model):
+    ensure_groups()
+    _user, secret = user_with_token(django_user_model, "operator", "racer_add")
+    body = {"identifier": "race_add", "payload": {"n": 1}}
+    preview = Api(Client(), secret).post("/api/jobs/add/preview", body)
+    apply = body | {"fingerprint": preview.json()["fingerprint"]}
+
+    replies = _all_at_once(lambda: Api(Client(), secret).post("/api/jobs/add/apply", apply))
+
+    assert Counter(r.status_code for r in replies) == Counter({201: 1, 409: THREADS - 1})
+    assert Job.objects.filter(task__identifier="race_add").count() == 1
+    assert AuditEntry.objects.filter(action="add_job", outcome="done").count() == 1
+
+
+def test_acting_once__page_batch_applied_by_many_requests_adds_once(operator_session):
+    preview = operator_session.post(
+        "/jobs/add/batch/",
+        {"items": '[{"identifier": "race_batch"}, {"identifier": "race_batch"}]'},
+    )
+    hidden = dict(
+        re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', preview.content.decode())
+    )
+    confirm = {k: html.unescape(v) for k, v in hidden.items() if k != "csrfmiddlewaretoken"}
+    confirm["confirm"] = "1"
+
+    replies = _all_at_once(
+        lambda: _same_session(operator_session).post("/jobs/add/batch/", confirm, follow=True)
+    )
+
+    texts = [_text(r) for r in replies]
+    assert sum("Added 2 jobs" in t for t in texts) == 1
+    assert sum("Already done" in t for t in texts) == THREADS - 1
+    assert Job.objects.filter(task__identifier="race_batch").count() == 2
+    assert AuditEntry.objects.filter(action="add_jobs", outcome="done").count() == 1
+
+
 def test_pinned_targets__jobs_that_match_after_the_preview_are_left_alone(operator_session):
     utils = WorkerUtils()
     pinned = [job.id for job in utils.add_raw_jobs([RawJobSpec("pin_me", {}) for _ in range(3)])]
