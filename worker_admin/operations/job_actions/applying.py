@@ -120,7 +120,14 @@ def _run(actor, confirmation, via, budget_seconds, first) -> Outcome:
     deadline = time.monotonic() + budget_seconds if budget_seconds is not None else None
     steps = 0
     while True:
-        outcome = _part(actor, confirmation, via, first if steps == 0 else None)
+        try:
+            outcome = _part(actor, confirmation, via, first if steps == 0 else None)
+        except Refused:
+            raise
+        except Exception as exc:  # the part rolled back, and its connection with it
+            if getattr(exc, "part_committed", False):
+                raise  # done but not audited (two databases): logged, not called "failed"
+            return _failed_on_a_new_connection(actor, confirmation, via, exc, first)
         steps += 1
         if outcome.done or (deadline is not None and time.monotonic() >= deadline):
             return outcome
@@ -192,6 +199,34 @@ def _fresh(confirmation: str, row, *, reason: str) -> Outcome:
         job=ids[0] if len(ids) == 1 else None,
         filter=target.get("filter"),
     )
+
+
+def _failed_on_a_new_connection(actor, confirmation, via, exc: Exception, first) -> Outcome:
+    """A part whose connection broke: it rolled back whole. Record that on a fresh connection
+    and use the confirmation up; if even that fails (the console's database is down), log it and
+    let the error reach the 503 page (the confirmation is then still unused)."""
+    try:
+        with transaction.atomic(using=DEFAULT_DB_ALIAS):
+            row = claims.claim(confirmation, KIND, actor)
+            if row.progress:
+                outcome = Outcome(**row.progress)
+            else:
+                outcome = _fresh(confirmation, row, reason=first[0] if first else "")
+            request = from_stored(row.request, outcome.reason)
+            chunk = row.pinned[outcome.position : outcome.position + CHUNK]
+            _record_failure(request, actor, via, outcome, chunk, exc, confirmation)
+            claims.mark_used(row, asdict(outcome))
+    except DatabaseError as audit_exc:
+        logger.error(
+            "a job action part of %s by %s failed and could not be audited (%s); it was rolled "
+            "back, nothing in it changed. Error: %s",
+            confirmation[:16],
+            getattr(actor, "username", actor),
+            audit.first_line(audit_exc),
+            audit.first_line(exc),
+        )
+        raise audit_exc from exc
+    return outcome
 
 
 def _count(outcome: Outcome, part: PartResult, chunk_size: int, entry_id: int) -> None:
