@@ -176,6 +176,16 @@ def test_filter_target__skips_locked_jobs_and_changes_only_matching(operator_api
 # -- 409: the fingerprint no longer matches -------------------------------------------------------
 
 
+def test_preview__pins_the_jobs_and_shows_before_and_after(operator_api, jobs):
+    job = jobs.failed("charge")
+    preview = operator_api.post(PREVIEW, {"action": "retry", "ids": [job.id]}).json()
+    assert preview["pinned_ids"] == [job.id]
+    (row,) = preview["changes"]
+    assert row["id"] == job.id
+    assert row["changes"][0] == {"column": "attempts", "before": job.attempts, "after": 0}
+    assert [change["column"] for change in row["changes"]] == ["attempts", "run_at"]
+
+
 def test_pinned_targets__a_job_added_to_the_filter_is_left_alone_and_reported(operator_api, jobs):
     pinned = jobs.failed("charge")
     body = {"action": "retry", "filter": {"task": "charge", "state": "failed"}}
