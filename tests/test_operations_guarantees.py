@@ -232,7 +232,7 @@ def test_pinned_targets__jobs_that_match_after_the_preview_are_left_alone(operat
     pinned = [job.id for job in utils.add_raw_jobs([RawJobSpec("pin_me", {}) for _ in range(3)])]
     form = {"action": "complete", "scope": "filter", "reason": "pinned"}
     preview = operator_session.post(URL + "?task=pin_me", form)
-    assert "Complete 3 jobs" in _text(preview)
+    assert "Complete: 3 jobs" in _text(preview)
     late = [job.id for job in utils.add_raw_jobs([RawJobSpec("pin_me", {}) for _ in range(50)])]
 
     done = operator_session.post(

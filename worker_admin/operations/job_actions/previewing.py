@@ -9,10 +9,11 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
+from django.db.models import Count
 
 from worker_admin.filters import apply_filters
 from worker_admin.models import Job
@@ -25,6 +26,7 @@ from worker_admin.utils import RUN_NOW
 
 KIND = "job_action"
 PREVIEW_ROWS = 20
+BY_TASK_STATE_ROWS = 20
 OLD_LOCK = timedelta(hours=4)
 
 
@@ -33,6 +35,23 @@ class Change:
     column: str
     before: Any
     after: Any
+
+    @property
+    def before_text(self) -> str:
+        return shown(self.before)
+
+    @property
+    def after_text(self) -> str:
+        return "deleted" if self.column == "row" else shown(self.after)
+
+
+def shown(value: Any) -> str:
+    """A value as the preview shows it: times in ISO 8601, UTC, to the second."""
+    if value is None:
+        return "—"
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return str(value)
 
 
 @dataclass
@@ -48,6 +67,16 @@ class Preview:
     warnings: list[str] = field(default_factory=list)
     token: str = ""
     count_is_exact: bool = True
+    by_task_state: list[tuple[str, str, int]] = field(default_factory=list)
+
+    @property
+    def filter_text(self) -> str:
+        """The filter the jobs were chosen by, restated ("" for ticked ids)."""
+        filters = self.request.target.filters
+        if filters is None:
+            return ""
+        query = filters.query(cursor=None)
+        return "; ".join(f"{name} = {value}" for name, value in sorted(query.items())) or "all jobs"
 
     @property
     def will_change(self) -> int:
@@ -113,7 +142,7 @@ def preview(actor, request: ActionRequest) -> Preview:
     locks = [row[-1] for row in rows if row[-1] is not None]
     locked = sum(1 for locked_at in locks if locked_at >= now - OLD_LOCK)
     old_locks = len(locks) - locked
-    shown = list(
+    shown_rows = list(
         jobs()
         .with_state()
         .select_related("task", "job_queue")
@@ -123,19 +152,36 @@ def preview(actor, request: ActionRequest) -> Preview:
     result = Preview(
         request=request,
         count=len(rows),
-        rows=shown,
+        rows=shown_rows,
         locked=locked,
         old_locks=old_locks,
         missing=missing,
         pinned=[pin(row[:-1]) for row in rows],
     )
-    result.changes = {job.id: changes_of(request, job, now) for job in shown}
+    result.changes = {job.id: changes_of(request, job, now) for job in shown_rows}
+    for job in shown_rows:
+        job.changes = result.changes[job.id]
+    if len(rows) > PREVIEW_ROWS:
+        result.by_task_state = _by_task_state(ids)
     attempts, max_attempts = PIN_COLUMNS.index("attempts"), PIN_COLUMNS.index("max_attempts")
     not_failed = sum(1 for row in rows if row[attempts] < row[max_attempts])
     result.warnings = warnings(result, not_failed)
     stored = request.stored() | {"missing": missing}  # reported as gone by the apply
     result.token = claims.issue(KIND, actor, stored, result.pinned, request.fingerprint())
     return result
+
+
+def _by_task_state(ids: list[int]) -> list[tuple[str, str, int]]:
+    """How many of the pinned jobs there are per task and state (the largest groups first)."""
+    counts = (
+        jobs()
+        .filter(id__in=ids)
+        .with_state()
+        .values_list("task__identifier", "state")
+        .annotate(n=Count("id"))
+        .order_by("-n", "task__identifier", "state")[:BY_TASK_STATE_ROWS]
+    )
+    return [(task, state, n) for task, state, n in counts]
 
 
 def changes_of(request: ActionRequest, job: Job, now: datetime) -> list[Change]:
