@@ -1,9 +1,8 @@
 """Adding jobs (one, a batch): what every face shares around `WorkerUtils.add_raw_job(s)`.
 
 What a key will do to the job that holds it (`key_effect`), the warnings, the facts of a batch,
-the summaries the audit log keeps, and `serialize_confirmations`, which makes two applies of one
-add confirmation run one after the other (the second finds the first one's audit entry). The
-checks on the values themselves are in job_specs.py.
+and the summaries the audit log keeps. The checks on the values themselves are in job_specs.py;
+the preview and the apply are in adding.py.
 """
 
 from __future__ import annotations
@@ -12,7 +11,6 @@ from collections import Counter
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.db import DatabaseError
 from django.utils import timezone
 
@@ -25,12 +23,6 @@ PREVIEW_ITEMS = 20
 LARGE_PAYLOAD_BYTES = 64 * 1024
 AUDIT_PAYLOAD_BYTES = 16 * 1024  # payloads up to this size are kept in the audit entry
 AUDIT_BATCH_BYTES = 64 * 1024
-
-
-def serialize_confirmations(user) -> None:
-    """Lock the user's row until the transaction ends: two submits of one confirmation (a
-    double click) run one after the other, and the second sees the first one's audit entry."""
-    list(get_user_model().objects.select_for_update().filter(pk=user.pk).values_list("pk"))
 
 
 def jobs():
