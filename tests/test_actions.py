@@ -2,6 +2,7 @@
 
 import html
 import re
+from datetime import UTC
 
 import pytest
 
@@ -98,9 +99,7 @@ def test_action__locked_jobs_are_skipped_and_reported(operator_client, jobs):
         {"action": "fail", "ids": ids, "token": _token(preview), "reason": "bad payload"},
         follow=True,
     )
-    assert "Permanently fail: changed 1 of 2; 1 skipped because a worker holds them." in _messages(
-        done
-    )
+    assert "Permanently fail: changed 1 of 2; 1 skipped: a worker holds them." in _messages(done)
     assert Job.objects.get(id=free.id).last_error == "bad payload"
     assert Job.objects.get(id=held.id).attempts == 1
     entry = AuditEntry.objects.get(action="fail")
@@ -273,7 +272,7 @@ def test_action__remove_by_key_deletes_or_detaches(operator_client, jobs):
 def test_action__long_bulk_action_shows_progress_and_continues(operator_client, utils, settings):
     """A step budget of zero seconds stops after every chunk: the page shows progress, and
     each continue does the next chunk until the action is done."""
-    from worker_admin import actions
+    from worker_admin.operations.job_actions import applying as actions
     from worker_admin.utils import RawJobSpec
 
     settings.ACTION_STEP_SECONDS = 0
@@ -299,3 +298,23 @@ def test_action__long_bulk_action_shows_progress_and_continues(operator_client, 
         assert again.status_code == 400 and "already finished" in _text(again)
     finally:
         actions.CHUNK = actions_chunk
+
+
+def test_preview__says_what_will_happen_row_by_row_and_in_counts(operator_client, jobs):
+    """The preview restates the filter, shows before -> after in ISO UTC for the first rows,
+    counts a large set by task and state, and the button says what will be done."""
+    scheduled = [jobs.scheduled("digest") for _ in range(22)]
+    held = [jobs.locked(identifier="digest") for _ in range(2)]
+    jobs.failed("other")  # another task: not in the filter
+    preview = operator_client.post(URL + "?task=digest", {"action": "run_now", "scope": "filter"})
+    text = _text(preview)
+    assert "Chosen by the filter: task = digest." in " ".join(text.split())
+    first = Job.objects.get(id=scheduled[0].id)
+    before = first.run_at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert f"run_at: {before} →" in text
+    row = r'<tr><td><span class="ident">(\w+)</span></td><td><span class="pill pill-(\w+)">'
+    row += r'\w+</span></td><td class="num">(\d+)</td></tr>'
+    counts = re.findall(row, preview.content.decode())
+    assert counts == [("digest", "scheduled", "22"), ("digest", "locked", "2")]
+    assert "Run now: 22 jobs; 2 held by a worker will be skipped" in text
+    assert all(Job.objects.get(id=job.id).locked_at for job in held)

@@ -176,30 +176,49 @@ def test_filter_target__skips_locked_jobs_and_changes_only_matching(operator_api
 # -- 409: the fingerprint no longer matches -------------------------------------------------------
 
 
-def test_stale_fingerprint__a_job_added_to_the_filter_is_409_and_nothing_changes(
-    operator_api, jobs
-):
-    jobs.failed("charge")
+def test_preview__pins_the_jobs_and_shows_before_and_after(operator_api, jobs):
+    job = jobs.failed("charge")
+    preview = operator_api.post(PREVIEW, {"action": "retry", "ids": [job.id]}).json()
+    assert preview["pinned_ids"] == [job.id]
+    (row,) = preview["changes"]
+    assert row["id"] == job.id
+    assert row["changes"][0] == {"column": "attempts", "before": job.attempts, "after": 0}
+    assert [change["column"] for change in row["changes"]] == ["attempts", "run_at"]
+
+
+def test_pinned_targets__a_job_added_to_the_filter_is_left_alone_and_reported(operator_api, jobs):
+    pinned = jobs.failed("charge")
     body = {"action": "retry", "filter": {"task": "charge", "state": "failed"}}
+    preview = operator_api.post(PREVIEW, body).json()
+    assert preview["pinned_ids"] == [pinned.id]
+    late = jobs.failed("charge")  # a new failure arrives between preview and apply
+    response = operator_api.post(APPLY, body | {"fingerprint": preview["fingerprint"]})
+    assert response.status_code == 200, response.content
+    assert response.json()["summary"] == (
+        "changed 1 of 1; 1 that started to match the filter after the preview left alone"
+    )
+    assert Job.objects.get(id=pinned.id).attempts == 0
+    assert Job.objects.get(id=late.id).attempts == late.attempts  # never pinned, never touched
+    entry = _api_entries(action="retry", outcome="done").get()
+    assert entry.requested_ids == [pinned.id] and late.id not in entry.changed_ids
+
+
+def test_pinned_targets__a_job_changed_meanwhile_is_skipped_and_reported(operator_api, jobs):
+    job, other = jobs.scheduled(), jobs.scheduled()
+    body = {"action": "run_now", "ids": [job.id, other.id]}
     fingerprint = operator_api.post(PREVIEW, body).json()["fingerprint"]
-    jobs.failed("charge")  # a new failure arrives between preview and apply
-    before = _snapshot()
+    jobs.set(job, priority="-5")
+    changed_meanwhile = Job.objects.get(id=job.id)
     response = operator_api.post(APPLY, body | {"fingerprint": fingerprint})
-    assert response.status_code == 409
-    assert "differs from the preview" in response.json()["detail"]
-    assert _snapshot() == before
-    entry = _api_entries(action="retry").get()
-    assert entry.outcome == "rejected" and "differs from the preview" in entry.error
-
-
-def test_stale_fingerprint__a_job_rescheduled_meanwhile_is_409(operator_api, jobs):
-    job = jobs.scheduled()
-    body = {"action": "run_now", "ids": [job.id]}
-    fingerprint = operator_api.post(PREVIEW, body).json()["fingerprint"]
-    jobs.set(job, priority="priority + 1")
-    before = _snapshot()
-    assert operator_api.post(APPLY, body | {"fingerprint": fingerprint}).status_code == 409
-    assert _snapshot() == before
+    assert response.status_code == 200, response.content
+    assert response.json()["summary"] == "changed 1 of 2; 1 changed since the preview"
+    assert response.json()["changed_since_preview"] == 1
+    kept = Job.objects.get(id=job.id)
+    assert (kept.priority, kept.run_at, kept.revision) == (
+        -5, changed_meanwhile.run_at, changed_meanwhile.revision,
+    )  # fmt: skip
+    entry = _api_entries(action="run_now", outcome="done").get()
+    assert entry.changed_ids == [other.id] and entry.parameters["changed_since_preview"] == [job.id]
 
 
 def test_stale_fingerprint__other_options_are_409(operator_api, jobs):

@@ -330,7 +330,7 @@ def test_complete(jobs):
 def test_complete__human_and_locked_skipped(jobs):
     held = jobs.locked()
     out = _run("complete", str(held.id))
-    assert out.strip() == "Complete: changed 0 of 1; 1 skipped because a worker holds it."
+    assert out.strip() == "Complete: changed 0 of 1; 1 skipped: a worker holds them."
     assert Job.objects.filter(id=held.id).exists()
 
 

@@ -16,6 +16,11 @@ from django.db.models import Count, Min
 from worker_admin.models import Job, JobQueue, Worker, heartbeat_is_stale
 from worker_admin.stats import database_now
 
+# A worker whose heartbeat is younger than this counts as alive (recovery pages and the API).
+FRESH_HEARTBEAT = timedelta(minutes=1)
+# Minutes without a heartbeat before a worker is called stale (workers page and /metrics).
+DEFAULT_THRESHOLD = 5
+
 KINDS = [
     (re.compile(r"^graphile_worker_[0-9a-f]+$"), "Rust worker"),
     (re.compile(r"^(?:ot)?pool-[0-9a-f]+$"), "Node pool"),

@@ -32,11 +32,11 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
 
 from worker_admin.audit import AuditEntry
+from worker_admin.fleet import DEFAULT_THRESHOLD
 from worker_admin.models import Job, JobQueue, Worker
 from worker_admin.schema import Capabilities, capabilities
 from worker_admin.states import STATE_PREDICATES, JobState
 from worker_admin.stats import GroupCounts, QueueStats, StateCounts, queue_stats
-from worker_admin.views.workers import DEFAULT_THRESHOLD
 
 logger = logging.getLogger(__name__)
 

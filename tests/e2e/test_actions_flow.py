@@ -47,7 +47,7 @@ def test_actions_flow__operator_bulk_reschedule_then_audit(live_server, page, sc
     expect(page.locator(".preview-count")).to_contain_text("12 jobs match the filter now")
     screenshot("action-preview")
     page.get_by_label(re.compile("Reason")).fill("drain inventory last")
-    page.get_by_role("button", name="Reschedule 12 jobs").click()
+    page.get_by_role("button", name="Reschedule: 12 jobs").click()
 
     expect(page.get_by_role("status").or_(page.locator(".messages"))).to_contain_text(
         "changed 12 of 12"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from typing import Any
 
 from django.conf import settings
@@ -16,7 +15,8 @@ from django.http import JsonResponse
 from ninja.errors import HttpError
 
 from worker_admin import audit
-from worker_admin.actions import record_rejection
+from worker_admin.operations.jsonsafe import audit_safe
+from worker_admin.operations.rejections import record_rejection
 from worker_admin.redaction import redact, redact_parameters
 from worker_admin.roles import can_act_on_jobs, can_run_maintenance, role_of
 from worker_admin.schema import capabilities
@@ -40,20 +40,6 @@ def user_of(request):
 
 def detail(message: str, status: int, **extra: Any) -> JsonResponse:
     return JsonResponse({"detail": message, **extra}, status=status, encoder=DjangoJSONEncoder)
-
-
-# A \u0000 escape in JSON text that is not itself an escaped backslash followed by "u0000".
-NUL_ESCAPE = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
-
-
-def audit_safe(data: Any) -> Any:
-    """`data` as the audit log's jsonb can hold it: JSON types only, no NUL characters (jsonb
-    refuses them; the json payload column does not)."""
-    try:
-        text = json.dumps(data, cls=DjangoJSONEncoder, ensure_ascii=False, default=str)
-        return json.loads(NUL_ESCAPE.sub("\\1\ufffd", text))
-    except (RecursionError, ValueError):
-        return {"unrecorded": "the values were nested too deeply to record"}
 
 
 def refuse(request, action: str, refusal: Refusal, data: dict | None = None) -> JsonResponse:

@@ -1,4 +1,5 @@
-"""The preview/apply contract's fingerprint: what a preview showed, in a form the apply can check.
+"""The maintenance writes' fingerprint (sweep, force-unlock, cleanup): what a preview showed, in
+a form the apply can check. Job actions and adds use worker_admin/operations/claims.py instead.
 
 A preview hashes everything its outcome depends on: the request's values (action, options,
 target) and the state of every row it would touch (for jobs: id, revision, updated_at, lock,
@@ -7,9 +8,7 @@ the database as it is now; any difference (a job added, removed, rescheduled, lo
 option changed) refuses the apply with 409 and changes nothing.
 
 The hash travels signed, with the user it was issued to, its kind, a one-time nonce and a
-timestamp: a fingerprint is valid for PREVIEW_MAX_AGE, for its user and kind only. Adds are
-refused a second time by their nonce (the audit entry of the add records it), since adding the
-same job again would not change the rows the hash covers.
+timestamp: a fingerprint is valid for PREVIEW_MAX_AGE, for its user and kind only.
 """
 
 from __future__ import annotations
@@ -22,8 +21,6 @@ from typing import Any
 
 from django.core import signing
 from django.core.serializers.json import DjangoJSONEncoder
-
-from worker_admin.audit import AuditEntry
 
 SALT = "worker_admin.api.fingerprint"
 PREVIEW_MAX_AGE = 30 * 60  # seconds
@@ -71,13 +68,3 @@ def check(fingerprint: str, kind: str, user, values: Any) -> str:
             "changed since, or an option differs): nothing was changed; preview again."
         )
     return str(body.get("n", ""))
-
-
-def already_applied(action: str, nonce: str) -> AuditEntry | None:
-    """The audit entry of an earlier apply with this fingerprint, if any."""
-    return AuditEntry.objects.filter(
-        action=action,
-        via=AuditEntry.Via.API,
-        outcome=AuditEntry.Outcome.DONE,
-        parameters__fingerprint_nonce=nonce,
-    ).first()

@@ -35,12 +35,12 @@ from worker_admin.api.schemas import (
     SweepApply,
     SweepBody,
 )
+from worker_admin.fleet import FRESH_HEARTBEAT
 from worker_admin.models import Job, JobQueue, Worker
 from worker_admin.recovery import SweepStaleWorkersOptions, SweepStaleWorkersResult
 from worker_admin.schema import capabilities
 from worker_admin.stats import database_now
 from worker_admin.utils import WorkerUtils, WorkerUtilsError
-from worker_admin.views.recovery import FRESH_HEARTBEAT
 
 router = Router(tags=["maintenance"], auth=WriterToken(maintenance=True))
 SWEEP, FORCE_UNLOCK, CLEANUP = "sweep", "force_unlock", "cleanup"

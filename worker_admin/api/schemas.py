@@ -14,9 +14,9 @@ from typing import Annotated, Any, Literal
 from ninja import Field, Schema
 from pydantic import AfterValidator, AwareDatetime, ConfigDict
 
-from worker_admin.actions import MAX_EXPLICIT_IDS, ActionKind
 from worker_admin.filters import MAX_SEARCH, SORTS, STATE_TABS
-from worker_admin.forms import (
+from worker_admin.operations.job_actions import MAX_EXPLICIT_IDS, ActionKind
+from worker_admin.operations.job_specs import (
     BATCH_MAX_ITEMS,
     FLAG_MAX,
     IDENTIFIER_MAX,

@@ -141,3 +141,18 @@ def require_configured_schema(utils: WorkerUtils) -> None:
             f"set GRAPHILE_WORKER_SCHEMA={utils.schema} (or use `graphile-console --schema "
             f"{utils.schema}`) to read it."
         )
+
+
+def action_outcome(outcome, verb: str) -> dict:
+    """The JSON shape of complete/fail/reschedule from an operation's outcome: the ids come
+    from its audit entries (the operation keeps counts; the entries keep the ids)."""
+    entries = list(audit.AuditEntry.objects.filter(pk__in=outcome.entries).order_by("pk"))
+    stale = {i for e in entries for i in e.parameters.get("changed_since_preview", [])}
+    return {
+        "requested": [i for e in entries for i in e.requested_ids],
+        "changed": [i for e in entries for i in e.changed_ids],
+        "skipped_locked": [i for e in entries for i in e.skipped_ids if i not in stale],
+        "missing": [i for e in entries for i in e.missing_ids],
+        "summary": outcome.summary,
+        "message": f"{verb.capitalize()}: {outcome.summary}.",
+    }

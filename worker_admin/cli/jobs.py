@@ -1,4 +1,9 @@
-"""Job subcommands: add, list, show, complete, fail, reschedule, remove."""
+"""Job subcommands: add, list, show, complete, fail, reschedule, remove.
+
+The writes go through their operations (worker_admin/operations), like the pages' and the
+API's: the command previews (pinning the jobs) and applies at once, and the operation writes
+the audit entry in the transaction that acts.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +12,11 @@ import sys
 
 from django.core.management.base import BaseCommand, CommandError
 
+from worker_admin.audit import AuditEntry
 from worker_admin.cli.common import (
-    action_result,
+    action_outcome,
+    os_user,
     record,
-    record_action,
     require_configured_schema,
 )
 from worker_admin.cli.output import JOB_ROW_KEYS, job_detail, job_row, table
@@ -23,8 +29,19 @@ from worker_admin.cli.parsing import (
     read_payload_file,
 )
 from worker_admin.models import Job
+from worker_admin.operations import adding, job_actions
+from worker_admin.operations.errors import NotFound, Refused
 from worker_admin.redaction import redact
-from worker_admin.utils import JobKeyMode, JobSpec, RescheduleJobOptions, RunNow, WorkerUtils
+from worker_admin.utils import (
+    JobKeyMode,
+    JobSpec,
+    RawJobSpec,
+    RescheduleJobOptions,
+    RunNow,
+    WorkerUtils,
+)
+
+CLI = AuditEntry.Via.CLI
 
 KEY_MODES = {"replace": JobKeyMode.REPLACE, "preserve-run-at": JobKeyMode.PRESERVE_RUN_AT}
 KEY_MODES["unsafe-dedupe"] = JobKeyMode.UNSAFE_DEDUPE
@@ -57,25 +74,17 @@ def add(command: BaseCommand, utils: WorkerUtils, options: dict) -> dict:
         priority=options["priority"],
         flags=options["flag"] or None,
     )
-    job = utils.add_raw_job(options["identifier"], payload, spec)
-    summary = f"added job {job.id} ({options['identifier']})"
-    record(
-        utils,
-        "add_job",
-        parameters={
-            "identifier": options["identifier"],
-            "queue": options["queue"],
-            "run_at": options["run_at"],
-            "max_attempts": options["max_attempts"],
-            "key": options["key"],
-            "job_key_mode": mode,
-            "priority": options["priority"],
-            "flags": options["flag"] or [],
-        },
-        requested_ids=[job.id],
-        changed_ids=[job.id],
-        summary=summary,
-    )
+    require_configured_schema(utils)
+    raw = RawJobSpec(options["identifier"], payload, spec)
+    spec.validate()  # InvalidJobSpec: a usage error, before anything is stored
+    actor = os_user()
+    try:
+        shown = adding.preview_job(actor, raw)
+        job = adding.apply_job(actor, shown.token, raw, via=CLI).jobs[0]
+    except adding.Failed as exc:
+        raise CommandError(str(exc)) from None
+    except Refused as exc:
+        raise UsageError(str(exc)) from None
     return {
         "id": job.id,
         "identifier": options["identifier"],
@@ -155,11 +164,38 @@ def _show_value(value) -> str:
     return value if isinstance(value, str) else json.dumps(value, default=str)
 
 
+def _act(utils: WorkerUtils, kind, ids, verb: str, *, reason: str = "", options=None) -> dict:
+    """A job action on ids through its operation: previewed (pinned) and applied at once."""
+    require_configured_schema(utils)
+    actor = os_user()
+    try:
+        request = job_actions.build_request(
+            kind, job_actions.Target(ids=tuple(ids)), reason=reason, options=options
+        )
+        shown = job_actions.preview(actor, request)
+        outcome = job_actions.apply(actor, shown.token, reason=request.reason, via=CLI)
+    except NotFound:
+        return _nothing_found(ids, verb)
+    except Refused as exc:
+        raise UsageError(str(exc)) from None
+    return action_outcome(outcome, verb)
+
+
+def _nothing_found(ids, verb: str) -> dict:
+    summary = f"changed 0 of {len(ids):,}; {len(ids):,} gone"
+    return {
+        "requested": list(ids),
+        "changed": [],
+        "skipped_locked": [],
+        "missing": list(ids),
+        "summary": summary,
+        "message": f"{verb.capitalize()}: {summary}.",
+    }
+
+
 def complete(command: BaseCommand, utils: WorkerUtils, options: dict) -> dict:
     ids = parse_ids(options["ids"])
-    result = utils.complete_jobs(ids)
-    record_action(utils, "complete", result)
-    return action_result(result, "complete")
+    return _act(utils, job_actions.ActionKind.COMPLETE, ids, "complete")
 
 
 def fail(command: BaseCommand, utils: WorkerUtils, options: dict) -> dict:
@@ -167,9 +203,7 @@ def fail(command: BaseCommand, utils: WorkerUtils, options: dict) -> dict:
     reason = (options["reason"] or "").strip()
     if not reason:
         raise UsageError("Give a --reason for failing the jobs.")
-    result = utils.permanently_fail_jobs(ids, reason)
-    record_action(utils, "fail", result, reason=reason)
-    return action_result(result, "fail")
+    return _act(utils, job_actions.ActionKind.FAIL, ids, "fail", reason=reason)
 
 
 def reschedule(command: BaseCommand, utils: WorkerUtils, options: dict) -> dict:
@@ -191,38 +225,48 @@ def reschedule(command: BaseCommand, utils: WorkerUtils, options: dict) -> dict:
         raise UsageError(
             "Nothing to change: give --now, --run-at, --priority, --attempts or --max-attempts."
         )
-    result = utils.reschedule_jobs(ids, changes)
-    record_action(
-        utils,
-        "reschedule",
-        result,
-        parameters={
-            "run_at": "now" if isinstance(run_at, RunNow) else options["run_at"],
-            "priority": options["priority"],
-            "attempts": options["attempts"],
-            "max_attempts": options["max_attempts"],
-        },
-    )
-    return action_result(result, "reschedule")
+    changes.validate()  # InvalidJobAction: a usage error, in the schema's words
+    return _act(utils, job_actions.ActionKind.RESCHEDULE, ids, "reschedule", options=changes)
 
 
 def remove(command: BaseCommand, utils: WorkerUtils, options: dict) -> dict:
     key = options["key"]
-    result = utils.remove_job(key)
-    job = result.removed or result.detached
-    outcome = "removed" if result.removed else "detached" if result.detached else "not_found"
-    record(
-        utils,
-        "remove",
-        parameters={"key": key},
-        requested_ids=[job.id] if job else [],
-        changed_ids=[job.id] if job else [],
-        summary=result.summary,
-    )
+    require_configured_schema(utils)
+    job_id = Job.objects.using(utils.alias).filter(key=key).values_list("id", flat=True).first()
+    if job_id is None:
+        summary = f"no job has the key {key!r}"
+        return {
+            "key": key,
+            "outcome": "not_found",
+            "job_id": None,
+            "summary": summary,
+            "message": summary[0].upper() + summary[1:] + ".",
+        }
+    actor = os_user()
+    try:
+        request = job_actions.build_request(
+            job_actions.ActionKind.REMOVE, job_actions.Target(ids=(job_id,))
+        )
+        shown = job_actions.preview(actor, request)
+        outcome = job_actions.apply(actor, shown.token, via=CLI)
+    except Refused as exc:
+        raise UsageError(str(exc)) from None
+    still_there = Job.objects.using(utils.alias).filter(id=job_id).exists()
+    if not outcome.changed:
+        summary = f"job {job_id} (key {key!r}) {outcome.summary}"
+        result = "not_found"
+    elif still_there:
+        summary = (
+            f"job {job_id} (key {key!r}) is held by a worker: it keeps running, lost its key "
+            "and will not be retried"
+        )
+        result = "detached"
+    else:
+        summary, result = f"removed job {job_id} (key {key!r})", "removed"
     return {
         "key": key,
-        "outcome": outcome,
-        "job_id": job.id if job else None,
-        "summary": result.summary,
-        "message": result.summary[0].upper() + result.summary[1:] + ".",
+        "outcome": result,
+        "job_id": job_id,
+        "summary": summary,
+        "message": summary[0].upper() + summary[1:] + ".",
     }

@@ -15,27 +15,14 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django_htmx.http import HttpResponseClientRedirect
 
-from worker_admin.actions import (
-    ACTIONS,
-    MAX_EXPLICIT_IDS,
-    ActionKind,
-    ActionRefused,
-    ActionRequest,
-    Target,
-    build_preview,
-    execute,
-    forget_progress,
-    load_progress,
-    record_rejection,
-    redeem_token,
-    save_progress,
-)
 from worker_admin.filters import parse_filters
 from worker_admin.forms_actions import RescheduleForm, reschedule_form
+from worker_admin.models import Job
+from worker_admin.operations import job_actions as ops
+from worker_admin.operations.errors import AlreadyUsed, Refused
+from worker_admin.operations.rejections import record_rejection
 from worker_admin.roles import OPERATOR, can_act_on_jobs, refusal
 from worker_admin.schema import capabilities
-
-REASON_MAX = 2_000
 
 
 def _forbidden(request, action: str, *, needs: str = OPERATOR, doing: str = "changing jobs"):
@@ -48,58 +35,61 @@ def _forbidden(request, action: str, *, needs: str = OPERATOR, doing: str = "cha
     )
 
 
-def _ids(values: list[str]) -> tuple[int, ...]:
-    if len(values) > MAX_EXPLICIT_IDS:
-        raise ActionRefused(
-            f"{len(values):,} ids were sent; pick at most {MAX_EXPLICIT_IDS:,} rows, or act on "
-            "all jobs matching a filter."
-        )
-    ids: list[int] = []
-    for value in values:
-        # isascii: "¹" and "①" are digits to str.isdigit() but not to int().
-        if not (value.isascii() and value.isdigit()) or len(value) > 18 or int(value) < 1:
-            shown = value[:30]
-            raise ActionRefused(f"“{shown}” is not a job id.")
-        if int(value) not in ids:
-            ids.append(int(value))
-    if not ids:
-        raise ActionRefused("No jobs were chosen: tick some rows, or act on all matching jobs.")
-    return tuple(ids)
-
-
-def _parse(request) -> ActionRequest:
-    try:
-        kind = ActionKind(request.POST.get("action", ""))
-    except ValueError:
-        raise ActionRefused("Unknown action; choose one from the list.") from None
+def _parse(request) -> ops.ActionRequest:
+    """The form as the operation's request; the operation checks the values."""
+    kind = ops.action_kind(request.POST.get("action", ""))
     if request.POST.get("scope") == "filter":
-        filters = parse_filters(request.GET)
-        if filters.problems:
-            raise ActionRefused("The filter has invalid values: " + " ".join(filters.problems))
-        target = Target(filters=filters)
+        target = ops.filter_target(parse_filters(request.GET))
     else:
-        target = Target(ids=_ids(request.POST.getlist("ids")))
-    if kind is ActionKind.REMOVE and (target.is_filter or len(target.ids) != 1):
-        raise ActionRefused("Remove by key works on one job at a time.")
-    reason = request.POST.get("reason", "").strip()
-    if len(reason) > REASON_MAX or "\x00" in reason:
-        raise ActionRefused(f"The reason must be at most {REASON_MAX:,} characters of text.")
+        target = ops.Target(ids=ops.parse_ids(request.POST.getlist("ids")))
     options = None
-    if kind is ActionKind.RESCHEDULE and request.POST.get("has_options"):
+    if kind is ops.ActionKind.RESCHEDULE and request.POST.get("has_options"):
         form = RescheduleForm(request.POST)
         if not form.is_valid():
-            raise ActionRefused(" ".join(e for errs in form.errors.values() for e in errs))
-        options = form.options()
-    return ActionRequest(kind=kind, target=target, reason=reason, options=options)
+            raise Refused(" ".join(e for errs in form.errors.values() for e in errs))
+        data = form.cleaned_data
+        options = ops.reschedule_options(
+            data.get("run_at"), data.get("priority"), data.get("attempts"), data.get("max_attempts")
+        )
+    reason = request.POST.get("reason", "")
+    return ops.build_request(kind, target, reason=reason, options=options)
 
 
-def _back(action_request: ActionRequest, request) -> str:
+def _back(action_request: ops.ActionRequest, request) -> str:
     ids = action_request.target.ids
     if not action_request.target.is_filter and len(ids) == 1:
         return reverse("worker_admin:job_detail", args=[ids[0]])
     filters = action_request.target.filters or parse_filters(request.GET)
-    query = urlencode(filters.query(cursor=None))
-    return reverse("worker_admin:jobs") + (f"?{query}" if query else "")
+    return _jobs_url(filters.query(cursor=None))
+
+
+def _jobs_url(query: dict) -> str:
+    text = urlencode(query or {})
+    return reverse("worker_admin:jobs") + (f"?{text}" if text else "")
+
+
+def _refused(request, action_name: str, exc: Refused):
+    record_rejection(
+        actor=request.user,
+        via="web",
+        action=action_name,
+        error=str(exc),
+        data={k: v for k, v in request.POST.items() if k not in ("csrfmiddlewaretoken", "token")},
+    )
+    context = {"title": "Nothing was changed", "message": str(exc)}
+    if isinstance(exc, AlreadyUsed) and exc.entry is not None:
+        context["link"] = _entry_url(exc.entry)
+        context["link_text"] = f"Audit entry #{exc.entry.pk}"
+    return render(request, "worker_admin/error.html", context, status=400)
+
+
+def _entry_url(entry) -> str:
+    """The audit log where this entry is (filtered to its action and first job)."""
+    query = {"action": entry.action}
+    ids = list(entry.requested_ids or []) or list(entry.changed_ids or [])
+    if ids:
+        query["job"] = ids[0]
+    return reverse("worker_admin:audit") + "?" + urlencode(query)
 
 
 def job_action(request):
@@ -113,42 +103,24 @@ def job_action(request):
         return redirect("worker_admin:jobs")
     try:
         action_request = _parse(request)
-        if action_request.kind is ActionKind.RESCHEDULE and action_request.options is None:
+        if action_request.kind is ops.ActionKind.RESCHEDULE and action_request.options is None:
             return _render_preview(request, action_request, preview=None)
         if "token" not in request.POST:
-            return _render_preview(
-                request, action_request, build_preview(action_request, request.session)
-            )
-        info = ACTIONS[action_request.kind]
+            preview = ops.preview(request.user, action_request)
+            return _render_preview(request, action_request, preview)
+        info = ops.ACTIONS[action_request.kind]
         if info.destructive and not action_request.reason:
-            raise ActionRefused(
-                f"Give a reason to {info.verb} these jobs; it goes in the audit log."
-            )
-        nonce = redeem_token(request.POST["token"], action_request.fingerprint(), request.session)
-        # Inside the try: a second request with the same confirmation is refused here.
-        outcome = execute(
-            action_request,
-            actor=request.user,
+            raise Refused(f"Give a reason to {info.verb} these jobs; it goes in the audit log.")
+        outcome = ops.apply(
+            request.user,
+            request.POST["token"],
+            reason=action_request.reason,
+            request=action_request,
             budget_seconds=settings.ACTION_STEP_SECONDS,
-            confirmation=nonce,
         )
-    except ActionRefused as exc:
-        record_rejection(
-            actor=request.user,
-            via="web",
-            action=action_name,
-            error=str(exc),
-            data={
-                k: v for k, v in request.POST.items() if k not in ("csrfmiddlewaretoken", "token")
-            },
-        )
-        return render(
-            request,
-            "worker_admin/error.html",
-            {"title": "Nothing was changed", "message": str(exc)},
-            status=400,
-        )
-    return _after_step(request, action_request, outcome)
+    except Refused as exc:
+        return _refused(request, action_name, exc)
+    return _after_step(request, outcome)
 
 
 def continue_action(request):
@@ -157,58 +129,66 @@ def continue_action(request):
         return HttpResponseNotAllowed(["POST"])
     if not can_act_on_jobs(request.user):
         return _forbidden(request, "continue")
-    batch = request.POST.get("batch", "")[:40]
     try:
-        action_request, outcome = load_progress(request.session, batch)
-    except ActionRefused as exc:
+        outcome = ops.resume(
+            request.user,
+            request.POST.get("batch", "")[:1000],
+            budget_seconds=settings.ACTION_STEP_SECONDS,
+        )
+    except Refused as exc:
         return render(
             request,
             "worker_admin/error.html",
             {"title": "Nothing to continue", "message": str(exc)},
             status=400,
         )
-    outcome = execute(
-        action_request,
-        actor=request.user,
-        outcome=outcome,
-        budget_seconds=settings.ACTION_STEP_SECONDS,
-    )
-    return _after_step(request, action_request, outcome)
+    return _after_step(request, outcome)
 
 
-def _after_step(request, action_request: ActionRequest, outcome):
+def _after_step(request, outcome: ops.Outcome):
+    info = ops.ACTIONS[ops.ActionKind(outcome.kind)]
     if not outcome.done:
-        save_progress(request.session, action_request, outcome)
         context = {
             "active": "jobs",
-            "title": f"{ACTIONS[action_request.kind].label}: in progress",
-            "info": ACTIONS[action_request.kind],
+            "title": f"{info.label}: in progress",
+            "info": info,
             "outcome": outcome,
-            "total": None if action_request.target.is_filter else len(action_request.target.ids),
+            "total": None if outcome.filter is not None else outcome.pinned,
         }
         template = "worker_admin/action_progress.html"
         if request.htmx:
             template += "#action-progress"
         return render(request, template, context)
-    forget_progress(request.session, outcome.batch)
-    text = f"{ACTIONS[action_request.kind].label}: {outcome.summary}."
+    text = f"{info.label}: {outcome.summary}."
     if outcome.error:
         messages.error(request, f"{text} Stopped by an error: {outcome.error}")
-    elif outcome.skipped or outcome.missing:
+    elif outcome.skipped or outcome.missing or outcome.stale:
         messages.warning(request, text)
     else:
         messages.success(request, text)
-    back = _back(action_request, request)
+    back = _landing(outcome)
     if request.htmx:  # the progress page polls with htmx: send the browser on
         return HttpResponseClientRedirect(back)
     return redirect(back)
 
 
-def _render_preview(request, action_request: ActionRequest, preview):
+def _landing(outcome: ops.Outcome) -> str:
+    """Where the result is true: the job's page if the job still exists, else (completed or
+    removed) the audit entry that records it; the jobs list a bulk action came from."""
+    if outcome.job is None:
+        return _jobs_url(outcome.filter or {})
+    if Job.objects.using(settings.WORKER_DATABASE).filter(id=outcome.job).exists():
+        return reverse("worker_admin:job_detail", args=[outcome.job])
+    query = urlencode({"job": outcome.job, "action": outcome.kind})
+    return reverse("worker_admin:audit") + f"?{query}"
+
+
+def _render_preview(request, action_request: ops.ActionRequest, preview):
+    info = ops.ACTIONS[action_request.kind]
     context = {
         "active": "jobs",
-        "title": f"Preview: {ACTIONS[action_request.kind].label}",
-        "info": ACTIONS[action_request.kind],
+        "title": f"Preview: {info.label}",
+        "info": info,
         "action": action_request,
         "preview": preview,
         "ids": action_request.target.ids,
@@ -216,6 +196,6 @@ def _render_preview(request, action_request: ActionRequest, preview):
         "query": request.GET.urlencode(),
         "reschedule_form": reschedule_form(request.POST, action_request.target.ids),
         "back_url": _back(action_request, request),
-        "reason_required": ACTIONS[action_request.kind].destructive,
+        "reason_required": info.destructive,
     }
     return render(request, "worker_admin/action_preview.html", context)

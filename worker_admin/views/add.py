@@ -7,31 +7,23 @@ it. A POST with `confirm` validates again, writes through WorkerUtils in one tra
 an audit entry and redirects with a message. Bad input at any step re-renders the form with the
 reasons and records a "rejected" audit entry; nothing is written.
 
-The confirmation token. The preview carries the validated values in hidden fields, plus a token
-signed with django.core.signing (one salt per view) that holds the user's id, a SHA-256 of the
-canonical values and a one-time nonce, which is also kept in the session. The confirming POST
-must come from the same user, its values must hash to the same digest (so it cannot differ from
-what was previewed), and its nonce must still be pending in the session. The nonce is consumed
-inside the write's transaction, under a row lock on the user (two clicks on the same button wait
-for each other there), and the audit entry of the write records it: a second submit of the same
-confirmation finds that entry, says "already done" and writes nothing.
+The confirmation. The preview is the operation's (worker_admin/operations/adding.py): it pins
+what a key would do and returns a token; the page carries the validated values in hidden fields
+and the token, which is also kept pending in this session. The operation checks the values hash
+to what was previewed, that the job holding a key has not changed, and acts once (its
+confirmation row, locked in the write's transaction): a second submit of the same confirmation
+says "already done" and writes nothing.
 """
 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
-import secrets
-from collections import Counter
 from typing import Any
 from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth import get_user_model
-from django.core import signing
-from django.db import DatabaseError, transaction
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -49,21 +41,33 @@ from worker_admin.forms import (
     filesizeformat,
     stored_json,
 )
-from worker_admin.models import Job, JobQueue, Task
+from worker_admin.models import JobQueue
+from worker_admin.operations import adding
+from worker_admin.operations.add_jobs import (
+    PREVIEW_ITEMS,
+)
+from worker_admin.operations.add_jobs import (
+    batch_facts as _batch_facts,
+)
+from worker_admin.operations.add_jobs import (
+    is_replaceable as _is_replaceable,
+)
+from worker_admin.operations.add_jobs import (
+    job_warnings as _job_warnings,
+)
+from worker_admin.operations.add_jobs import (
+    key_effect as _key_effect,
+)
+from worker_admin.operations.errors import AlreadyUsed, Refused
+from worker_admin.operations.job_specs import Batch
 from worker_admin.roles import can_act_on_jobs, role_of
 from worker_admin.schema import capabilities
 from worker_admin.stats import database_now
-from worker_admin.utils import JobKeyMode, RawJobSpec, WorkerUtils, WorkerUtilsError
+from worker_admin.utils import JobKeyMode, RawJobSpec
 
 ADD_JOB, ADD_JOBS = "add_job", "add_jobs"
-SALTS = {ADD_JOB: "worker_admin.views.add.add_job", ADD_JOBS: "worker_admin.views.add.add_batch"}
-TOKEN_MAX_AGE = 60 * 60  # seconds a preview stays confirmable
 PENDING_NONCES = "worker_admin.add.pending"
 PENDING_MAX = 20  # previews per session that can still be confirmed
-PREVIEW_ITEMS = 20
-LARGE_PAYLOAD_BYTES = 64 * 1024
-AUDIT_PAYLOAD_BYTES = 16 * 1024  # payloads up to this size are kept in the audit entry
-AUDIT_BATCH_BYTES = 64 * 1024
 REQUEST_HEADROOM_BYTES = 16 * 1024  # the token, the CSRF token and the multipart framing
 FIELD_LABELS = {
     "identifier": "Task identifier",
@@ -78,10 +82,6 @@ FIELD_LABELS = {
     "items": "Batch",
     "file": "File",
 }
-
-
-class ConfirmationError(Exception):
-    """A confirming POST that does not match a live preview; the text is for users."""
 
 
 # -- permission -------------------------------------------------------------------------------
@@ -113,67 +113,32 @@ def _forbidden(request) -> HttpResponse | None:
     return render(request, "worker_admin/add_job.html", context, status=403)
 
 
-# -- the confirmation token -------------------------------------------------------------------
+# -- the confirmation: the operation's token, and this browser session's claim on it -----------
 
 
-def _digest(values: Any) -> str:
-    text = json.dumps(values, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def _issue_token(request, action: str, values: Any) -> str:
-    nonce = secrets.token_urlsafe(16)
+def _remember(request, token: str) -> str:
+    """The preview's token is also pending in this session: a confirmation is for the browser
+    that saw the preview (the operation binds it to the user and acts once)."""
+    digest = hashlib.sha256(token.encode()).hexdigest()[:32]
     pending = [n for n in request.session.get(PENDING_NONCES, []) if isinstance(n, str)]
-    request.session[PENDING_NONCES] = [*pending, nonce][-PENDING_MAX:]
-    payload = {"user": request.user.pk, "digest": _digest(values), "nonce": nonce}
-    return signing.dumps(payload, salt=SALTS[action])
+    request.session[PENDING_NONCES] = [*pending, digest][-PENDING_MAX:]
+    return token
 
 
-def _read_token(request, action: str, values: Any) -> str:
-    """The nonce of a token that confirms exactly `values` for this user; else ConfirmationError."""
-    try:
-        data = signing.loads(
-            request.POST.get("token", ""), salt=SALTS[action], max_age=TOKEN_MAX_AGE
-        )
-    except signing.SignatureExpired:
-        raise ConfirmationError(
-            "This preview is more than an hour old: nothing was added. Preview again, then confirm."
-        ) from None
-    except signing.BadSignature:
-        raise ConfirmationError(
-            "The confirmation token is missing or damaged: nothing was added. Preview again, "
-            "then confirm."
-        ) from None
-    if not isinstance(data, dict) or data.get("user") != request.user.pk:
-        raise ConfirmationError(
-            "This confirmation belongs to another user: nothing was added. Preview again."
-        )
-    if not hmac.compare_digest(str(data.get("digest", "")), _digest(values)):
-        raise ConfirmationError(
-            "The values sent differ from the preview they confirm: nothing was added. Check "
-            "the preview again, then confirm."
-        )
-    return str(data.get("nonce", ""))
+def _session_guard(request, token: str):
+    """Run by the operation under its claim: the token must be pending in this session."""
+    digest = hashlib.sha256(token.encode()).hexdigest()[:32]
 
+    def guard() -> None:
+        pending = request.session.get(PENDING_NONCES, [])
+        if digest not in pending:
+            raise Refused(
+                "This confirmation is no longer valid (it was used already, or belongs to "
+                "another session): nothing was added. Preview again, then confirm."
+            )
+        request.session[PENDING_NONCES] = [n for n in pending if n != digest]
 
-def _serialize_confirmations(user) -> None:
-    """Lock the user's row until the transaction ends: two submits of one confirmation (a
-    double click) run one after the other, and the second sees the first one's audit entry."""
-    list(get_user_model().objects.select_for_update().filter(pk=user.pk).values_list("pk"))
-
-
-def _earlier_use(action: str, nonce: str) -> audit.AuditEntry | None:
-    return audit.AuditEntry.objects.filter(
-        action=action, outcome=audit.AuditEntry.Outcome.DONE, parameters__confirmation=nonce
-    ).first()
-
-
-def _consume(request, nonce: str) -> bool:
-    pending = request.session.get(PENDING_NONCES, [])
-    if nonce not in pending:
-        return False
-    request.session[PENDING_NONCES] = [n for n in pending if n != nonce]
-    return True
+    return guard
 
 
 def _already_done(request, entry: audit.AuditEntry, fallback: str):
@@ -197,10 +162,6 @@ def _finish(request, url: str, added: list[int] | None = None) -> HttpResponse:
 
 
 # -- shared -----------------------------------------------------------------------------------
-
-
-def _jobs():
-    return Job.objects.using(settings.WORKER_DATABASE)
 
 
 def _error_lines(form) -> list[str]:
@@ -236,23 +197,9 @@ def _safe(text: str) -> str:
     return text.replace("\x00", "\ufffd")
 
 
-def _fits_audit(json_text: str, limit: int) -> bool:
-    """Whether JSON goes into the audit entry whole: small enough, and without a \\u0000
-    escape, which the json payload column accepts but the audit log's jsonb refuses."""
-    return len(json_text.encode("utf-8")) <= limit and "\\u0000" not in json_text
-
-
-def _db_error(exc: DatabaseError) -> str:
-    return audit.first_line(exc).rstrip(".")
-
-
 def _clip(text: Any, limit: int = 200) -> str:
     text = _safe(str(text or ""))
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _task_is_known(identifier: str) -> bool:
-    return Task.objects.using(settings.WORKER_DATABASE).filter(identifier=identifier).exists()
 
 
 # -- one job ----------------------------------------------------------------------------------
@@ -289,91 +236,11 @@ def _job_rejected(request, form: AddJobForm, step: str, problem: str | None = No
     return _job_form(request, form, problems=problems)
 
 
-def _job_state(job: Job) -> str:
-    if job.locked_at is not None:
-        return "locked"
-    if job.attempts >= job.max_attempts:
-        return "failed"
-    return "scheduled" if job.run_at > timezone.now() else "ready"
-
-
-def _keyed_job(key: str | None) -> Job | None:
-    if key is None:
-        return None
-    return _jobs().select_related("task").filter(key=key).first()
-
-
-def _key_effect(spec, payload: Any, existing: Job | None) -> tuple[str, str] | None:
-    """(tone, sentence): what add_job will do with the key, by the schema's rules (§4)."""
-    key = spec.job_key
-    if key is None:
-        return None
-    if existing is None:
-        return "info", f"No job holds the key “{key}”: a new job is created with it."
-    job, rev = existing.id, existing.revision
-    holder = (
-        f"The key “{key}” belongs to job {job} ({existing.task.identifier}, "
-        f"{_job_state(existing)}, revision {rev})."
-    )
-    if spec.job_key_mode == JobKeyMode.UNSAFE_DEDUPE:
-        held = (
-            " A worker holds it right now; it is returned all the same."
-            if existing.locked_at
-            else ""
-        )
-        return "warn", (
-            f"{holder} unsafe_dedupe: job {job} is returned unchanged, only its revision moves "
-            f"({rev} → {rev + 1}). The payload and every other value here are ignored.{held}"
-        )
-    if existing.locked_at is not None:
-        return "warn", (
-            f"{holder} Job {job} is locked by a worker: it loses its key and a new job is "
-            f"created. The worker ({existing.locked_by}) may finish it, but it will not be "
-            "retried: its remaining attempts are used up."
-        )
-    if existing.attempts >= existing.max_attempts:
-        return "warn", (
-            f"{holder} Job {job} has failed permanently: it loses its key and a new job is created."
-        )
-    effect = f"Replaces the payload of job {job} (revision {rev} → {rev + 1})"
-    if spec.job_key_mode == JobKeyMode.PRESERVE_RUN_AT:
-        kept = timezone.localtime(existing.run_at).strftime("%Y-%m-%d %H:%M:%S %Z")
-        effect += f" and keeps run_at of job {job} ({kept})"
-    else:
-        effect += " and its run_at"
-    effect += (
-        "; its task, queue, priority, max attempts and flags become the values above, its "
-        "attempts go back to 0 and its last error is cleared."
-    )
-    if isinstance(existing.payload, list) and isinstance(payload, list):
-        effect += (
-            f" Both payloads are JSON arrays: the {len(payload):,} new items are appended to "
-            f"its {len(existing.payload):,}."
-        )
-    return "info", f"{holder} {effect}"
-
-
-def _job_warnings(identifier: str, spec, size: int, now) -> list[str]:
-    warnings = []
-    if not _task_is_known(identifier):
-        warnings.append(
-            f"No job in this database uses the task “{identifier}” yet. Check the spelling: "
-            "a worker that has no task of that name fails the job."
-        )
-    if spec.run_at is not None and spec.run_at <= now:
-        warnings.append("Run at is in the past: the job is ready at once.")
-    if size > LARGE_PAYLOAD_BYTES:
-        warnings.append(
-            "A large payload travels with the job on every fetch and retry; consider storing "
-            "the data elsewhere and passing a reference."
-        )
-    return warnings
-
-
 def _job_preview(request, form: AddJobForm):
     identifier, payload, spec = form.to_spec()
     now = database_now(settings.WORKER_DATABASE)
-    existing = _keyed_job(spec.job_key)
+    shown = adding.preview_job(request.user, RawJobSpec(identifier, payload, spec))
+    existing = shown.holders.get(spec.job_key) if spec.job_key else None
     size = len(stored_json(payload).encode("utf-8"))
     queue_exists = (
         spec.queue_name is None
@@ -401,82 +268,33 @@ def _job_preview(request, form: AddJobForm):
         "warnings": _job_warnings(identifier, spec, size, now),
         "now": now,
         "hidden": list(form.hidden_values().items()),
-        "token": _issue_token(request, ADD_JOB, form.canonical()),
+        "token": _remember(request, shown.token),
         "action_url": reverse("worker_admin:add_job"),
     }
     return render(request, "worker_admin/add_preview.html", context)
 
 
-def _job_summary(job: Job, identifier: str, existing: Job | None, spec) -> str:
-    key = spec.job_key
-    if existing is not None and job.id == existing.id:
-        if spec.job_key_mode == JobKeyMode.UNSAFE_DEDUPE:
-            return (
-                f"unsafe_dedupe: job {job.id} ({identifier}) already holds the key “{key}” and "
-                f"was returned unchanged (revision {job.revision})"
-            )
-        return f"replaced job {job.id} ({identifier}) by its key “{key}” (revision {job.revision})"
-    summary = f"added job {job.id} ({identifier})"
-    if existing is not None:
-        summary += f"; job {existing.id}, locked or failed, gave up the key “{key}”"
-    return summary
-
-
 def _job_confirm(request, form: AddJobForm):
-    try:
-        nonce = _read_token(request, ADD_JOB, form.canonical())
-    except ConfirmationError as exc:
-        return _job_rejected(request, form, "confirm", str(exc))
     identifier, payload, spec = form.to_spec()
-    values = form.canonical()
-    text = stored_json(payload)
-    size = len(text.encode("utf-8"))
-    parameters = {**values, "payload_bytes": size, "confirmation": nonce}
-    if not _fits_audit(text, AUDIT_PAYLOAD_BYTES):
-        parameters["payload"] = None
-        parameters["payload_sha256"] = hashlib.sha256(text.encode("utf-8")).hexdigest()
-    failure = None
-    with transaction.atomic():
-        _serialize_confirmations(request.user)
-        earlier = _earlier_use(ADD_JOB, nonce)
-        if earlier is not None:
-            return _already_done(request, earlier, reverse("worker_admin:jobs"))
-        if not _consume(request, nonce):
-            failure = (
-                "rejected",
-                "This confirmation is no longer valid (it was used already, or belongs to "
-                "another session): nothing was added. Preview again, then confirm.",
-            )
-        else:
-            existing = _keyed_job(spec.job_key)
-            try:
-                job = WorkerUtils().add_raw_job(identifier, payload, spec)
-            except WorkerUtilsError as exc:
-                failure = ("rejected", f"{exc} Nothing was added.")
-            except DatabaseError as exc:
-                failure = (
-                    "failed",
-                    f"The database refused the job: {_db_error(exc)}. Nothing was added.",
-                )
-            else:
-                summary = _job_summary(job, identifier, existing, spec)
-                audit.record(
-                    actor=request.user,
-                    via="web",
-                    action=ADD_JOB,
-                    outcome="done",
-                    parameters=parameters,
-                    changed_ids=[job.id],
-                    summary=summary,
-                    before_image=[audit.job_image(existing)] if existing is not None else [],
-                )
-    if failure is not None:
-        outcome, error = failure
-        if outcome == "rejected":
-            return _job_rejected(request, form, "confirm", error)
-        _record_failure(request, ADD_JOB, parameters, error)
-        return _job_form(request, form, problems=[error])
-    messages.success(request, summary[0].upper() + summary[1:] + ".")
+    token = request.POST.get("token", "")
+    try:
+        added = adding.apply_job(
+            request.user,
+            token,
+            RawJobSpec(identifier, payload, spec),
+            via="web",
+            guard=_session_guard(request, token),
+        )
+    except AlreadyUsed as exc:
+        if exc.entry is None:
+            return _job_rejected(request, form, "confirm", str(exc))
+        return _already_done(request, exc.entry, reverse("worker_admin:jobs"))
+    except adding.Failed as exc:
+        return _job_form(request, form, problems=[str(exc)])
+    except Refused as exc:
+        return _job_rejected(request, form, "confirm", str(exc))
+    job = added.jobs[0]
+    messages.success(request, added.summary[0].upper() + added.summary[1:] + ".")
     return _finish(request, reverse("worker_admin:job_detail", args=[job.id]), [job.id])
 
 
@@ -535,21 +353,6 @@ def _batch_rejected(request, form: BatchAddForm, step: str, problem: str | None 
     return _batch_form(request, form, problems=problems)
 
 
-def _existing_keys(specs: list[RawJobSpec]) -> dict[str, Job]:
-    keys = [raw.spec.job_key for raw in specs if raw.spec.job_key is not None]
-    found: dict[str, Job] = {}
-    for start in range(0, len(keys), 1000):
-        chunk = keys[start : start + 1000]
-        for job in _jobs().select_related("task").filter(key__in=chunk):
-            found[job.key] = job
-    return found
-
-
-def _is_replaceable(job: Job) -> bool:
-    """The schema updates an unlocked job with attempts left; any other keyed job is detached."""
-    return job.locked_at is None and job.attempts < job.max_attempts
-
-
 def _batch_row(index: int, raw: RawJobSpec) -> dict[str, Any]:
     spec = raw.spec
     return {
@@ -563,33 +366,6 @@ def _batch_row(index: int, raw: RawJobSpec) -> dict[str, Any]:
         "mode": spec.job_key_mode.value if spec.job_key_mode else None,
         "flags": list(spec.flags or ()),
         "payload": _clip(json.dumps(raw.payload, ensure_ascii=False), 120),
-    }
-
-
-def _batch_facts(specs: list[RawJobSpec]) -> dict[str, Any]:
-    existing = _existing_keys(specs)
-    keyed = sum(1 for raw in specs if raw.spec.job_key is not None)
-    preserve = [
-        index
-        for index, raw in enumerate(specs)
-        if raw.spec.job_key_mode == JobKeyMode.PRESERVE_RUN_AT
-    ]
-    tasks = Counter(raw.identifier for raw in specs)
-    known = set(
-        Task.objects.using(settings.WORKER_DATABASE)
-        .filter(identifier__in=list(tasks))
-        .values_list("identifier", flat=True)
-    )
-    return {
-        "existing": existing,
-        "keyed": keyed,
-        "replaced": sum(1 for job in existing.values() if _is_replaceable(job)),
-        "detached": sum(1 for job in existing.values() if not _is_replaceable(job)),
-        "preserve": preserve,
-        "tasks": tasks.most_common(10),
-        "task_count": len(tasks),
-        "new_tasks": sorted(name for name in tasks if name not in known)[:10],
-        "payload_bytes": sum(len(stored_json(raw.payload).encode("utf-8")) for raw in specs),
     }
 
 
@@ -611,7 +387,7 @@ def _too_big_to_confirm(form: BatchAddForm) -> str | None:
 def _batch_preview(request, form: BatchAddForm):
     specs = form.specs
     facts = _batch_facts(specs)
-    values = {"source": form.source, "items": form.canonical()}
+    shown = adding.preview_batch(request.user, Batch(specs), source=form.source)
     context = {
         "active": "jobs",
         "title": "Preview: add jobs",
@@ -622,25 +398,11 @@ def _batch_preview(request, form: BatchAddForm):
         "more": max(0, len(specs) - PREVIEW_ITEMS),
         "facts": facts,
         "hidden": [("items", form.hidden_items()), ("source", form.source)],
-        "token": _issue_token(request, ADD_JOBS, values),
+        "token": _remember(request, shown.token),
         "action_url": reverse("worker_admin:add_batch"),
         "now": database_now(settings.WORKER_DATABASE),
     }
     return render(request, "worker_admin/add_preview.html", context)
-
-
-def _batch_summary(jobs: list[Job], existing: dict[str, Job]) -> str:
-    replaced_ids = {job.id for job in existing.values() if _is_replaceable(job)}
-    replaced = sum(1 for job in jobs if job.id in replaced_ids)
-    added = len(jobs) - replaced
-    parts = [f"added {added:,} job{'' if added == 1 else 's'}"]
-    if replaced:
-        parts.append(f"replaced {replaced:,} keyed job{'' if replaced == 1 else 's'}")
-    detached = len(existing) - len(replaced_ids)
-    if detached:
-        jobs_gave = "job gave up its key" if detached == 1 else "jobs gave up their keys"
-        parts.append(f"{detached:,} locked or failed {jobs_gave}")
-    return "; ".join(parts)
 
 
 def _jobs_url(specs: list[RawJobSpec]) -> str:
@@ -656,73 +418,26 @@ def _jobs_url(specs: list[RawJobSpec]) -> str:
 
 def _batch_confirm(request, form: BatchAddForm):
     source = request.POST.get("source", "")[:300]
-    canonical = form.canonical()
+    token = request.POST.get("token", "")
     try:
-        nonce = _read_token(request, ADD_JOBS, {"source": source, "items": canonical})
-    except ConfirmationError as exc:
+        added = adding.apply_batch(
+            request.user,
+            token,
+            Batch(form.specs),
+            source=source,
+            via="web",
+            guard=_session_guard(request, token),
+        )
+    except AlreadyUsed as exc:
+        if exc.entry is None:
+            return _batch_rejected(request, form, "confirm", str(exc))
+        return _already_done(request, exc.entry, _jobs_url(form.specs))
+    except adding.Failed as exc:
+        return _batch_form(request, form, problems=[str(exc)])
+    except Refused as exc:
         return _batch_rejected(request, form, "confirm", str(exc))
-    specs = form.specs
-    tasks = Counter(raw.identifier for raw in specs)
-    parameters: dict[str, Any] = {
-        "count": len(specs),
-        "source": source,
-        "tasks": dict(tasks.most_common(50)),
-        "keyed": sum(1 for raw in specs if raw.spec.job_key is not None),
-        "preserve_run_at": any(
-            raw.spec.job_key_mode == JobKeyMode.PRESERVE_RUN_AT for raw in specs
-        ),
-        "confirmation": nonce,
-    }
-    items_text = form.hidden_items()
-    if _fits_audit(items_text, AUDIT_BATCH_BYTES):
-        parameters["items"] = canonical
-    else:
-        parameters["items_sha256"] = hashlib.sha256(items_text.encode("utf-8")).hexdigest()
-    failure = None
-    with transaction.atomic():
-        _serialize_confirmations(request.user)
-        earlier = _earlier_use(ADD_JOBS, nonce)
-        if earlier is not None:
-            return _already_done(request, earlier, _jobs_url(specs))
-        if not _consume(request, nonce):
-            failure = (
-                "rejected",
-                "This confirmation is no longer valid (it was used already, or belongs to "
-                "another session): nothing was added. Preview again, then confirm.",
-            )
-        else:
-            existing = _existing_keys(specs)
-            try:
-                jobs = WorkerUtils().add_raw_jobs(specs)
-            except WorkerUtilsError as exc:
-                failure = ("rejected", f"{exc} Nothing was added.")
-            except DatabaseError as exc:
-                failure = (
-                    "failed",
-                    f"The database refused the batch: {_db_error(exc)}. Nothing was added.",
-                )
-            else:
-                summary = _batch_summary(jobs, existing)
-                audit.record(
-                    actor=request.user,
-                    via="web",
-                    action=ADD_JOBS,
-                    outcome="done",
-                    parameters=parameters,
-                    changed_ids=[job.id for job in jobs],
-                    summary=summary,
-                    before_image=[
-                        audit.job_image(job) for job in existing.values() if _is_replaceable(job)
-                    ],
-                )
-    if failure is not None:
-        outcome, error = failure
-        if outcome == "rejected":
-            return _batch_rejected(request, form, "confirm", error)
-        _record_failure(request, ADD_JOBS, parameters, error)
-        return _batch_form(request, form, problems=[error])
-    messages.success(request, summary[0].upper() + summary[1:] + ".")
-    return _finish(request, _jobs_url(specs), [job.id for job in jobs])
+    messages.success(request, added.summary[0].upper() + added.summary[1:] + ".")
+    return _finish(request, _jobs_url(form.specs), [job.id for job in added.jobs])
 
 
 @require_http_methods(["GET", "POST"])
@@ -749,16 +464,3 @@ def add_batch(request):
     if step == "preview":
         return _batch_preview(request, form)
     return _batch_confirm(request, form)
-
-
-def _record_failure(request, action: str, parameters: dict, error: str) -> None:
-    """The database refused the confirmed add: nothing was written, and the log says so."""
-    audit.record(
-        actor=request.user,
-        via="web",
-        action=action,
-        outcome="failed",
-        parameters={"step": "confirm", **parameters},
-        summary=f"{action} failed",
-        error=_safe(error),
-    )

@@ -20,6 +20,7 @@ from worker_admin.actions import (
     record_rejection,
     redeem_token,
 )
+from worker_admin.fleet import FRESH_HEARTBEAT
 from worker_admin.models import Job, JobQueue, Worker
 from worker_admin.recovery import CleanupTask, SweepStaleWorkersOptions
 from worker_admin.roles import ADMIN, can_run_maintenance
@@ -27,7 +28,6 @@ from worker_admin.stats import database_now
 from worker_admin.utils import WorkerUtils, WorkerUtilsError
 from worker_admin.views.actions import _forbidden
 
-FRESH_HEARTBEAT = timedelta(minutes=1)
 # The dry run's page lists this many of the jobs a sweep would recover (and counts them all).
 DRY_RUN_ROWS = 200
 

@@ -8,12 +8,11 @@ from django.conf import settings
 from django.shortcuts import render
 from django.views.decorators.http import require_safe
 
-from worker_admin.fleet import fleet
+from worker_admin.fleet import DEFAULT_THRESHOLD, fleet
 from worker_admin.roles import can_run_maintenance
 from worker_admin.schema import capabilities
 
 THRESHOLDS = [1, 2, 5, 10, 15, 30, 60]  # minutes
-DEFAULT_THRESHOLD = 5
 # A fleet of a thousand workers is a page no one reads: each table shows the rows that need
 # attention first (stale workers, the oldest locks) up to this many, and links to the rest.
 ROWS_SHOWN = 200
