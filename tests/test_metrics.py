@@ -11,6 +11,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.dbconn import server_conninfo
 from tests.test_healthz import closed_port, console_process
 from worker_admin import audit, metrics, stats
 from worker_admin.audit import AuditEntry
@@ -464,11 +465,7 @@ def test_timings__queries_and_requests_by_url_name(client, login_as, fleet):
 def test_timings__every_process_counts_in_multiprocess_mode(db, client, tmp_path, monkeypatch):
     """Two console processes write their samples to PROMETHEUS_MULTIPROC_DIR; a scrape answered
     by a third (this one) sums them and leaves out its own in-process histograms."""
-    settings_dict = connection.settings_dict
-    url = (
-        f"postgresql://{settings_dict['USER']}@{settings_dict['HOST']}:{settings_dict['PORT']}/"
-        f"{settings_dict['NAME']}"
-    )
+    url = server_conninfo()
     for n in (2, 3):
         answers = console_process(
             [("get", "/healthz")] * n, url, PROMETHEUS_MULTIPROC_DIR=str(tmp_path)
