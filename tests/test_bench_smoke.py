@@ -17,6 +17,9 @@ import pytest
 
 from tests.dbconn import scratch_name, server_conninfo
 
+# Builds its own connection strings: CI runs it on the embedded PostgreSQL too.
+pytestmark = pytest.mark.embedded
+
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE_DATABASE = scratch_name("graphile_console_bench_smoke")
 

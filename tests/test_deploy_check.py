@@ -14,6 +14,9 @@ import pytest
 
 from tests.dbconn import server_conninfo
 
+# Builds its own connection strings: CI runs it on the embedded PostgreSQL too.
+pytestmark = pytest.mark.embedded
+
 ROOT = Path(__file__).resolve().parents[1]
 HOST = "console.example.org"
 

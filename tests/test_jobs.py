@@ -277,6 +277,7 @@ def test_bounded_count__exact_below_and_at_least_above(utils):
     assert "statistics" in CountValue(5, "estimate").explanation
 
 
+@pytest.mark.embedded
 def test_jobs__statement_timeout_says_narrow_the_filters(console, worker_schema):
     """A read blocked past the statement timeout gets the message, the filters kept.
 

@@ -337,6 +337,7 @@ def test_metrics__node_schema_has_no_registered_workers(client, db, settings, jo
     assert "graphile_worker_stale_registered_workers" not in got
 
 
+@pytest.mark.embedded
 def test_metrics__unreachable_database_is_reported_not_raised():
     [answer] = console_process(
         [("get", "/metrics")], f"postgresql://postgres@127.0.0.1:{closed_port()}/nowhere"
@@ -462,6 +463,7 @@ def test_timings__queries_and_requests_by_url_name(client, login_as, fleet):
     assert not [v for v in views if re.search(r"\d|/", v)]
 
 
+@pytest.mark.embedded
 def test_timings__every_process_counts_in_multiprocess_mode(db, client, tmp_path, monkeypatch):
     """Two console processes write their samples to PROMETHEUS_MULTIPROC_DIR; a scrape answered
     by a third (this one) sums them and leaves out its own in-process histograms."""

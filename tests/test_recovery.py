@@ -333,6 +333,7 @@ def test_sweep_stale_workers__nothing_to_do(utils, jobs):
     assert registered(jobs) == ["graphile_worker_alive"]
 
 
+@pytest.mark.embedded
 def test_sweep_stale_workers__another_sweeper_holds_the_lock(utils, jobs):
     """Another session holds the sweepers' advisory lock: the sweep reports lock_busy and changes
     nothing. The other session takes only the advisory lock, so it never waits on this test's

@@ -18,6 +18,9 @@ from django.db import connection
 from tests.dbconn import scratch_name, server_conninfo
 from tests.test_deploy_check import ROOT
 
+# Builds its own connection strings: CI runs it on the embedded PostgreSQL too.
+pytestmark = pytest.mark.embedded
+
 # Roles belong to the whole server: one name per process, so parallel runs never share it.
 ROLE = scratch_name("gw_console_rls_login")
 PAGES = ["/", "/jobs/", "/jobs/?state=failed", "/failures/", "/queues/", "/tasks/", "/workers/"]
