@@ -83,7 +83,17 @@ def _run_tests(args: list[str], *, keep: bool) -> int:
             used = embedded.acquire(embedded.TEST_DATA_DIR, keep=keep, tests=True)
             print(embedded.describe(used), file=sys.stderr)
             env["DATABASE_URL"] = used.conninfo
-    return _supervise([sys.executable, "-m", "pytest", *args], env)
+    return _supervise([sys.executable, "-m", "pytest", *_parallel(args), *args], env)
+
+
+def _parallel(args: list[str]) -> list[str]:
+    """pytest-xdist, one worker per core (up to 4), whole files per worker (their module
+    fixtures are set up once), unless the caller chose (-n, -p no:xdist) or asked for help."""
+    cores = min(os.cpu_count() or 1, 4)
+    chosen = any(arg.startswith(("-n", "--numprocesses", "--dist")) for arg in args)
+    if cores < 2 or chosen or "no:xdist" in args or HELP_FLAGS & set(args):
+        return []
+    return ["-n", str(cores), "--dist", "loadfile"]
 
 
 def _supervise(command: list[str], env: dict[str, str]) -> int:

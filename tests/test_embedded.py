@@ -62,7 +62,8 @@ def database_line(folder: Path, how: str) -> str:
     return f"Database: the embedded PostgreSQL in {folder / 'demo'} ({how}).\n"
 
 
-NO_CACHE = ["-p", "no:cacheprovider"]
+# One pytest process: the nested run is about the server's lifecycle, not about speed.
+NESTED_PYTEST = ["-p", "no:cacheprovider", "-n", "0"]
 STARTED = "started for this command, stopped when it ends"
 
 
@@ -82,7 +83,8 @@ def test_embedded__help_starts_nothing(tmp_path):
     for args in (["demo", "--help"], ["console_user", "--help"], ["runtests", "--help"]):
         done = manage(tmp_path, *args)
         assert done.returncode == 0, done.stderr
-    assert "--reset" in manage(tmp_path, "demo", "--help").stdout
+        if args[0] == "demo":
+            assert "--reset" in done.stdout and "--keep-db" in done.stdout
     assert not (tmp_path / "demo").exists() and not (tmp_path / "tests").exists()
 
 
@@ -174,7 +176,7 @@ def test_embedded__reset_refuses_a_database_url(tmp_path):
 
 
 def test_embedded__runtests_stops_the_test_cluster(tmp_path):
-    done = manage(tmp_path, "runtests", "tests/test_states.py", "-q", *NO_CACHE)
+    done = manage(tmp_path, "runtests", "tests/test_states.py", "-q", *NESTED_PYTEST)
     assert done.returncode == 0, done.stdout + done.stderr
     assert " passed" in done.stdout
     assert servers_of(tmp_path / "tests") == []
@@ -182,7 +184,7 @@ def test_embedded__runtests_stops_the_test_cluster(tmp_path):
 
 def test_embedded__runtests_stops_the_test_cluster_on_sigterm(tmp_path):
     runtests = subprocess.Popen(
-        [sys.executable, "manage.py", "runtests", "tests/test_demo_fleet.py", *NO_CACHE],
+        [sys.executable, "manage.py", "runtests", "tests/test_demo_fleet.py", *NESTED_PYTEST],
         cwd=ROOT,
         env=no_environment(tmp_path),
         stdout=subprocess.PIPE,
