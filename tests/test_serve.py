@@ -110,3 +110,17 @@ def test_serve__login_over_http_overview_healthz_static_then_a_graceful_stop(ros
     output = log.read_text()
     assert "Traceback" not in output, output
     assert "Handling signal: term" in output and "Shutting down: Master" in output
+
+
+def test_serve__refuses_to_start_without_a_secret_key(tmp_path):
+    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "DATABASE_URL": "host=/nowhere dbname=x"}
+    done = subprocess.run(
+        [sys.executable, "manage.py", "serve"],
+        cwd=ROOT,
+        env={**env, "DEBUG": "1"},  # settings accept a missing key in DEBUG; serve does not
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1
+    assert done.stderr.startswith("CommandError: serve needs SECRET_KEY: set it to a long random")

@@ -8,6 +8,8 @@ gracefully: workers finish the requests in flight, then everything exits with st
 
 from __future__ import annotations
 
+import os
+
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
@@ -60,6 +62,13 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options) -> None:
+        if not os.environ.get("SECRET_KEY", "").strip():
+            # demo and the embedded database fall back to a published development key; a
+            # server that others can reach must never sign sessions with it.
+            raise CommandError(
+                "serve needs SECRET_KEY: set it to a long random value, e.g. the output of "
+                "`python3 -c 'import secrets; print(secrets.token_urlsafe(50))'`."
+            )
         for name in ("workers", "threads"):
             if options[name] is not None and options[name] < 1:
                 raise CommandError(f"--{name} must be at least 1.")
