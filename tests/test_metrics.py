@@ -460,7 +460,9 @@ def test_timings__queries_and_requests_by_url_name(client, login_as, fleet):
     assert delta("graphile_console_query_duration_seconds_sum", view="worker_admin:jobs") > 0
     # Labels are URL names, never raw paths: no job id, no unknown path.
     views = {dict(key)["view"] for key in after["graphile_console_request_duration_seconds_count"]}
-    assert not [v for v in views if re.search(r"\d|/", v)]
+    # (A URL name may hold digits, as admin:jsi18n does, when another test in this process
+    # asked for that page first; a number on its own would be an id.)
+    assert not [v for v in views if re.search(r"/|\b\d+\b", v)]
 
 
 @pytest.mark.embedded
