@@ -222,3 +222,26 @@ def _wait_for_http(url: str, process: subprocess.Popen) -> None:
         except OSError:
             time.sleep(0.3)
     pytest.fail(f"{url} never answered")
+
+
+def test_embedded__the_test_cluster_trades_durability_for_speed(tmp_path):
+    """.pgdata-tests is thrown away after the run, so nothing there needs to reach the disk."""
+    import psycopg
+
+    from dashboard import embedded
+
+    folder = tmp_path / "tests"
+    used = embedded.acquire(folder, tests=True)
+    try:
+        with psycopg.connect(used.conninfo) as conn:
+            settings = dict(
+                conn.execute(
+                    "SELECT name, setting FROM pg_settings WHERE name = ANY(%s)",
+                    [["fsync", "full_page_writes", "synchronous_commit"]],
+                ).fetchall()
+            )
+        assert settings == {"fsync": "off", "full_page_writes": "off", "synchronous_commit": "off"}
+        assert used.started_here and used.conninfo.startswith(f"host={folder} ")
+    finally:
+        assert embedded.release(folder) is True
+    assert servers_of(folder) == []
