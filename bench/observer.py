@@ -21,6 +21,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import psycopg
 
@@ -109,9 +110,15 @@ def start_workers(conninfo: str, processes: int, concurrency: int, workdir: Path
 
 
 def _url(conninfo: str) -> str:
+    """node-postgres takes only URLs: every part percent-encoded, so a socket directory as the
+    host (the embedded server) stays a host rather than becoming part of the path."""
     params = psycopg.conninfo.conninfo_to_dict(conninfo)
-    host, port = params.get("host", "127.0.0.1"), params.get("port", "5432")
-    return f"postgresql://{params.get('user', 'postgres')}@{host}:{port}/{params['dbname']}"
+    user = quote(str(params.get("user", "postgres")), safe="")
+    password = params.get("password")
+    auth = f"{user}:{quote(str(password), safe='')}" if password else user
+    host = quote(str(params.get("host", "127.0.0.1")), safe="")
+    port = params.get("port", "5432")
+    return f"postgresql://{auth}@{host}:{port}/{quote(str(params['dbname']), safe='')}"
 
 
 def throughput(conninfo: str, seconds: float) -> float:

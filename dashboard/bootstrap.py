@@ -4,10 +4,13 @@ This module imports only the standard library: it runs before Django is installe
  1. creates `.venv` and installs the project into it when Django cannot be imported, or when
     pyproject.toml changed since the last install into that `.venv`, then re-executes manage.py
     with the virtual environment's interpreter;
- 2. runs `runtests` as pytest (tests/settings.py starts the embedded PostgreSQL when
-    DATABASE_URL is not set);
- 3. for `demo`, starts the embedded PostgreSQL when DATABASE_URL is not set, and exports its
-    URL for the rest of the process.
+ 2. runs `runtests` as pytest in a child process, on the embedded test cluster when neither
+    DATABASE_URL nor TEST_DATABASE_URL is set, and stops that cluster when pytest ends;
+ 3. without DATABASE_URL, points every other command at the embedded demo cluster (`demo`
+    creates it; the others need it to exist), starting it for the command's duration when it is
+    not running, and says so in one line on stderr. `--help` starts nothing.
+
+`--keep-db` (or EMBEDDED_PG_KEEP=1) leaves a server this command started running afterwards.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import signal
 import subprocess
 import sys
 import venv
@@ -23,22 +27,89 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv"
 STAMP = VENV / ".installed-pyproject"
+KEEP_FLAG = "--keep-db"
+HELP_FLAGS = {"-h", "--help"}
+# Commands that print something about Django itself and never touch a database.
+NO_DATABASE = {"", "help", "version", "--version", *HELP_FLAGS}
+NO_EMBEDDED_DATABASE_YET = (
+    "DATABASE_URL is not set and there is no embedded database yet: run "
+    "`python3 manage.py demo` once, or set DATABASE_URL to your Graphile Worker database."
+)
 
 
 def prepare(argv: list[str]) -> None:
     _ensure_virtualenv(argv)
     command = argv[1] if len(argv) > 1 else ""
+    keep = _take_keep_flag(argv)
     if command == "runtests":
-        # pytest, not Django's test runner: the suite is pytest-django's. Exec so that
-        # pytest's exit code is the command's exit code.
-        os.chdir(ROOT)
-        os.execv(sys.executable, [sys.executable, "-m", "pytest", *argv[2:]])
+        sys.exit(_run_tests(argv[2:], keep=keep))
     if command == "demo":
         os.environ.setdefault("CONSOLE_DEMO", "1")
-        if not os.environ.get("DATABASE_URL"):
-            from dashboard.embedded import start_embedded_postgres
+    if os.environ.get("DATABASE_URL"):
+        return
+    from dashboard import embedded
 
-            os.environ["DATABASE_URL"] = start_embedded_postgres()
+    os.environ["CONSOLE_EMBEDDED"] = "1"
+    if command in NO_DATABASE or HELP_FLAGS & set(argv[2:]):
+        os.environ["DATABASE_URL"] = embedded.placeholder_conninfo()
+        return
+    if command != "demo" and not embedded.is_initialised():
+        sys.exit(f"manage.py {command}: {NO_EMBEDDED_DATABASE_YET}")
+    used = embedded.acquire(keep=keep)
+    print(embedded.describe(used), file=sys.stderr)
+    os.environ["DATABASE_URL"] = used.conninfo
+
+
+def _take_keep_flag(argv: list[str]) -> bool:
+    """--keep-db is the bootstrap's, not the command's: taken out before Django parses argv."""
+    keep = KEEP_FLAG in argv[2:]
+    if keep:
+        argv.remove(KEEP_FLAG)
+    return keep or os.environ.get("EMBEDDED_PG_KEEP", "").lower() in {"1", "true", "yes", "on"}
+
+
+def _run_tests(args: list[str], *, keep: bool) -> int:
+    # pytest, not Django's test runner: the suite is pytest-django's.
+    os.chdir(ROOT)
+    env = dict(os.environ)
+    if env.get("TEST_DATABASE_URL"):
+        env["DATABASE_URL"] = env["TEST_DATABASE_URL"]
+    if not env.get("DATABASE_URL"):
+        from dashboard import embedded
+
+        if HELP_FLAGS & set(args):
+            env["DATABASE_URL"] = embedded.placeholder_conninfo(embedded.TEST_DATA_DIR)
+        else:
+            used = embedded.acquire(embedded.TEST_DATA_DIR, keep=keep, tests=True)
+            print(embedded.describe(used), file=sys.stderr)
+            env["DATABASE_URL"] = used.conninfo
+    return _supervise([sys.executable, "-m", "pytest", *_parallel(args), *args], env)
+
+
+def _parallel(args: list[str]) -> list[str]:
+    """pytest-xdist, one worker per core (up to 4), whole files per worker (their module
+    fixtures are set up once), unless the caller chose (-n, -p no:xdist) or asked for help."""
+    cores = min(os.cpu_count() or 1, 4)
+    chosen = any(arg.startswith(("-n", "--numprocesses", "--dist")) for arg in args)
+    if cores < 2 or chosen or "no:xdist" in args or HELP_FLAGS & set(args):
+        return []
+    return ["-n", str(cores), "--dist", "loadfile"]
+
+
+def _supervise(command: list[str], env: dict[str, str]) -> int:
+    """Run the child to its end, whatever signal arrives, so that this process (which stops the
+    embedded server at exit) outlives it. Ctrl-C reaches the child from the terminal itself;
+    SIGTERM and SIGHUP are passed on."""
+    child = subprocess.Popen(command, env=env)
+
+    def pass_on(signum: int, frame) -> None:
+        if signum != signal.SIGINT:
+            child.send_signal(signum)
+
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, pass_on)
+    code = child.wait()
+    return 128 - code if code < 0 else code
 
 
 def _pyproject_digest() -> str:

@@ -20,7 +20,10 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 DEBUG = env_bool("DEBUG", False)
 # `manage.py demo` sets CONSOLE_DEMO: a local console on 127.0.0.1 with a throwaway key.
 DEMO = env_bool("CONSOLE_DEMO", False)
-LOCAL_ONLY = DEBUG or DEMO
+# The bootstrap sets CONSOLE_EMBEDDED when, without DATABASE_URL, a command runs on the embedded
+# PostgreSQL in .pgdata/: the demo's database, only reachable through a socket in the checkout.
+EMBEDDED = env_bool("CONSOLE_EMBEDDED", False)
+LOCAL_ONLY = DEBUG or DEMO or EMBEDDED
 SECRET_KEY = env_str("SECRET_KEY", "")
 if not SECRET_KEY:
     if not LOCAL_ONLY:

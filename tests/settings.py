@@ -1,7 +1,7 @@
 """Settings for the test suite: the console's settings, on a real PostgreSQL.
 
 DATABASE_URL (or TEST_DATABASE_URL) names the server; pytest-django creates its own test
-database there. Without either, the embedded PostgreSQL in .pgdata/ is started, so
+database there. Without either, the embedded test PostgreSQL in .pgdata-tests/ is used, so
 `python3 manage.py runtests` works on a machine that has nothing but Python.
 """
 
@@ -12,9 +12,11 @@ os.environ.setdefault("ALLOWED_HOSTS", "testserver,127.0.0.1,localhost")
 if os.environ.get("TEST_DATABASE_URL"):
     os.environ["DATABASE_URL"] = os.environ["TEST_DATABASE_URL"]
 if not os.environ.get("DATABASE_URL"):
-    from dashboard.embedded import start_embedded_postgres
+    # pytest run directly (runtests has already set DATABASE_URL): this process starts the
+    # embedded test cluster if needed and stops it when it ends. xdist workers inherit the URL.
+    from dashboard import embedded
 
-    os.environ["DATABASE_URL"] = start_embedded_postgres()
+    os.environ["DATABASE_URL"] = embedded.acquire(embedded.TEST_DATA_DIR, tests=True).conninfo
 
 from dashboard.settings import *  # noqa: F403
 

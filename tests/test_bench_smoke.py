@@ -14,26 +14,19 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from django.db import connection
+
+from tests.dbconn import scratch_name, server_conninfo
+
+# Builds its own connection strings: CI runs it on the embedded PostgreSQL too.
+pytestmark = pytest.mark.embedded
 
 ROOT = Path(__file__).resolve().parents[1]
-SMOKE_DATABASE = "graphile_console_bench_smoke"
-
-
-def _server_url() -> str:
-    params = connection.settings_dict
-    return psycopg.conninfo.make_conninfo(
-        dbname="postgres",
-        host=params["HOST"] or None,
-        port=params["PORT"] or None,
-        user=params["USER"] or None,
-        password=params["PASSWORD"] or None,
-    )
+SMOKE_DATABASE = scratch_name("graphile_console_bench_smoke")
 
 
 @pytest.fixture
 def server_url(db):
-    url = _server_url()
+    url = server_conninfo(dbname="postgres")
     yield url
     with psycopg.connect(url, autocommit=True) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{SMOKE_DATABASE}" WITH (FORCE)')

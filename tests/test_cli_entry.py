@@ -21,6 +21,9 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from tests.test_cli import ACTION_KEYS, JOB_ROW_KEYS, SWEEP_KEYS
 
+# Builds its own connection strings: CI runs it on the embedded PostgreSQL too.
+pytestmark = pytest.mark.embedded
+
 SCRIPT = Path(sys.executable).with_name("graphile-console")
 SCRATCH = f"graphile_console_cli_{os.getpid()}"
 

@@ -48,6 +48,9 @@ from worker_admin.models import Job
 from worker_admin.roles import ensure_groups
 from worker_admin.utils import JobSpec, WorkerUtils
 
+# Builds its own connection strings: CI runs it on the embedded PostgreSQL too.
+pytestmark = pytest.mark.embedded
+
 CONCURRENCY_DIR = NODE_DIR / "concurrency"
 TASK = "conc_record"
 WAIT = 60.0

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import pytest
 from django.core.management import CommandError, call_command
 
-from worker_admin.demo.fleet import Refiller, SimulatedWorker
+from worker_admin.demo.fleet import FleetRefused, Refiller, SimulatedWorker, check_demo_database
 from worker_admin.demo.seed import ERRORS, TASKS
 
 FAST = {"heartbeat_seconds": 0.2, "work_seconds": (0.01, 0.05), "idle_seconds": 0.05}
@@ -196,8 +196,9 @@ def test_refiller__adds_demo_jobs(worker_rows, utils, jobs):
 
 def test_demo_workers_command__refuses_non_demo_data(worker_rows, jobs):
     jobs.ready("real_billing_task")
-    with pytest.raises(CommandError, match="this database has non-demo jobs"):
+    with pytest.raises(CommandError, match="this database has non-demo jobs") as refused:
         call_command("graphile_worker", "demo-workers", "--duration", "0.1")
+    assert str(refused.value).endswith("Non-demo tasks: real_billing_task (--force to run anyway)")
     assert job_row(jobs, jobs.sql(f"SELECT id FROM {jobs.q}._private_jobs")[0][0])["attempts"] == 0
 
 
@@ -218,3 +219,11 @@ def test_demo_workers_command__runs_crashes_one_and_stops_cleanly(worker_rows, j
     registered = jobs.sql(f"SELECT id FROM {jobs.q}._private_workers")
     assert len(registered) == 1 and f"crashed {registered[0][0]}" in out
     assert "Demo workers stopped" in out
+
+
+def test_demo_fleet__refusal_names_no_option_demo_lacks(worker_rows, jobs):
+    """`demo` prints this refusal too, and has no --force: only demo-workers offers it."""
+    jobs.ready("real_billing_task")
+    with pytest.raises(FleetRefused) as refused:
+        check_demo_database()
+    assert "--force" not in str(refused.value)

@@ -11,7 +11,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from django.db import connection
+
+from tests.dbconn import server_conninfo
+
+# Builds its own connection strings: CI runs it on the embedded PostgreSQL too.
+pytestmark = pytest.mark.embedded
 
 ROOT = Path(__file__).resolve().parents[1]
 HOST = "console.example.org"
@@ -125,17 +129,11 @@ print(json.dumps({
 """
 
 
-def _database_url() -> str:
-    db = connection.settings_dict
-    auth = db["USER"] + (f":{db['PASSWORD']}" if db.get("PASSWORD") else "")
-    return f"postgresql://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-
-
 def run_console(env: dict[str, str]) -> dict:
     result = subprocess.run(
         [sys.executable, "-c", SCRIPT % {"host": HOST}],
         cwd=ROOT,
-        env={**env, "DATABASE_URL": _database_url()},
+        env={**env, "DATABASE_URL": server_conninfo()},
         capture_output=True,
         text=True,
         timeout=120,

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from django.urls import URLPattern, reverse
 
 from worker_admin import urls as worker_urls
@@ -104,6 +105,7 @@ def test_healthz__schema_not_found(client, db, settings):
     }
 
 
+@pytest.mark.embedded
 def test_healthz__database_unreachable():
     port = closed_port()
     get, head = console_process(

@@ -47,6 +47,9 @@ from worker_admin.installer import (
     quote_schema,
 )
 
+# Builds its own connection strings: CI runs it on the embedded PostgreSQL too.
+pytestmark = pytest.mark.embedded
+
 SCHEMA = "graphile_worker"
 BREAKING_MIGRATIONS = {1, 3, 11, 13, 14, 16, 19}
 RECOVERY_RELATIONS = {

@@ -46,7 +46,7 @@ from worker_admin.models import Job, JobQueue, Task
 from worker_admin.schema import clear_capabilities_cache, detect
 from worker_admin.utils import JobSpec, RawJobSpec, WorkerUtils
 
-pytestmark = pytest.mark.node
+pytestmark = [pytest.mark.node, pytest.mark.embedded]
 
 T = TypeVar("T")
 

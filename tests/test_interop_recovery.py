@@ -36,7 +36,7 @@ from worker_admin.models import Job
 from worker_admin.roles import ensure_groups
 from worker_admin.utils import JobSpec, WorkerUtils
 
-pytestmark = pytest.mark.node
+pytestmark = [pytest.mark.node, pytest.mark.embedded]
 
 LONG_TASK = "interop_recovery_long"
 # A task no Node worker here knows, whose job is locked by SQL on behalf of an unrelated worker.

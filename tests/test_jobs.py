@@ -284,6 +284,7 @@ def test_bounded_count__exact_below_and_at_least_above(utils):
     assert "statistics" in CountValue(5, "estimate").explanation
 
 
+@pytest.mark.embedded
 def test_jobs__statement_timeout_says_narrow_the_filters(console, worker_schema):
     """A read blocked past the statement timeout gets the message, the filters kept.
 
@@ -295,18 +296,16 @@ def test_jobs__statement_timeout_says_narrow_the_filters(console, worker_schema)
     from django.conf import settings
     from django.db import connection
 
+    from tests.dbconn import server_conninfo
+
     # The task must exist: the list looks the name up first and skips the jobs for an unknown
     # one. Its row is in the tasks table, which the other session does not lock.
     with connection.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {worker_schema}._private_tasks (identifier) VALUES ('send_email')"
         )
-    settings_dict = connection.settings_dict
     blocker = psycopg.connect(
-        dbname=settings_dict["NAME"],
-        user=settings_dict["USER"] or None,
-        host=settings_dict["HOST"] or None,
-        port=settings_dict["PORT"] or None,
+        server_conninfo(),
         autocommit=False,
     )
     try:

@@ -333,22 +333,20 @@ def test_sweep_stale_workers__nothing_to_do(utils, jobs):
     assert registered(jobs) == ["graphile_worker_alive"]
 
 
+@pytest.mark.embedded
 def test_sweep_stale_workers__another_sweeper_holds_the_lock(utils, jobs):
     """Another session holds the sweepers' advisory lock: the sweep reports lock_busy and changes
     nothing. The other session takes only the advisory lock, so it never waits on this test's
     transaction."""
     import psycopg
-    from django.db import connection
+
+    from tests.dbconn import server_conninfo
 
     register(jobs, "graphile_worker_dead", "1 hour")
     jobs.locked(by="graphile_worker_dead", age="1 hour")
     before = snapshot(jobs)
-    settings_dict = connection.settings_dict
     other = psycopg.connect(
-        dbname=settings_dict["NAME"],
-        user=settings_dict["USER"] or None,
-        host=settings_dict["HOST"] or None,
-        port=settings_dict["PORT"] or None,
+        server_conninfo(),
         autocommit=True,
     )
     try:

@@ -15,9 +15,14 @@ import sys
 import pytest
 from django.db import connection
 
+from tests.dbconn import scratch_name, server_conninfo
 from tests.test_deploy_check import ROOT
 
-ROLE = "gw_console_rls_login"
+# Builds its own connection strings: CI runs it on the embedded PostgreSQL too.
+pytestmark = pytest.mark.embedded
+
+# Roles belong to the whole server: one name per process, so parallel runs never share it.
+ROLE = scratch_name("gw_console_rls_login")
 PAGES = ["/", "/jobs/", "/jobs/?state=failed", "/failures/", "/queues/", "/tasks/", "/workers/"]
 
 SCRIPT = """
@@ -37,7 +42,6 @@ print(json.dumps(out))
 
 @pytest.fixture
 def rls_login_role(worker_rows, worker_schema, settings):
-    db = connection.settings_dict
     console_schema = settings.CONSOLE_SCHEMA
     with connection.cursor() as cursor:
         cursor.execute(f"DROP OWNED BY {ROLE}" if _exists(cursor) else "SELECT 1")
@@ -54,8 +58,7 @@ def rls_login_role(worker_rows, worker_schema, settings):
             [f"{worker_schema}._private_jobs"],
         )
         assert cursor.fetchone()[0], "the worker schema enables row-level security on jobs"
-    host = db["HOST"] or "127.0.0.1"
-    yield f"postgresql://{ROLE}@{host}:{db['PORT'] or 5432}/{db['NAME']}"
+    yield server_conninfo(user=ROLE, password=None)
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s", [ROLE]

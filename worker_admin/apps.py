@@ -1,5 +1,5 @@
 from django.apps import AppConfig
-from django.db.models.signals import pre_migrate
+from django.db.models.signals import post_migrate, pre_migrate
 
 
 class WorkerAdminConfig(AppConfig):
@@ -16,3 +16,13 @@ class WorkerAdminConfig(AppConfig):
 
         pre_migrate.connect(ensure_console_schema, dispatch_uid="worker_admin.console_schema")
         account_audit.connect()
+        # The role groups come from a migration; `flush` (transactional tests, in whatever order
+        # pytest-xdist runs them) empties them and then sends post_migrate: create them again.
+        post_migrate.connect(_ensure_role_groups, sender=self, dispatch_uid="worker_admin.roles")
+
+
+def _ensure_role_groups(sender, using: str = "default", **kwargs) -> None:
+    from worker_admin.roles import ensure_groups
+
+    if using == "default":
+        ensure_groups()

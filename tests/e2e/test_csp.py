@@ -150,6 +150,6 @@ def test_csp__a_bulk_action_posts_and_applies_under_the_policy(csp_page, queue):
     reason = csp_page.get_by_label(re.compile("Reason"))
     if reason.count():
         reason.fill("csp check")
-    csp_page.get_by_role("button", name="Permanently fail 5 jobs").click()
+    csp_page.get_by_role("button", name="Permanently fail: 5 jobs").click()
     expect(csp_page.locator(".messages")).to_contain_text("changed 5 of 5")
     assert violations(csp_page) == []

@@ -162,7 +162,7 @@ def test_reschedule_form__prefilled_in_utc_and_confirmed_in_a_browser(live_serve
     save_screenshot(page, "reschedule-form")
     page.get_by_role("button", name="Preview").click()
     page.get_by_label("Reason").fill("the payment provider is back")
-    page.get_by_role("button", name="Reschedule 1 job").click()
+    page.get_by_role("button", name="Reschedule: 1 job").click()
     page.wait_for_url(f"**/jobs/{job.id}/")
     after = Job.objects.get(id=job.id)
     assert (after.attempts, after.max_attempts, after.run_at) == (

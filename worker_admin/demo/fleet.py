@@ -99,8 +99,8 @@ def check_demo_database(
         foreign = [row[0] for row in cursor.fetchall()]
     if foreign:
         raise FleetRefused(
-            "this database has non-demo jobs; demo-workers only runs on demo data (--force to "
-            f"override). Non-demo tasks: {', '.join(foreign)}"
+            "this database has non-demo jobs, and simulated workers run on demo data only. "
+            f"Non-demo tasks: {', '.join(foreign)}"
         )
 
 

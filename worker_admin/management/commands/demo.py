@@ -2,11 +2,11 @@
 
 Without DATABASE_URL the bootstrap in manage.py has started the embedded PostgreSQL. This
 command migrates the console's tables and the worker schema, seeds demo jobs and workers into
-an empty queue (never into one that holds jobs, unless --reseed-anyway), creates the `demo`
-login with a fresh password that it prints, keeps the seeded demo workers heartbeating, starts
-a simulated fleet (worker_admin/demo/fleet.py: 3 workers that lock and process demo jobs, one
-of which crashes after 90 s to leave a stale worker) and serves the console on
-http://127.0.0.1:8000.
+an empty queue (never into one that holds jobs, unless --seed-anyway; --reset empties the
+embedded database first), creates the `demo` login with a fresh password that it prints,
+keeps the seeded demo workers heartbeating, starts a simulated fleet (worker_admin/demo/fleet.py:
+3 workers that lock and process demo jobs, one of which crashes after 90 s to leave a stale
+worker) and serves the console on http://127.0.0.1:8000.
 """
 
 from __future__ import annotations
@@ -15,10 +15,14 @@ import secrets
 import threading
 import time
 
+import psycopg
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
-from django.db import close_old_connections
+from django.db import close_old_connections, connections
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from worker_admin.demo.fleet import DemoFleet, FleetRefused, check_demo_database
 from worker_admin.demo.seed import keep_heartbeating, seed_demo
@@ -42,8 +46,21 @@ class Command(BaseCommand):
             help="Add demo jobs even though the queue already holds jobs.",
         )
         parser.add_argument("--no-serve", action="store_true", help="Prepare, then exit.")
+        parser.add_argument(
+            "--reset",
+            action="store_true",
+            help="Empty the embedded database first and start afresh (not with DATABASE_URL).",
+        )
+        # Taken by the bootstrap in manage.py before this parser runs; listed here for --help.
+        parser.add_argument(
+            "--keep-db",
+            action="store_true",
+            help="Leave the embedded PostgreSQL running after the demo stops.",
+        )
 
     def handle(self, *args, **options) -> None:
+        if options["reset"]:
+            self._reset()
         call_command("migrate", interactive=False, verbosity=0)
         utils = WorkerUtils()
         result = utils.migrate(recovery=True)
@@ -65,6 +82,25 @@ class Command(BaseCommand):
         finally:
             if fleet is not None:
                 fleet.stop()  # deregister the live simulated workers (the crashed one stays)
+
+    def _reset(self) -> None:
+        """Drop and recreate the embedded demo database (sessions of a running demo included)."""
+        if not settings.EMBEDDED:
+            raise CommandError(
+                "--reset empties only the embedded demo database; with DATABASE_URL set, "
+                "nothing was changed."
+            )
+        db = settings.DATABASES["default"]
+        name = db["NAME"]
+        connections.close_all()
+        server = make_conninfo(
+            host=db["HOST"], port=str(db["PORT"] or ""), user=db["USER"], dbname="template1"
+        )
+        with psycopg.connect(server, autocommit=True) as conn:
+            database = sql.Identifier(name)
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(database))
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(database))
+        self.stdout.write(f"Emptied the embedded database {name}.")
 
     def _start_fleet(self, utils: WorkerUtils) -> DemoFleet | None:
         try:

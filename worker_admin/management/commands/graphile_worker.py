@@ -78,7 +78,8 @@ def _demo_workers(command: BaseCommand, utils: WorkerUtils, options: dict) -> di
     try:
         check_demo_database(utils.alias, utils.schema, force=options["force"])
     except FleetRefused as exc:
-        raise CommandError(str(exc)) from None
+        # --force is this subcommand's own option (`demo` has none), so only it mentions it.
+        raise CommandError(f"{exc} (--force to run anyway)") from None
     fleet = DemoFleet(
         utils=utils,
         workers=options["workers"],
