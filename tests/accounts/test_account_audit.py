@@ -29,6 +29,7 @@ from worker_admin.account_audit import os_user
 from worker_admin.api import tokens
 from worker_admin.api.tokens import ApiToken
 from worker_admin.audit import AuditEntry
+from worker_admin.roles import ensure_groups
 
 
 def test_account_audit__never_stores_a_password_hash(root, alice, oncall, token):
@@ -115,10 +116,16 @@ def test_console_user__each_change_is_audited_as_the_os_user(django_user_model):
 
 def test_account_commands__not_bound_by_read_only_and_still_audited(settings, alice):
     """READ_ONLY binds the server; whoever runs manage.py holds the database credentials."""
+    # The role groups may be missing after another test's flush (whatever order pytest-xdist
+    # runs files in); console_user would create them, audited. Create them first, so only the
+    # commands' own changes are counted.
+    ensure_groups()
+    before = AuditEntry.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
     settings.READ_ONLY = True
     call_command("console_user", "erin", "--role", "viewer", stdout=StringIO())
     call_command("console_token", "issue", "alice", "--name", "ci", stdout=StringIO())
-    assert set(AuditEntry.objects.filter(via="cli").values_list("action", flat=True)) == {
+    made = AuditEntry.objects.filter(via="cli", pk__gt=before)
+    assert set(made.values_list("action", flat=True)) == {
         "create_user",
         "change_user_groups",
         "issue_api_token",
