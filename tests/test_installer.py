@@ -303,6 +303,88 @@ def test_catalog_snapshot__detects_a_deliberate_difference(
     assert changed == ['-"default": "25",', '+"default": "5",']
 
 
+# --- identity values: an add of an existing task or queue draws none (issue 12, item 1) -----
+
+# The same adds for both schemas: three tasks, two queues, every key mode and a batch that
+# mixes existing and new names; each existing name comes back many times.
+REPEATED_ADDS = [
+    "select graphile_worker.add_job('t1', queue_name => 'q1')",
+    "select graphile_worker.add_job('t1', queue_name => 'q1', job_key => 'k1')",
+    "select graphile_worker.add_job('t1', queue_name => 'q1', job_key => 'k1')",
+    "select graphile_worker.add_job('t1', job_key => 'k1', job_key_mode => 'preserve_run_at')",
+    "select graphile_worker.add_job('t2', queue_name => 'q1', job_key => 'k1',"
+    " job_key_mode => 'unsafe_dedupe')",
+    "select graphile_worker.add_job('t2', queue_name => 'q2', job_key => 'k2',"
+    " job_key_mode => 'unsafe_dedupe')",
+    "select graphile_worker.add_jobs(array["
+    "  row('t1', null, 'q1', null, null, null, null, null),"
+    "  row('t2', null, 'q2', null, null, 'k1', null, null),"
+    "  row('t3', null, 'q2', null, null, null, null, null)]::graphile_worker.job_spec[])",
+    "select graphile_worker.add_jobs(array["
+    "  row('t3', null, 'q1', null, null, 'k3', null, null),"
+    "  row('t3', null, 'q1', null, null, null, null, null)]::graphile_worker.job_spec[], true)",
+    *["select graphile_worker.add_job('t3', queue_name => 'q2')"] * 5,
+]
+
+
+def sequence_values(info: Conninfo) -> dict[str, int | None]:
+    with connect(info) as conn:
+        rows = conn.execute(
+            "select sequencename::text, last_value from pg_catalog.pg_sequences"
+            " where schemaname = 'graphile_worker' order by 1"
+        ).fetchall()
+    return dict(rows)
+
+
+@pytest.mark.node
+def test_add_job__existing_names_take_no_identity_value_like_npm(
+    make_db: Callable[[], Conninfo],
+) -> None:
+    ours, real = make_db(), make_db()
+    install_ours(ours, recovery=False)
+    install_npm(real)
+    for info in (ours, real):
+        with connect(info) as conn:
+            for statement in REPEATED_ADDS:
+                conn.execute(statement)
+
+    assert sequence_values(ours) == sequence_values(real)
+    assert sequence_values(ours) == {
+        "job_queues_id_seq": 2,
+        "jobs_id_seq1": 16,  # every add draws a job id, even one that only updates a keyed job
+        "tasks_id_seq": 3,
+    }
+
+
+@pytest.mark.parametrize("installer", ["ours", pytest.param("npm", marks=pytest.mark.node)])
+def test_add_job__existing_names_work_with_the_sequences_near_their_maximum(
+    make_db: Callable[[], Conninfo], installer: str
+) -> None:
+    """Near 2**31 - 1 an add that drew an identity value for an existing name would fail with
+    "nextval: reached maximum value"; ten adds of an existing task and queue must all work."""
+    info = make_db()
+    install_ours(info, recovery=False) if installer == "ours" else install_npm(info)
+    with connect(info) as conn:
+        for sequence in ("tasks_id_seq", "job_queues_id_seq"):
+            conn.execute("select setval(%s, 2147483647 - 1)", [f"graphile_worker.{sequence}"])
+        conn.execute("select graphile_worker.add_job('t', queue_name => 'q')")
+        for n in range(10):
+            conn.execute(
+                "select graphile_worker.add_job('t', queue_name => 'q', job_key => %s,"
+                " job_key_mode => %s)",
+                [f"k{n % 3}", ("replace", "preserve_run_at", "unsafe_dedupe")[n % 3]],
+            )
+            conn.execute(
+                "select graphile_worker.add_jobs(array[row('t', null, 'q', null, null, null,"
+                " null, null)]::graphile_worker.job_spec[])"
+            )
+        ids = conn.execute(
+            "select distinct task_id, job_queue_id from graphile_worker._private_jobs"
+        ).fetchall()
+
+    assert ids == [(2147483647, 2147483647)]
+
+
 # --- the installer's contract ----------------------------------------------------------------
 
 

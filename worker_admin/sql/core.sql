@@ -167,10 +167,15 @@ declare
   v_priority smallint := coalesce(add_job.priority, 0);
   v_job {{schema}}._private_jobs;
 begin
-  -- Missing task and queue rows are created first; ON CONFLICT DO NOTHING waits for a concurrent
-  -- inserter, and the following SELECT (a new snapshot) then sees whichever row won.
+  -- Missing task and queue rows are created first, and only missing ones: an INSERT that meets
+  -- an existing row still draws an identity value, which on a busy queue would exhaust the
+  -- 32-bit task and queue ids. ON CONFLICT DO NOTHING covers a concurrent inserter of the same
+  -- name (it waits for it), and the following SELECT (a new snapshot) sees whichever row won.
   insert into {{schema}}._private_tasks (identifier)
-    values (add_job.identifier)
+    select add_job.identifier
+      where not exists (
+        select from {{schema}}._private_tasks as t where t.identifier = add_job.identifier
+      )
     on conflict (identifier) do nothing;
   select t.id into v_task_id
     from {{schema}}._private_tasks as t
@@ -178,7 +183,11 @@ begin
 
   if add_job.queue_name is not null then
     insert into {{schema}}._private_job_queues (queue_name)
-      values (add_job.queue_name)
+      select add_job.queue_name
+        where not exists (
+          select from {{schema}}._private_job_queues as q
+            where q.queue_name = add_job.queue_name
+        )
       on conflict (queue_name) do nothing;
     select q.id into v_queue_id
       from {{schema}}._private_job_queues as q
@@ -199,28 +208,23 @@ begin
   end if;
 
   if add_job.job_key_mode = 'unsafe_dedupe' then
-    -- Update-then-insert, retried: whichever of two racing callers inserts, the other one finds
-    -- the row on its next pass. An existing job is returned as it is (only revision moves).
-    loop
-      update {{schema}}._private_jobs as j
-        set revision = j.revision + 1,
-            updated_at = now()
-        where j.key = add_job.job_key
-        returning * into v_job;
-      if found then
-        return v_job;
-      end if;
-      insert into {{schema}}._private_jobs
-          (job_queue_id, task_id, payload, priority, run_at, max_attempts, key, flags)
-        values (v_queue_id, v_task_id, v_payload, v_priority, v_run_at, v_max_attempts,
-                add_job.job_key, v_flags)
-        on conflict (key) do nothing
-        returning * into v_job;
-      if found then
-        perform pg_notify('jobs:insert', json_build_object('r', random(), 'count', 1)::text);
-        return v_job;
-      end if;
-    end loop;
+    -- One statement, so two racing callers cannot both insert: the second one's ON CONFLICT
+    -- finds the first one's row. An existing job is returned as it is, even when a worker runs
+    -- it; only revision and updated_at move. Like every INSERT, this draws a job id even when
+    -- the key exists, as upstream does, so job ids stay in step with a Node-installed schema.
+    insert into {{schema}}._private_jobs as j
+        (job_queue_id, task_id, payload, priority, run_at, max_attempts, key, flags)
+      values (v_queue_id, v_task_id, v_payload, v_priority, v_run_at, v_max_attempts,
+              add_job.job_key, v_flags)
+      on conflict (key) do update set
+        revision = j.revision + 1,
+        updated_at = now()
+      returning * into v_job;
+    -- Only a new job has revision 0 here (an existing one was just bumped): notify for it alone.
+    if v_job.revision = 0 then
+      perform pg_notify('jobs:insert', json_build_object('r', random(), 'count', 1)::text);
+    end if;
+    return v_job;
   end if;
 
   -- A null mode behaves like the default, 'replace'.
@@ -292,15 +296,23 @@ as $body$
 declare
   v_count integer;
 begin
+  -- Only missing tasks and queues are inserted, as in add_job (no identity value is drawn for a
+  -- name that exists).
   insert into {{schema}}._private_tasks (identifier)
     select distinct s.identifier
       from unnest(add_jobs.specs) as s
+      where not exists (
+        select from {{schema}}._private_tasks as t where t.identifier = s.identifier
+      )
     on conflict (identifier) do nothing;
 
   insert into {{schema}}._private_job_queues (queue_name)
     select distinct s.queue_name
       from unnest(add_jobs.specs) as s
       where s.queue_name is not null
+        and not exists (
+          select from {{schema}}._private_job_queues as q where q.queue_name = s.queue_name
+        )
     on conflict (queue_name) do nothing;
 
   -- Running or permanently failed jobs give up their keys (see add_job).
