@@ -874,6 +874,33 @@ def test_add_job__preserve_run_at_keeps_run_at(db: Db) -> None:
     }
 
 
+@pytest.mark.parametrize(("attempts", "kept"), [(0, True), (1, False), (24, False)])
+def test_add_job__preserve_run_at_only_while_the_job_has_not_failed(
+    db: Db, attempts: int, kept: bool
+) -> None:
+    """A keyed job that failed once waits for its retry; re-adding it with preserve_run_at
+    takes the new run_at (issue 12, item 2), as npm 0.18.0 does."""
+    db.row(
+        "select * from graphile_worker.add_job('t', job_key => 'k',"
+        " run_at => now() + interval '1 hour')"
+    )
+    db.conn.execute(
+        "update graphile_worker._private_jobs set attempts = %s, last_error = 'boom'", [attempts]
+    )
+
+    job = db.row(
+        "select * from graphile_worker.add_job('t', job_key => 'k',"
+        " run_at => now() + interval '1 day', job_key_mode => 'preserve_run_at')"
+    )
+
+    expected = db.now() + (timedelta(hours=1) if kept else timedelta(days=1))
+    assert pick(job, "run_at", "attempts", "last_error") == {
+        "run_at": expected,
+        "attempts": 0,
+        "last_error": None,
+    }
+
+
 def test_add_job__unsafe_dedupe_only_bumps_revision(db: Db) -> None:
     old = db.row("select * from graphile_worker.add_job('t', '{\"a\": 1}', job_key => 'k')")
 
@@ -1100,6 +1127,29 @@ def test_add_jobs__preserve_run_at_applies_to_the_whole_batch(db: Db, preserve: 
     assert jobs == [
         {"key": "k1", "run_at": expected[0], "revision": 1},
         {"key": "k2", "run_at": expected[1], "revision": 1},
+    ]
+
+
+def test_add_jobs__preserve_run_at_only_for_jobs_that_have_not_failed(db: Db) -> None:
+    db.rows(
+        "select * from graphile_worker.add_jobs(array["
+        "  row('t', null, null, now() + interval '1 hour', null, 'fresh', null, null),"
+        "  row('t', null, null, now() + interval '1 hour', null, 'failed', null, null)"
+        "]::graphile_worker.job_spec[])"
+    )
+    db.conn.execute("update graphile_worker._private_jobs set attempts = 1 where key = 'failed'")
+
+    jobs = db.rows(
+        "select key, run_at, attempts from graphile_worker.add_jobs(array["
+        "  row('t', null, null, now() + interval '1 day', null, 'fresh', null, null),"
+        "  row('t', null, null, now() + interval '1 day', null, 'failed', null, null)"
+        "]::graphile_worker.job_spec[], true) order by key"
+    )
+
+    now = db.now()
+    assert jobs == [
+        {"key": "failed", "run_at": now + timedelta(days=1), "attempts": 0},
+        {"key": "fresh", "run_at": now + timedelta(hours=1), "attempts": 0},
     ]
 
 

@@ -258,8 +258,10 @@ begin
           else excluded.payload
         end,
         priority = excluded.priority,
+        -- preserve_run_at keeps the old run_at only for a job that has not failed yet: once it
+        -- has (attempts > 0), run_at is its retry time, and the new definition takes over.
         run_at = case
-          when add_job.job_key_mode = 'preserve_run_at' then j.run_at
+          when add_job.job_key_mode = 'preserve_run_at' and j.attempts = 0 then j.run_at
           else excluded.run_at
         end,
         max_attempts = excluded.max_attempts,
@@ -351,8 +353,8 @@ begin
         else excluded.payload
       end,
       priority = excluded.priority,
-      run_at = case
-        when add_jobs.job_key_preserve_run_at then j.run_at
+      run_at = case  -- the old run_at is kept only while the job has not failed (see add_job)
+        when add_jobs.job_key_preserve_run_at and j.attempts = 0 then j.run_at
         else excluded.run_at
       end,
       max_attempts = excluded.max_attempts,
