@@ -44,3 +44,14 @@ def test_migrate__legacy_refused(db):
     with connection.cursor() as cursor:
         cursor.execute("SELECT to_regclass('gw_old._private_jobs')")
         assert cursor.fetchone()[0] is None
+
+
+def test_migrate__newer_breaking_migration_refused(db):
+    _run("--schema", "gw_newer", "migrate", "--no-recovery")
+    with connection.cursor() as cursor:
+        cursor.execute("INSERT INTO gw_newer.migrations (id, breaking) VALUES (21, true)")
+    for args in (["migrate"], ["migrate", "--add-recovery"]):
+        with pytest.raises(CommandError, match=r"^database is more up to date than this installer"):
+            _run("--schema", "gw_newer", *args)
+    with connection.cursor() as cursor:
+        assert detect_flavour(cursor, "gw_newer") is Flavour.NODE

@@ -38,6 +38,7 @@ from worker_admin.installer import (
     RECOVERY_FUNCTIONS,
     Flavour,
     MigrateResult,
+    SchemaTooNewError,
     TransactionRequiredError,
     UnsupportedSchemaError,
     add_recovery,
@@ -514,6 +515,45 @@ def test_migrate__refuses_legacy_schema(make_db: Callable[[], Conninfo]) -> None
         with pytest.raises(UnsupportedSchemaError, match=r"^unsupported schema version: "):
             add_recovery(cur, SCHEMA)
         assert catalog_snapshot(cur, SCHEMA) == before
+
+
+@pytest.mark.parametrize("recovery", [True, False])
+def test_migrate__refuses_a_newer_breaking_migration(
+    make_db: Callable[[], Conninfo], recovery: bool
+) -> None:
+    """Like the Node and Rust runners: a breaking migration above 20 means a newer release
+    migrated the database (issue 12, item 7); nothing is changed."""
+    info = make_db()
+    install_ours(info, recovery=False)
+    with connect(info) as conn:
+        conn.execute("insert into graphile_worker.migrations (id, breaking) values (21, false)")
+        conn.execute("insert into graphile_worker.migrations (id, breaking) values (22, true)")
+        conn.execute("insert into graphile_worker.migrations (id, breaking) values (23, false)")
+    before = snapshot(info)
+
+    message = (
+        "database is more up to date than this installer: graphile_worker.migrations holds "
+        "breaking migration 22, and this installer knows migrations up to 20 (graphile-worker "
+        "0.18.0); upgrade the console, or migrate with the graphile-worker release that wrote "
+        "migration 22"
+    )
+    with pytest.raises(SchemaTooNewError) as raised:
+        install_ours(info, recovery=recovery)
+    assert str(raised.value) == message
+    with connect(info) as conn, conn.cursor() as cur, pytest.raises(SchemaTooNewError):
+        add_recovery(cur, SCHEMA)
+    assert snapshot(info) == before
+
+
+def test_migrate__accepts_a_newer_migration_that_is_not_breaking(
+    make_db: Callable[[], Conninfo],
+) -> None:
+    info = make_db()
+    install_ours(info, recovery=False)
+    with connect(info) as conn:
+        conn.execute("insert into graphile_worker.migrations (id, breaking) values (21, false)")
+
+    assert install_ours(info).added_recovery is True
 
 
 def test_add_recovery__refuses_absent_schema(make_db: Callable[[], Conninfo]) -> None:

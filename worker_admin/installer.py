@@ -80,6 +80,12 @@ CORE_FUNCTIONS = (
     "force_unlock_workers",
 )
 
+# The migrations core.sql records: graphile-worker 0.18.0's 1..20, with Node's breaking flags.
+# A database whose migrations table holds a breaking migration above KNOWN_MIGRATIONS was made by
+# a newer release; the Node and Rust runners refuse it, and so does migrate().
+KNOWN_MIGRATIONS = 20
+BREAKING_MIGRATIONS = (1, 3, 11, 13, 14, 16, 19)
+
 MAX_IDENTIFIER_BYTES = 63  # NAMEDATALEN - 1; PostgreSQL silently truncates longer names.
 
 
@@ -108,6 +114,10 @@ class InstallerError(Exception):
 
 class UnsupportedSchemaError(InstallerError):
     """The schema holds something the installer must not touch (a legacy or foreign layout)."""
+
+
+class SchemaTooNewError(UnsupportedSchemaError):
+    """The migrations table holds a breaking migration newer than this installer knows."""
 
 
 class TransactionRequiredError(InstallerError):
@@ -204,6 +214,8 @@ def migrate(cur: Cursor, schema: str, *, recovery: bool = True) -> MigrateResult
     before = detect_flavour(cur, schema)
     if before is Flavour.LEGACY:
         raise UnsupportedSchemaError(_legacy_message(schema))
+    if before is not Flavour.ABSENT:
+        _refuse_newer_schema(cur, schema)
 
     installed_core = False
     if before is Flavour.ABSENT:
@@ -242,6 +254,7 @@ def add_recovery(cur: Cursor, schema: str) -> bool:
         )
     if flavour is Flavour.LEGACY:
         raise UnsupportedSchemaError(_legacy_message(schema))
+    _refuse_newer_schema(cur, schema)
     if flavour is Flavour.RUST_RECOVERY:
         return False
     _run_sql_file(cur, "recovery.sql", schema)
@@ -292,6 +305,38 @@ def _legacy_message(schema: str) -> str:
     return (
         f"unsupported schema version: {schema}.jobs is a table (graphile-worker 0.15 or older); "
         f"upgrade it with graphile-worker 0.16+ first"
+    )
+
+
+def _refuse_newer_schema(cur: Cursor, schema: str) -> None:
+    """Refuse a schema that a newer release migrated with a breaking change.
+
+    The Node and Rust runners refuse to work on such a database, and our SQL files describe
+    0.18.0's shape, so neither installing over it nor extending it can be right. A newer
+    migration that is not breaking is accepted, as the runners accept it (with a warning).
+    """
+    if not _has_relation(cur, schema, "migrations"):
+        return
+    newest_breaking = _scalar(
+        cur,
+        f"select max(m.id) from {quote_schema(schema)}.migrations as m"
+        " where m.breaking and m.id > %s",
+        [KNOWN_MIGRATIONS],
+    )
+    if newest_breaking is not None:
+        raise SchemaTooNewError(
+            f"database is more up to date than this installer: {schema}.migrations holds "
+            f"breaking migration {newest_breaking}, and this installer knows migrations up to "
+            f"{KNOWN_MIGRATIONS} (graphile-worker 0.18.0); upgrade the console, or migrate with "
+            f"the graphile-worker release that wrote migration {newest_breaking}"
+        )
+
+
+def _has_relation(cur: Cursor, schema: str, name: str) -> bool:
+    return _scalar(
+        cur,
+        "select pg_catalog.to_regclass(pg_catalog.quote_ident(%s) || '.' || %s) is not null",
+        [schema, name],
     )
 
 
