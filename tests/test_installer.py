@@ -33,11 +33,13 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
 
 from tests.nodejs import install_real_schema, postgres_url, run_graphile_worker
+from worker_admin import installer
 from worker_admin.installer import (
     MIGRATE_LOCK_KEYS,
     RECOVERY_FUNCTIONS,
     Flavour,
     MigrateResult,
+    RecoveryUnsafeError,
     SchemaTooNewError,
     TransactionRequiredError,
     UnsupportedSchemaError,
@@ -111,8 +113,8 @@ def install_ours(info: Conninfo, schema: str = SCHEMA, *, recovery: bool = True)
         return migrate(cur, schema, recovery=recovery)  # committed by the with block
 
 
-def install_npm(info: Conninfo, schema: str = SCHEMA) -> None:
-    install_real_schema(postgres_url(info), schema)
+def install_npm(info: Conninfo, schema: str = SCHEMA, *, version: str | None = None) -> None:
+    install_real_schema(postgres_url(info), schema, version=version)
 
 
 def snapshot(info: Conninfo, schema: str = SCHEMA) -> dict[str, Any]:
@@ -278,6 +280,90 @@ def test_migrate__on_real_npm_schema_adds_recovery_only_when_asked(
     assert install_ours(real, recovery=True) == MigrateResult(
         Flavour.NODE, Flavour.RUST_RECOVERY, installed_core=False, added_recovery=True
     )
+
+
+def recovery_refusal(highest: int) -> str:
+    return (
+        f"cannot add the worker-recovery objects to graphile_worker: its highest migration is "
+        f"{highest} (installed by graphile-worker 0.16 or 0.17), so the Rust runner would still "
+        f"apply its own migration 20 there and fail on the objects already being present; "
+        f"upgrade the schema with graphile-worker 0.18 first (graphile-worker --schema-only) and "
+        f"add them then, or let the Rust runner migrate it, which adds them itself"
+    )
+
+
+@pytest.mark.node
+@pytest.mark.parametrize(("version", "highest"), [("0.16.6", 18), ("0.17.3", 19)])
+def test_add_recovery__refused_on_a_real_0_16_or_0_17_schema_until_0_18_upgrades_it(
+    make_db: Callable[[], Conninfo], version: str, highest: int
+) -> None:
+    """Issue 12, item 3: below Node's migration 20 the Rust runner still runs its own migration
+    20 (create table _private_workers, no IF NOT EXISTS), so neither --add-recovery nor plain
+    migrate may add the objects first; after graphile-worker 0.18.0 upgraded it, both may."""
+    info, fresh = make_db(), make_db()
+    install_npm(info, version=version)
+    before = (snapshot(info), migrations(info))
+    assert (flavour(info), max(row[0] for row in before[1])) == (Flavour.NODE, highest)
+
+    with connect(info) as conn, conn.cursor() as cur, pytest.raises(RecoveryUnsafeError) as raised:
+        add_recovery(cur, SCHEMA)
+    assert str(raised.value) == recovery_refusal(highest)
+    with pytest.raises(RecoveryUnsafeError):
+        install_ours(info, recovery=True)
+    assert install_ours(info, recovery=False) == MigrateResult(
+        Flavour.NODE, Flavour.NODE, installed_core=False, added_recovery=False
+    )
+    assert (snapshot(info), migrations(info)) == before
+
+    install_npm(info)  # graphile-worker 0.18.0 upgrades it to migration 20
+    assert install_ours(info, recovery=True).added_recovery is True
+    install_ours(fresh, recovery=True)
+    assert_same_catalog(snapshot(fresh), snapshot(info))
+
+
+@pytest.mark.node
+def test_add_recovery__an_old_console_s_mistake_is_repaired_by_0_18(
+    make_db: Callable[[], Conninfo],
+) -> None:
+    """Before the refusal, the console added recovery to 0.17 databases. graphile-worker 0.18.0
+    then migrates such a database without error and records migration 20, after which the Rust
+    runner no longer runs its own migration 20 (the remedy in docs/schema.md)."""
+    info = make_db()
+    install_npm(info, version="0.17.3")
+    with connect(info) as conn, conn.cursor() as cur:
+        installer._run_sql_file(cur, "recovery.sql", SCHEMA)  # what the old console did
+    recovery_before = {
+        key: value
+        for key, value in snapshot(info)["functions"].items()
+        if value["name"] in RECOVERY_FUNCTIONS
+    }
+
+    install_npm(info)
+
+    assert flavour(info) is Flavour.RUST_RECOVERY
+    assert max(row[0] for row in migrations(info)) == 20
+    assert {
+        key: value
+        for key, value in snapshot(info)["functions"].items()
+        if value["name"] in RECOVERY_FUNCTIONS
+    } == recovery_before
+
+
+def test_add_recovery__completes_a_partly_added_extension_below_migration_20(
+    make_db: Callable[[], Conninfo],
+) -> None:
+    """_private_workers already exists (we or the Rust runner put it there): the runner's
+    migration 20 is not prevented by completing the functions, so it is allowed."""
+    info = make_db()
+    install_ours(info, recovery=True)
+    with connect(info) as conn:
+        conn.execute("delete from graphile_worker.migrations where id = 20")
+        conn.execute("drop function graphile_worker.worker_heartbeat")
+    assert flavour(info) is Flavour.NODE
+
+    with connect(info) as conn, conn.cursor() as cur:
+        assert add_recovery(cur, SCHEMA) is True
+    assert flavour(info) is Flavour.RUST_RECOVERY
 
 
 @pytest.mark.node

@@ -1,10 +1,11 @@
 """Install, detect and describe the Graphile Worker schema.
 
 The console can set up a worker schema itself (for a fresh database, for tests, for the Rust
-recovery extension that Node-migrated databases never receive), so it must produce exactly what the
-real packages produce: `sql/core.sql` is the graphile-worker 0.18.0 shape and `sql/recovery.sql`
-the Rust worker-recovery extension. `catalog_snapshot` describes a schema in a normalised form so
-that the test suite can prove the installer against the real npm package.
+recovery extension that databases migrated by graphile-worker 0.18 never receive), so it must
+produce exactly what the real packages produce: `sql/core.sql` is the graphile-worker 0.18.0 shape
+and `sql/recovery.sql` the Rust worker-recovery extension. `catalog_snapshot` describes a schema
+in a normalised form so that the test suite can prove the installer's catalog against the real npm
+package; tests/test_differential.py proves the functions' behaviour.
 
 Plain Python and psycopg-compatible DB-API only (no Django imports): the functions take any cursor
 whose `execute` accepts a plain SQL string plus optional `%s` parameters, which covers a raw
@@ -120,6 +121,10 @@ class SchemaTooNewError(UnsupportedSchemaError):
     """The migrations table holds a breaking migration newer than this installer knows."""
 
 
+class RecoveryUnsafeError(UnsupportedSchemaError):
+    """Adding the recovery objects now would make the Rust runner fail on this database later."""
+
+
 class TransactionRequiredError(InstallerError):
     """The cursor runs in autocommit mode, so the installation would not be atomic."""
 
@@ -205,8 +210,9 @@ def migrate(cur: Cursor, schema: str, *, recovery: bool = True) -> MigrateResult
     recovery objects (when asked), a RUST_RECOVERY schema is left alone.
 
     Raises UnsupportedSchemaError for a legacy (<= 0.15) schema or a schema that already holds
-    objects with the names the installer would create, and TransactionRequiredError in
-    autocommit mode.
+    objects with the names the installer would create; its subclasses SchemaTooNewError for a
+    schema with a breaking migration above 20, and RecoveryUnsafeError when `recovery` is set on
+    a 0.16/0.17 database (see add_recovery); TransactionRequiredError in autocommit mode.
     """
     quote_schema(schema)
     _require_transaction(cur)
@@ -238,10 +244,16 @@ def migrate(cur: Cursor, schema: str, *, recovery: bool = True) -> MigrateResult
 def add_recovery(cur: Cursor, schema: str) -> bool:
     """Add the Rust worker-recovery extension to an installed core schema.
 
-    This is the way to give a Node-migrated database the recovery objects: the Rust runner never
-    adds them there (it only applies migration ids above the highest recorded one). Returns True
-    when objects were added, False when they were already all present. Same transaction contract
-    as migrate(). Raises UnsupportedSchemaError when there is no 0.16+ core schema to extend.
+    This is the way to give a database that graphile-worker 0.18 migrated the recovery objects:
+    the Rust runner never adds them there, because it only applies migration ids above the
+    highest recorded one and Node's migration 20 is already recorded. Below that (0.16.x and
+    0.17.x databases, highest id 18 or 19) the Rust runner does apply its own migration 20, which
+    creates the recovery objects without IF NOT EXISTS, so adding them first would make it fail
+    to start: refused with RecoveryUnsafeError (docs/schema.md has the whole matrix).
+
+    Returns True when objects were added, False when they were already all present. Same
+    transaction contract as migrate(). Raises UnsupportedSchemaError when there is no 0.16+ core
+    schema to extend.
     """
     quote_schema(schema)
     _require_transaction(cur)
@@ -257,6 +269,7 @@ def add_recovery(cur: Cursor, schema: str) -> bool:
     _refuse_newer_schema(cur, schema)
     if flavour is Flavour.RUST_RECOVERY:
         return False
+    _refuse_recovery_below_migration_20(cur, schema)
     _run_sql_file(cur, "recovery.sql", schema)
     return True
 
@@ -329,6 +342,30 @@ def _refuse_newer_schema(cur: Cursor, schema: str) -> None:
             f"breaking migration {newest_breaking}, and this installer knows migrations up to "
             f"{KNOWN_MIGRATIONS} (graphile-worker 0.18.0); upgrade the console, or migrate with "
             f"the graphile-worker release that wrote migration {newest_breaking}"
+        )
+
+
+def _refuse_recovery_below_migration_20(cur: Cursor, schema: str) -> None:
+    """Refuse to add recovery where the Rust runner would still run its own migration 20.
+
+    A partly added extension (_private_workers exists) was added by us before, or by the Rust
+    runner itself; completing it changes nothing about what the runner will do.
+    """
+    if _has_relation(cur, schema, "_private_workers"):
+        return
+    highest = 0
+    if _has_relation(cur, schema, "migrations"):
+        highest = _scalar(
+            cur, f"select coalesce(max(m.id), 0) from {quote_schema(schema)}.migrations as m"
+        )
+    if highest < KNOWN_MIGRATIONS:
+        raise RecoveryUnsafeError(
+            f"cannot add the worker-recovery objects to {schema}: its highest migration is "
+            f"{highest} (installed by graphile-worker 0.16 or 0.17), so the Rust runner would "
+            f"still apply its own migration 20 there and fail on the objects already being "
+            f"present; upgrade the schema with graphile-worker 0.18 first (graphile-worker "
+            f"--schema-only) and add them then, or let the Rust runner migrate it, which adds "
+            f"them itself"
         )
 
 
