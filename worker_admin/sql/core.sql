@@ -163,10 +163,27 @@ declare
   v_flags jsonb;
   v_payload json := coalesce(add_job.payload, '{}'::json);
   v_run_at timestamptz := coalesce(add_job.run_at, now());
-  v_max_attempts smallint := coalesce(add_job.max_attempts, 25);
-  v_priority smallint := coalesce(add_job.priority, 0);
+  v_max_attempts smallint;
+  v_priority smallint;
   v_job {{schema}}._private_jobs;
 begin
+  -- A bad mode is refused before anything is written, so it draws no identity value either. A
+  -- null mode behaves like the default, 'replace'; without a key the mode does not matter.
+  if add_job.job_key is not null and add_job.job_key_mode is not null
+      and add_job.job_key_mode not in ('replace', 'preserve_run_at', 'unsafe_dedupe') then
+    raise exception 'invalid job_key_mode %: expected replace, preserve_run_at or unsafe_dedupe',
+        quote_literal(add_job.job_key_mode)
+      using errcode = 'GWBKM';
+  end if;
+
+  -- max_attempts and priority are smallints in a job row: an out-of-range value fails here,
+  -- before anything is written. unsafe_dedupe converts them in its INSERT instead, after the
+  -- task and queue rows and the job id were drawn, which is where upstream fails too.
+  if add_job.job_key is null or add_job.job_key_mode is distinct from 'unsafe_dedupe' then
+    v_max_attempts := coalesce(add_job.max_attempts, 25);
+    v_priority := coalesce(add_job.priority, 0);
+  end if;
+
   -- Missing task and queue rows are created first, and only missing ones: an INSERT that meets
   -- an existing row still draws an identity value, which on a busy queue would exhaust the
   -- 32-bit task and queue ids. ON CONFLICT DO NOTHING covers a concurrent inserter of the same
@@ -214,8 +231,8 @@ begin
     -- the key exists, as upstream does, so job ids stay in step with a Node-installed schema.
     insert into {{schema}}._private_jobs as j
         (job_queue_id, task_id, payload, priority, run_at, max_attempts, key, flags)
-      values (v_queue_id, v_task_id, v_payload, v_priority, v_run_at, v_max_attempts,
-              add_job.job_key, v_flags)
+      values (v_queue_id, v_task_id, v_payload, coalesce(add_job.priority, 0)::smallint,
+              v_run_at, coalesce(add_job.max_attempts, 25)::smallint, add_job.job_key, v_flags)
       on conflict (key) do update set
         revision = j.revision + 1,
         updated_at = now()
@@ -225,14 +242,6 @@ begin
       perform pg_notify('jobs:insert', json_build_object('r', random(), 'count', 1)::text);
     end if;
     return v_job;
-  end if;
-
-  -- A null mode behaves like the default, 'replace'.
-  if add_job.job_key_mode is not null
-      and add_job.job_key_mode not in ('replace', 'preserve_run_at') then
-    raise exception 'invalid job_key_mode %: expected replace, preserve_run_at or unsafe_dedupe',
-        quote_literal(add_job.job_key_mode)
-      using errcode = 'GWBKM';
   end if;
 
   loop
@@ -366,10 +375,13 @@ begin
     where j.locked_at is null
     returning *;
 
-  get diagnostics v_count = row_count;
-  if v_count > 0 then
-    perform pg_notify('jobs:insert', json_build_object('r', random(), 'count', v_count)::text);
-  end if;
+  -- Every call notifies, counting the specs as upstream does. An empty batch notifies with an
+  -- empty payload, as upstream's does too (Node workers read a missing count as 1).
+  v_count := array_length(add_jobs.specs, 1);
+  perform pg_notify('jobs:insert', case
+    when v_count is null then ''
+    else json_build_object('r', random(), 'count', v_count)::text
+  end);
 end;
 $body$;
 

@@ -1,0 +1,469 @@
+"""Differential test: our installer's schema functions act exactly like graphile-worker 0.18.0's.
+
+Two databases: one installed by our `migrate()` (core only), one by the real npm package
+(`graphile-worker --schema-only`). A hypothesis state machine applies the same random sequence of
+operations to both: add_job in every key mode (and a bad one), add_jobs batches with and without
+job_key_preserve_run_at, a Node worker's own get-job / complete / fail queries, complete_jobs,
+permanently_fail_jobs, reschedule_jobs, remove_job, force_unlock_workers, Node's three cleanups,
+and the passing of time. After every step it requires, for both databases:
+
+- the same outcome: the same returned rows, or the same error SQLSTATE;
+- every row of every worker table, ids included;
+- the sequences' last values;
+- the same NOTIFY traffic: channel, payload keys and the payload's count (not its random part).
+
+Time. The two databases cannot share a clock, and each step's now() is its transaction's start.
+So each step first re-bases its database's clock: in the step's own transaction, every stored
+timestamp moves by (this step's now() - the previous step's now()), which keeps each timestamp at
+exactly the same distance from now() as after the previous step. Time then passes only when the
+sequence says so (the `time_passes` rule moves every timestamp further into the past by a chosen
+amount, including the 4-hour boundary to the microsecond). Stored and returned timestamps are
+compared as their exact offset from the step's now(). The functions under test only ever read
+now() and the stored values, so this is exact, not approximate: a function that set run_at one
+microsecond differently would be caught.
+
+The same machine also runs on databases that npm 0.16.6 and 0.17.3 installed and 0.18.0 upgraded
+(fewer examples). DIFFERENTIAL_EXAMPLES raises the example count (default 300 per CI run).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from contextlib import ExitStack
+from datetime import datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, rule, run_state_machine_as_test
+
+from tests.nodejs import OLDER_VERSIONS
+from tests.test_installer import (  # noqa: F401 (server is a fixture)
+    SCHEMA,
+    Conninfo,
+    connect,
+    install_npm,
+    install_ours,
+    scratch_database,
+    server,
+)
+
+pytestmark = pytest.mark.node
+
+EXAMPLES = int(os.environ.get("DIFFERENTIAL_EXAMPLES", "300"))
+UPGRADED_EXAMPLES = max(EXAMPLES // 6, 20)
+STEPS = 30
+
+S = SCHEMA  # the SQL below is formatted with the schema name once, never with test data
+
+# Tables and the column that orders them; every column is compared.
+TABLES = {
+    "_private_jobs": "id",
+    "_private_job_queues": "id",
+    "_private_tasks": "id",
+    "_private_known_crontabs": "identifier",
+}
+
+# Move every stored timestamp by %(shift)s (see the module docstring).
+REBASE = f"""
+update {S}._private_jobs set run_at = run_at + %(shift)s, created_at = created_at + %(shift)s,
+  updated_at = updated_at + %(shift)s, locked_at = locked_at + %(shift)s;
+update {S}._private_job_queues set locked_at = locked_at + %(shift)s where locked_at is not null;
+"""
+
+# --- the operations, as SQL the two databases run alike ---------------------------------------
+
+ADD_JOB = f"""
+select * from {S}.add_job(%(identifier)s, %(payload)s::json, %(queue)s,
+  now() + %(run_at)s::interval, %(max_attempts)s::int, %(key)s, %(priority)s::int,
+  %(flags)s::text[], %(mode)s)
+"""
+
+SPEC = "row(%s, %s::json, %s, now() + %s::interval, %s::smallint, %s, %s::smallint, %s::text[])"
+
+# A Node worker's fetch (graphile-worker 0.18.0, dist/sql/getJobs.js, batch size 1, queue
+# strategy 2, the database's clock), written for this test. One difference on purpose: `id` ends
+# the order, because Node leaves ties of (priority, run_at) to the plan and this test must be
+# deterministic.
+GET_JOB = f"""
+with picked as (
+  select j.id, j.job_queue_id
+    from {S}._private_jobs as j
+    where j.is_available
+      and j.run_at <= now()
+      and j.task_id in (
+        select t.id from {S}._private_tasks as t where t.identifier = any(%(tasks)s::text[])
+      )
+      and (j.job_queue_id is null or j.job_queue_id in (
+        select q.id from {S}._private_job_queues as q where q.is_available
+          for update skip locked
+      ))
+      and ((j.flags ?| %(skip_flags)s::text[]) is not true)
+    order by j.priority, j.run_at, j.id
+    limit 1
+    for update skip locked
+), queue_lock as (
+  update {S}._private_job_queues as q set locked_by = %(worker)s, locked_at = now()
+    from picked where q.id = picked.job_queue_id
+)
+update {S}._private_jobs as j
+  set attempts = j.attempts + 1, locked_by = %(worker)s, locked_at = now()
+  from picked where j.id = picked.id
+  returning j.*
+"""
+
+# A Node worker completes (deletes) the oldest job it holds and frees the job's queue.
+COMPLETE_JOB = f"""
+with done as (
+  delete from {S}._private_jobs as j
+    where j.id = (select min(h.id) from {S}._private_jobs as h where h.locked_by = %(worker)s)
+    returning j.*
+)
+update {S}._private_job_queues as q set locked_by = null, locked_at = null
+  from done where q.id = done.job_queue_id and q.locked_by = %(worker)s
+"""
+
+# A Node worker fails the oldest job it holds: exponential back-off from the later of now and
+# run_at, an optional replacement payload, the job and its queue unlocked.
+FAIL_JOB = f"""
+with failed as (
+  update {S}._private_jobs as j
+    set last_error = %(message)s,
+        run_at = greatest(now(), j.run_at) + exp(least(j.attempts, 10)) * interval '1 second',
+        locked_by = null,
+        locked_at = null,
+        payload = coalesce(%(payload)s::json, j.payload)
+    where j.id = (select min(h.id) from {S}._private_jobs as h where h.locked_by = %(worker)s)
+      and j.locked_by = %(worker)s
+    returning j.*
+)
+update {S}._private_job_queues as q set locked_by = null, locked_at = null
+  from failed where q.id = failed.job_queue_id and q.locked_by = %(worker)s
+"""
+
+# Node's cleanup tasks (dist/cleanup.js), in the order it runs them.
+CLEANUPS = {
+    "DELETE_PERMAFAILED_JOBS": f"""
+        delete from {S}._private_jobs as j where j.attempts = j.max_attempts
+          and j.locked_at is null""",
+    "GC_TASK_IDENTIFIERS": f"""
+        delete from {S}._private_tasks as t
+          where t.id not in (select j.task_id from {S}._private_jobs as j)
+            and t.identifier <> all (%(keep)s::text[])""",
+    "GC_JOB_QUEUES": f"""
+        delete from {S}._private_job_queues as q
+          where q.locked_at is null and q.id not in (
+            select j.job_queue_id from {S}._private_jobs as j where j.job_queue_id is not null
+          )""",
+}
+
+# --- value strategies: small pools, so that names, keys and ids collide often ------------------
+
+TASK_NAMES = ["t1", "t2", "t3", "t4"]
+WORKERS = ["pool-a", "pool-b", "graphile_worker_c"]
+identifiers = st.sampled_from(TASK_NAMES)
+queues = st.sampled_from([None, None, "q1", "q2", "q3"])
+keys = st.sampled_from([None, "k1", "k2", "k3"])
+payloads = st.sampled_from([None, "{}", '{"a": 1}', "[1]", "[2, 3]", '"text"'])
+offsets = st.sampled_from([None, "-1 hour", "-1 second", "0", "1 second", "1 minute", "4 hours"])
+max_attempts = st.sampled_from([None, 1, 2, 3, 25]) | st.sampled_from([0, 40000])
+priorities = st.sampled_from([None, 0, 1, -5]) | st.just(40000)
+flag_lists = st.sampled_from([None, [], ["f1"], ["f1", "f2"]])
+modes = st.sampled_from(["replace", "preserve_run_at", "unsafe_dedupe", None, "bogus"])
+messages = st.sampled_from([None, "boom", ""])
+# How far time moves on: both sides of the 4-hour rule to the microsecond, and retry waits.
+advances = st.sampled_from(
+    [
+        timedelta(seconds=1),
+        timedelta(seconds=3),
+        timedelta(minutes=1),
+        timedelta(hours=1),
+        timedelta(hours=4) - timedelta(microseconds=1),
+        timedelta(hours=4),
+        timedelta(hours=4, microseconds=1),
+        timedelta(hours=4, minutes=1),
+        timedelta(days=1),
+    ]
+)
+specs = st.tuples(
+    identifiers, payloads, queues, offsets, max_attempts, keys, priorities, flag_lists
+)
+
+
+# --- one database -----------------------------------------------------------------------------
+
+
+class Side:
+    """One database and its connection, which also LISTENs to jobs:insert."""
+
+    def __init__(self, name: str, info: Conninfo) -> None:
+        self.name = name
+        self.conn = connect(info, autocommit=True)
+        # Not waiting for the WAL flush at each commit makes a step several times cheaper; it
+        # changes nothing the functions can see.
+        self.conn.execute("set synchronous_commit to off")
+        self.conn.execute('listen "jobs:insert"')
+        self.notes: list[psycopg.Notify] = []
+        self.conn.add_notify_handler(self.notes.append)
+        self.now: datetime | None = None  # the now() of the last committed step
+
+    def reset(self) -> None:
+        """Empty every worker table and restart the sequences, as after a fresh install.
+
+        DELETE and setval(..., false) instead of TRUNCATE ... RESTART IDENTITY: the same result
+        here (pg_sequences shows a null last_value, as after an install), at a tenth of the cost.
+        """
+        with self.conn.transaction():
+            for table in TABLES:
+                self.conn.execute(f"delete from {S}.{table}")
+            self.conn.execute(
+                "select pg_catalog.setval(pg_catalog.format('%%I.%%I', schemaname, sequencename),"
+                " 1, false) from pg_catalog.pg_sequences where schemaname = %s",
+                [S],
+            )
+        self.now = None
+        self.notes.clear()
+
+    def run(self, statement: str, params: Any, advance: timedelta) -> dict[str, Any]:
+        """One step in one transaction: re-base the clock, run the statement; its outcome."""
+        self.notes.clear()
+        try:
+            with self.conn.transaction():
+                now = self.conn.execute("select now()").fetchone()[0]
+                if self.now is not None:
+                    self.conn.execute(REBASE, {"shift": now - self.now - advance})
+                cursor = self.conn.execute(statement, params)
+                rows = cursor.fetchall() if cursor.description else []
+                outcome: Any = [relative(row, now) for row in rows]
+            self.now = now
+        except psycopg.Error as exc:
+            if exc.sqlstate is None:  # a broken connection, not an answer from the function
+                raise
+            outcome = f"error {exc.sqlstate}"
+        return {
+            "outcome": outcome,
+            "notifications": [notification(note) for note in self.notes],
+            **self.state(),
+        }
+
+    def state(self) -> dict[str, Any]:
+        """Every row of every worker table, and the sequences, relative to the last step's now."""
+        state: dict[str, Any] = {}
+        for table, order in TABLES.items():
+            rows = self.conn.execute(f"select * from {S}.{table} order by {order}").fetchall()
+            state[table] = [relative(row, self.now) for row in rows]
+        state["migrations"] = self.conn.execute(
+            f"select id, breaking from {S}.migrations order by id"
+        ).fetchall()
+        state["sequences"] = self.conn.execute(
+            "select sequencename::text, last_value from pg_catalog.pg_sequences"
+            " where schemaname = %s order by 1",
+            [S],
+        ).fetchall()
+        return state
+
+    def ids(self) -> list[int]:
+        return [row[0] for row in self.conn.execute(f"select id from {S}._private_jobs")]
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def relative(row: tuple[Any, ...], now: datetime | None) -> tuple[Any, ...]:
+    """A row with every timestamp as its exact offset from `now`."""
+    return tuple(
+        value - now if isinstance(value, datetime) and now is not None else value for value in row
+    )
+
+
+def notification(note: psycopg.Notify) -> tuple[str, Any, Any]:
+    """Channel, payload keys and count; the random part of the payload is left out."""
+    if not note.payload:
+        return (note.channel, None, None)
+    payload = json.loads(note.payload)
+    return (note.channel, sorted(payload), payload.get("count"))
+
+
+# --- the state machine ------------------------------------------------------------------------
+
+
+class Differential(RuleBasedStateMachine):
+    """Applies each operation to both databases and requires the same result after each."""
+
+    sides: tuple[Side, Side] = ()  # type: ignore[assignment]  # set by run_differential
+
+    def __init__(self) -> None:
+        super().__init__()
+        for side in self.sides:
+            side.reset()
+
+    def step(self, statement: str, params: Any = None, advance: timedelta = timedelta(0)) -> None:
+        ours, real = (side.run(statement, params, advance) for side in self.sides)
+        for part in real:
+            assert ours[part] == real[part], (
+                f"{part} differs after:\n{statement}\nparams: {params}\n"
+                f"ours:     {ours[part]}\nnpm 0.18: {real[part]}"
+            )
+
+    @rule(
+        identifier=identifiers,
+        payload=payloads,
+        queue=queues,
+        run_at=offsets,
+        attempts=max_attempts,
+        key=keys,
+        priority=priorities,
+        flags=flag_lists,
+        mode=modes,
+    )
+    def add_job(self, identifier, payload, queue, run_at, attempts, key, priority, flags, mode):
+        self.step(
+            ADD_JOB,
+            {
+                "identifier": identifier,
+                "payload": payload,
+                "queue": queue,
+                "run_at": run_at,
+                "max_attempts": attempts,
+                "key": key,
+                "priority": priority,
+                "flags": flags,
+                "mode": mode,
+            },
+        )
+
+    @rule(batch=st.lists(specs, max_size=4), preserve_run_at=st.sampled_from([None, False, True]))
+    def add_jobs(self, batch, preserve_run_at):
+        array = f"array[{', '.join([SPEC] * len(batch))}]::{S}.job_spec[]"
+        params = [value for spec in batch for value in spec]
+        if preserve_run_at is None:  # the default
+            self.step(f"select * from {S}.add_jobs({array})", params)
+        else:
+            self.step(f"select * from {S}.add_jobs({array}, %s)", [*params, preserve_run_at])
+
+    @rule(
+        worker=st.sampled_from(WORKERS),
+        tasks=st.lists(identifiers, min_size=1, max_size=4, unique=True),
+        skip_flags=st.sampled_from([None, ["f1"]]),
+    )
+    def get_job(self, worker, tasks, skip_flags):
+        self.step(GET_JOB, {"worker": worker, "tasks": tasks, "skip_flags": skip_flags})
+
+    @rule(worker=st.sampled_from(WORKERS))
+    def complete_job(self, worker):
+        self.step(COMPLETE_JOB, {"worker": worker})
+
+    @rule(
+        worker=st.sampled_from(WORKERS),
+        message=st.sampled_from(["boom", "timeout"]),
+        payload=st.sampled_from([None, "[9]"]),
+    )
+    def fail_job(self, worker, message, payload):
+        self.step(FAIL_JOB, {"worker": worker, "message": message, "payload": payload})
+
+    def some_ids(self, data: st.DataObject) -> list[int]:
+        """Ids of existing jobs (equal on both sides so far) and one that does not exist."""
+        known = sorted(self.sides[0].ids())
+        candidates = [*known, (max(known) if known else 0) + 1000]
+        return data.draw(st.lists(st.sampled_from(candidates), max_size=3))
+
+    @rule(data=st.data())
+    def complete_jobs(self, data):
+        # Set-returning functions are compared in id order: neither upstream nor we promise
+        # any other (no ORDER BY in either body).
+        self.step(
+            f"select * from {S}.complete_jobs(%s::bigint[]) order by id", [self.some_ids(data)]
+        )
+
+    @rule(data=st.data(), message=messages)
+    def permanently_fail_jobs(self, data, message):
+        ids = self.some_ids(data)
+        if message is None:
+            statement = f"select * from {S}.permanently_fail_jobs(%s::bigint[]) order by id"
+            self.step(statement, [ids])
+        else:
+            statement = f"select * from {S}.permanently_fail_jobs(%s::bigint[], %s) order by id"
+            self.step(statement, [ids, message])
+
+    @rule(
+        data=st.data(),
+        run_at=offsets,
+        priority=priorities,
+        attempts=st.sampled_from([None, 0, 1, 3, 30]),
+        attempts_max=max_attempts,
+    )
+    def reschedule_jobs(self, data, run_at, priority, attempts, attempts_max):
+        self.step(
+            f"select * from {S}.reschedule_jobs(%s::bigint[], run_at => now() + %s::interval,"
+            " priority => %s::int, attempts => %s::int, max_attempts => %s::int) order by id",
+            [self.some_ids(data), run_at, priority, attempts, attempts_max],
+        )
+
+    @rule(key=keys)
+    def remove_job(self, key):
+        self.step(f"select * from {S}.remove_job(%s)", [key])
+
+    @rule(workers=st.lists(st.sampled_from(WORKERS), max_size=2))
+    def force_unlock_workers(self, workers):
+        self.step(f"select {S}.force_unlock_workers(%s::text[])", [workers])
+
+    @rule(
+        tasks=st.sets(st.sampled_from(list(CLEANUPS)), min_size=1),
+        keep=st.lists(identifiers, max_size=2),
+    )
+    def cleanup(self, tasks, keep):
+        statement = ";".join(CLEANUPS[task] for task in CLEANUPS if task in tasks)
+        self.step(statement, {"keep": keep})
+
+    @rule(advance=advances)
+    def time_passes(self, advance):
+        self.step("select", advance=advance)
+
+
+def run_differential(ours: Conninfo, real: Conninfo, examples: int) -> None:
+    with ExitStack() as stack:
+        sides = (Side("ours", ours), Side("npm", real))
+        for side in sides:
+            stack.callback(side.close)
+        Differential.sides = sides
+        run_state_machine_as_test(
+            Differential,
+            settings=settings(
+                max_examples=examples,
+                stateful_step_count=STEPS,
+                deadline=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+            ),
+        )
+
+
+@pytest.fixture(scope="module")
+def ours_db(server: Conninfo) -> Iterator[Conninfo]:  # noqa: F811 (the imported fixture)
+    with scratch_database(server) as info:
+        install_ours(info, recovery=False)
+        yield info
+
+
+def test_differential__ours_acts_like_npm_0_18_0(
+    server: Conninfo,  # noqa: F811
+    ours_db: Conninfo,
+) -> None:
+    with scratch_database(server) as real:
+        install_npm(real)
+        run_differential(ours_db, real, EXAMPLES)
+
+
+@pytest.mark.parametrize("version", OLDER_VERSIONS)
+def test_differential__ours_acts_like_an_older_npm_database_upgraded_by_0_18_0(
+    server: Conninfo,  # noqa: F811
+    ours_db: Conninfo,
+    version: str,
+) -> None:
+    with scratch_database(server) as real:
+        install_npm(real, version=version)
+        install_npm(real)
+        run_differential(ours_db, real, UPGRADED_EXAMPLES)
