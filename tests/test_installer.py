@@ -5,7 +5,8 @@ DATABASE_URL (created with uuid-suffixed names, dropped afterwards); they use no
 fixture, so they run the same with and without pytest-django.
 
 - Conformance: our migrate() and `graphile-worker --schema-only` (npm 0.18.0) produce the same
-  catalog, a real Node worker finds our schema up to date and runs jobs on it.
+  catalog, a real Node worker finds our schema up to date and runs jobs on it. The catalog
+  leaves function bodies out; tests/test_differential.py proves that they behave the same.
 - The installer's contract: flavours, idempotence, refusals, the transaction and the lock.
 - Semantics: every schema function, run on our schema AND on the real npm schema with the same
   assertions, so that ours provably behaves like upstream.
@@ -160,6 +161,7 @@ def migrations(info: Conninfo, schema: str = SCHEMA) -> list[tuple[Any, ...]]:
 @pytest.mark.node
 @pytest.mark.parametrize("schema", [SCHEMA, "gw_custom"])
 def test_migrate__matches_real_npm_schema(make_db: Callable[[], Conninfo], schema: str) -> None:
+    """The catalog, function bodies excepted (their behaviour: tests/test_differential.py)."""
     ours, real = make_db(), make_db()
     install_ours(ours, schema, recovery=False)
     install_npm(real, schema)
@@ -470,6 +472,58 @@ def test_add_job__existing_names_work_with_the_sequences_near_their_maximum(
         ).fetchall()
 
     assert ids == [(2147483647, 2147483647)]
+
+
+@pytest.mark.parametrize("installer", ["ours", pytest.param("npm", marks=pytest.mark.node)])
+@pytest.mark.parametrize("batch", [False, True])
+def test_add_job__racing_adds_of_a_new_task_and_queue_share_one_row(
+    make_db: Callable[[], Conninfo], installer: str, batch: bool
+) -> None:
+    """The look-up-first insert stays safe when two sessions add the same new names at once:
+    the second waits for the first's row, then uses it (no error, one row each)."""
+    info = make_db()
+    install_ours(info, recovery=False) if installer == "ours" else install_npm(info)
+    add = (
+        "select task_id, job_queue_id from graphile_worker.add_jobs(array[row('new_task', null,"
+        " 'new_queue', null, null, null, null, null)]::graphile_worker.job_spec[])"
+        if batch
+        else "select task_id, job_queue_id from graphile_worker.add_job('new_task',"
+        " queue_name => 'new_queue')"
+    )
+    seen: list[Any] = []
+    with connect(info) as first, connect(info) as second:
+        seen.append(first.execute(add).fetchone())  # its transaction stays open
+
+        def second_add() -> None:
+            seen.append(second.execute(add).fetchone())
+            second.commit()
+
+        thread = threading.Thread(target=second_add)
+        thread.start()
+        _wait_for_a_lock_waiter(info)
+        first.commit()
+        thread.join(10)
+
+    assert seen == [(1, 1), (1, 1)]
+    with connect(info) as conn:
+        assert conn.execute(
+            "select (select count(*) from graphile_worker._private_tasks),"
+            " (select count(*) from graphile_worker._private_job_queues)"
+        ).fetchone() == (1, 1)
+
+
+def _wait_for_a_lock_waiter(info: Conninfo) -> None:
+    deadline = time.monotonic() + 10
+    with connect(info, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            waiting = conn.execute(
+                "select count(*) from pg_stat_activity where wait_event_type = 'Lock'"
+                " and datname = current_database()"
+            ).fetchone()
+            if waiting and waiting[0]:
+                return
+            time.sleep(0.05)
+    pytest.fail("the second add never waited for the first one's row")
 
 
 # --- the installer's contract ----------------------------------------------------------------

@@ -280,9 +280,11 @@ def catalog_snapshot(cur: Cursor, schema: str) -> dict[str, Any]:
     Covers relations, tables (columns in physical order with type, nullability, default, generated
     expression and identity; constraints; indexes; RLS flags; policies; triggers), sequences,
     views' columns, standalone types and functions' signatures. Function bodies and languages are
-    left out on purpose: the console's SQL is written independently and only has to be
-    interface-compatible. The schema name is replaced by SNAPSHOT_SCHEMA_TOKEN everywhere, so two
-    schemas (or databases) with the same shape compare equal.
+    left out on purpose: the console's SQL is written independently, so its text differs; what
+    the bodies do is proven equal by tests/test_differential.py, which runs the same operations
+    on both schemas and compares rows, ids, sequences, errors and notifications. The schema name
+    is replaced by SNAPSHOT_SCHEMA_TOKEN everywhere, so two schemas (or databases) with the same
+    shape compare equal.
 
     search_path is pinned to pg_catalog while reading, because pg_get_* and format_type omit the
     schema of objects on the search_path, which would make the output depend on the session.
