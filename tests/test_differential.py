@@ -37,7 +37,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -62,6 +62,7 @@ pytestmark = pytest.mark.node
 EXAMPLES = int(os.environ.get("DIFFERENTIAL_EXAMPLES", "300"))
 UPGRADED_EXAMPLES = max(EXAMPLES // 6, 20)
 STEPS = 30
+SHRINK = os.environ.get("DIFFERENTIAL_SHRINK", "1") != "0"
 
 S = SCHEMA  # the SQL below is formatted with the schema name once, never with test data
 
@@ -315,8 +316,17 @@ class Side:
         ).fetchall()
         return state
 
-    def ids(self) -> list[int]:
-        return [row[0] for row in self.conn.execute(f"select id from {S}._private_jobs")]
+    def ids(self, *, held: bool = False) -> list[int]:
+        """The jobs' ids, or only those of jobs that a worker holds."""
+        condition = "where locked_at is not null" if held else ""
+        rows = self.conn.execute(f"select id from {S}._private_jobs {condition} order by id")
+        return [row[0] for row in rows]
+
+    def key_of(self, job_id: int) -> str | None:
+        """The job's key; None for a job without one, or for an id that does not exist."""
+        row = self.conn.execute(f"select key from {S}._private_jobs where id = %s", [job_id])
+        found = row.fetchone()
+        return found[0] if found else None
 
     def close(self) -> None:
         self.conn.close()
@@ -398,11 +408,17 @@ class Differential(RuleBasedStateMachine):
         identifier=identifiers,
         run_at=offsets,
         mode=st.sampled_from(["replace", "preserve_run_at"]),
+        batch=st.booleans(),
     )
-    def re_add_keyed_job(self, key, identifier, run_at, mode):
-        """add_job again for a key: rules draw uniformly, and the interesting cases (a keyed job
-        that has failed, is running or is scheduled) need the same key to come back often."""
-        self.add_job(identifier, None, None, run_at, None, key, None, None, mode)
+    def re_add_keyed_job(self, key, identifier, run_at, mode, batch):
+        """Add a job again for a key, by add_job or as a batch of one: rules draw uniformly, and
+        the interesting cases (a keyed job that has failed, is running or is scheduled) need the
+        same key to come back often."""
+        if batch:
+            spec = (identifier, None, None, run_at, None, key, None, None)
+            self.add_jobs([spec], mode == "preserve_run_at")
+        else:
+            self.add_job(identifier, None, None, run_at, None, key, None, None, mode)
 
     @initialize(batch=st.lists(specs, min_size=1, max_size=4))
     def seed(self, batch):
@@ -453,15 +469,56 @@ class Differential(RuleBasedStateMachine):
         else:
             self.complete_job(worker)
 
-    def some_ids(self, data: st.DataObject) -> list[int]:
+    def some_ids(self, data: st.DataObject, *, held: bool = False) -> list[int]:
         """Ids of existing jobs (equal on both sides so far), or one that does not exist.
 
         What is drawn (positions) does not depend on the database, so hypothesis can replay and
         shrink a sequence; the positions pick from the jobs there are at that step.
         """
-        known = sorted(self.sides[0].ids())
+        known = self.sides[0].ids(held=held)
         positions = data.draw(st.lists(st.integers(0, 7), max_size=3))
         return [known[n % len(known)] if known and n < 7 else 1_000_000 for n in positions]
+
+    @rule(
+        worker=st.sampled_from(WORKERS),
+        tasks=st.lists(identifiers, min_size=1, max_size=3, unique=True),
+        held_for=st.sampled_from(
+            [
+                timedelta(hours=1),
+                timedelta(hours=3, minutes=30),
+                timedelta(hours=4) - timedelta(microseconds=1),
+                timedelta(hours=4),
+                timedelta(hours=4, microseconds=1),
+                timedelta(hours=5),
+            ]
+        ),
+    )
+    def worker_holds_a_job(self, worker, tasks, held_for):
+        """A worker fetches a job and holds it for a while (running, or dead): the 4-hour rule
+        of the four administrative functions is about such jobs, to the microsecond."""
+        self.get_job(worker, tasks, None)
+        self.time_passes(held_for)
+
+    @rule(
+        data=st.data(),
+        action=st.sampled_from(["complete", "fail", "reschedule", "remove"]),
+    )
+    def admin_acts_on_held_jobs(self, data, action):
+        """An administrative function aimed at jobs that workers hold (the 4-hour rule)."""
+        ids = self.some_ids(data, held=True)
+        if action == "complete":
+            self.step(f"select * from {S}.complete_jobs(%s::bigint[]) order by id", [ids])
+        elif action == "fail":
+            self.step(f"select * from {S}.permanently_fail_jobs(%s::bigint[]) order by id", [ids])
+        elif action == "reschedule":
+            self.step(
+                f"select * from {S}.reschedule_jobs(%s::bigint[], run_at => now(),"
+                " attempts => 0) order by id",
+                [ids],
+            )
+        else:
+            key = self.sides[0].key_of(ids[0]) if ids else None
+            self.remove_job(key or "k1")
 
     @rule(data=st.data())
     def complete_jobs(self, data):
@@ -525,6 +582,9 @@ def run_differential(ours: Conninfo, real: Conninfo, examples: int) -> None:
         run_state_machine_as_test(
             Differential,
             settings=settings(
+                # DIFFERENTIAL_SHRINK=0 reports the first failing sequence as found, unshrunk
+                # (for mutation runs, where only "does it fail" matters).
+                phases=[p for p in Phase if p is not Phase.shrink or SHRINK],
                 max_examples=examples,
                 stateful_step_count=STEPS,
                 deadline=None,
