@@ -500,12 +500,32 @@ class Differential(RuleBasedStateMachine):
         self.time_passes(held_for)
 
     @rule(
+        worker=st.sampled_from(WORKERS),
+        held_for=st.sampled_from(
+            [
+                timedelta(hours=4) - timedelta(microseconds=1),
+                timedelta(hours=4),
+                timedelta(hours=4, microseconds=1),
+            ]
+        ),
+        action=st.sampled_from(["complete", "fail", "reschedule", "remove"]),
+    )
+    def admin_acts_at_the_four_hour_mark(self, worker, held_for, action):
+        """A job held for just under, exactly or just over 4 hours, then an administrative
+        function on it at once: the boundary itself, which random sequences rarely hit."""
+        self.get_job(worker, TASK_NAMES, None)
+        self.time_passes(held_for)
+        self.admin_acts_on(self.sides[0].ids(held=True)[-1:], action)
+
+    @rule(
         data=st.data(),
         action=st.sampled_from(["complete", "fail", "reschedule", "remove"]),
     )
     def admin_acts_on_held_jobs(self, data, action):
         """An administrative function aimed at jobs that workers hold (the 4-hour rule)."""
-        ids = self.some_ids(data, held=True)
+        self.admin_acts_on(self.some_ids(data, held=True), action)
+
+    def admin_acts_on(self, ids: list[int], action: str) -> None:
         if action == "complete":
             self.step(f"select * from {S}.complete_jobs(%s::bigint[]) order by id", [ids])
         elif action == "fail":
