@@ -322,11 +322,14 @@ class Side:
         rows = self.conn.execute(f"select id from {S}._private_jobs {condition} order by id")
         return [row[0] for row in rows]
 
-    def key_of(self, job_id: int) -> str | None:
-        """The job's key; None for a job without one, or for an id that does not exist."""
-        row = self.conn.execute(f"select key from {S}._private_jobs where id = %s", [job_id])
-        found = row.fetchone()
-        return found[0] if found else None
+    def held_key(self, ids: list[int]) -> str | None:
+        """The key of the most recently locked keyed job among `ids`, if any."""
+        row = self.conn.execute(
+            f"select key from {S}._private_jobs where id = any(%s) and key is not null"
+            " and locked_at is not null order by locked_at desc, id desc limit 1",
+            [ids],
+        ).fetchone()
+        return row[0] if row else None
 
     def close(self) -> None:
         self.conn.close()
@@ -515,7 +518,9 @@ class Differential(RuleBasedStateMachine):
         function on it at once: the boundary itself, which random sequences rarely hit."""
         self.get_job(worker, TASK_NAMES, None)
         self.time_passes(held_for)
-        self.admin_acts_on(self.sides[0].ids(held=True)[-1:], action)
+        held = self.sides[0].ids(held=True)
+        # remove_job takes a key: the latest held keyed job's; the others the latest held job.
+        self.admin_acts_on(held if action == "remove" else held[-1:], action)
 
     @rule(
         data=st.data(),
@@ -537,8 +542,7 @@ class Differential(RuleBasedStateMachine):
                 [ids],
             )
         else:
-            key = self.sides[0].key_of(ids[0]) if ids else None
-            self.remove_job(key or "k1")
+            self.remove_job(self.sides[0].held_key(ids) or "k1")
 
     @rule(data=st.data())
     def complete_jobs(self, data):
