@@ -514,8 +514,9 @@ class Differential(RuleBasedStateMachine):
         action=st.sampled_from(["complete", "fail", "reschedule", "remove"]),
     )
     def admin_acts_at_the_four_hour_mark(self, worker, held_for, action):
-        """A job held for just under, exactly or just over 4 hours, then an administrative
+        """A keyed job held for just under, exactly or just over 4 hours, then an administrative
         function on it at once: the boundary itself, which random sequences rarely hit."""
+        self.add_job_first_in_line("k1")
         self.get_job(worker, TASK_NAMES, None)
         self.time_passes(held_for)
         held = self.sides[0].ids(held=True)
@@ -529,6 +530,23 @@ class Differential(RuleBasedStateMachine):
     def admin_acts_on_held_jobs(self, data, action):
         """An administrative function aimed at jobs that workers hold (the 4-hour rule)."""
         self.admin_acts_on(self.some_ids(data, held=True), action)
+
+    @rule(
+        key=st.sampled_from(["k1", "k2"]),
+        run_at=offsets,
+        batch=st.booleans(),
+    )
+    def keyed_job_fails_then_is_added_again(self, key, run_at, batch):
+        """A keyed job fails once (attempts 1, waiting for its retry), then is added again with
+        preserve_run_at: upstream keeps the old run_at only while attempts = 0."""
+        self.add_job_first_in_line(key)
+        self.get_job("pool-a", TASK_NAMES, None)
+        self.fail_job("pool-a", "boom", None)
+        self.re_add_keyed_job(key, "t1", run_at, "preserve_run_at", batch)
+
+    def add_job_first_in_line(self, key: str) -> None:
+        """A ready keyed job that the next fetch takes (no queue, a priority no other job has)."""
+        self.add_job("t1", None, None, None, None, key, -10, None, "replace")
 
     def admin_acts_on(self, ids: list[int], action: str) -> None:
         if action == "complete":
