@@ -44,3 +44,26 @@ def test_migrate__legacy_refused(db):
     with connection.cursor() as cursor:
         cursor.execute("SELECT to_regclass('gw_old._private_jobs')")
         assert cursor.fetchone()[0] is None
+
+
+def test_migrate__newer_breaking_migration_refused(db):
+    _run("--schema", "gw_newer", "migrate", "--no-recovery")
+    with connection.cursor() as cursor:
+        cursor.execute("INSERT INTO gw_newer.migrations (id, breaking) VALUES (21, true)")
+    for args in (["migrate"], ["migrate", "--add-recovery"]):
+        with pytest.raises(CommandError, match=r"^database is more up to date than this installer"):
+            _run("--schema", "gw_newer", *args)
+    with connection.cursor() as cursor:
+        assert detect_flavour(cursor, "gw_newer") is Flavour.NODE
+
+
+def test_migrate__recovery_refused_below_node_migration_20(db):
+    """A database that graphile-worker 0.17 left at migration 19 (simulated: ours without 20)."""
+    _run("--schema", "gw_017", "migrate", "--no-recovery")
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM gw_017.migrations WHERE id = 20")
+    for args in (["migrate"], ["migrate", "--add-recovery"]):
+        with pytest.raises(CommandError, match=r"its highest migration is 19 .* let the Rust"):
+            _run("--schema", "gw_017", *args)
+    with connection.cursor() as cursor:
+        assert detect_flavour(cursor, "gw_017") is Flavour.NODE

@@ -5,7 +5,8 @@ DATABASE_URL (created with uuid-suffixed names, dropped afterwards); they use no
 fixture, so they run the same with and without pytest-django.
 
 - Conformance: our migrate() and `graphile-worker --schema-only` (npm 0.18.0) produce the same
-  catalog, a real Node worker finds our schema up to date and runs jobs on it.
+  catalog, a real Node worker finds our schema up to date and runs jobs on it. The catalog
+  leaves function bodies out; tests/test_differential.py proves that they behave the same.
 - The installer's contract: flavours, idempotence, refusals, the transaction and the lock.
 - Semantics: every schema function, run on our schema AND on the real npm schema with the same
   assertions, so that ours provably behaves like upstream.
@@ -33,11 +34,14 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
 
 from tests.nodejs import install_real_schema, postgres_url, run_graphile_worker
+from worker_admin import installer
 from worker_admin.installer import (
     MIGRATE_LOCK_KEYS,
     RECOVERY_FUNCTIONS,
     Flavour,
     MigrateResult,
+    RecoveryUnsafeError,
+    SchemaTooNewError,
     TransactionRequiredError,
     UnsupportedSchemaError,
     add_recovery,
@@ -113,8 +117,8 @@ def install_ours(info: Conninfo, schema: str = SCHEMA, *, recovery: bool = True)
         return migrate(cur, schema, recovery=recovery)  # committed by the with block
 
 
-def install_npm(info: Conninfo, schema: str = SCHEMA) -> None:
-    install_real_schema(postgres_url(info), schema)
+def install_npm(info: Conninfo, schema: str = SCHEMA, *, version: str | None = None) -> None:
+    install_real_schema(postgres_url(info), schema, version=version)
 
 
 def snapshot(info: Conninfo, schema: str = SCHEMA) -> dict[str, Any]:
@@ -160,6 +164,7 @@ def migrations(info: Conninfo, schema: str = SCHEMA) -> list[tuple[Any, ...]]:
 @pytest.mark.node
 @pytest.mark.parametrize("schema", [SCHEMA, "gw_custom"])
 def test_migrate__matches_real_npm_schema(make_db: Callable[[], Conninfo], schema: str) -> None:
+    """The catalog, function bodies excepted (their behaviour: tests/test_differential.py)."""
     ours, real = make_db(), make_db()
     install_ours(ours, schema, recovery=False)
     install_npm(real, schema)
@@ -282,6 +287,90 @@ def test_migrate__on_real_npm_schema_adds_recovery_only_when_asked(
     )
 
 
+def recovery_refusal(highest: int) -> str:
+    return (
+        f"cannot add the worker-recovery objects to graphile_worker: its highest migration is "
+        f"{highest} (installed by graphile-worker 0.16 or 0.17), so the Rust runner would still "
+        f"apply its own migration 20 there and fail on the objects already being present; "
+        f"upgrade the schema with graphile-worker 0.18 first (graphile-worker --schema-only) and "
+        f"add them then, or let the Rust runner migrate it, which adds them itself"
+    )
+
+
+@pytest.mark.node
+@pytest.mark.parametrize(("version", "highest"), [("0.16.6", 18), ("0.17.3", 19)])
+def test_add_recovery__refused_on_a_real_0_16_or_0_17_schema_until_0_18_upgrades_it(
+    make_db: Callable[[], Conninfo], version: str, highest: int
+) -> None:
+    """Issue 12, item 3: below Node's migration 20 the Rust runner still runs its own migration
+    20 (create table _private_workers, no IF NOT EXISTS), so neither --add-recovery nor plain
+    migrate may add the objects first; after graphile-worker 0.18.0 upgraded it, both may."""
+    info, fresh = make_db(), make_db()
+    install_npm(info, version=version)
+    before = (snapshot(info), migrations(info))
+    assert (flavour(info), max(row[0] for row in before[1])) == (Flavour.NODE, highest)
+
+    with connect(info) as conn, conn.cursor() as cur, pytest.raises(RecoveryUnsafeError) as raised:
+        add_recovery(cur, SCHEMA)
+    assert str(raised.value) == recovery_refusal(highest)
+    with pytest.raises(RecoveryUnsafeError):
+        install_ours(info, recovery=True)
+    assert install_ours(info, recovery=False) == MigrateResult(
+        Flavour.NODE, Flavour.NODE, installed_core=False, added_recovery=False
+    )
+    assert (snapshot(info), migrations(info)) == before
+
+    install_npm(info)  # graphile-worker 0.18.0 upgrades it to migration 20
+    assert install_ours(info, recovery=True).added_recovery is True
+    install_ours(fresh, recovery=True)
+    assert_same_catalog(snapshot(fresh), snapshot(info))
+
+
+@pytest.mark.node
+def test_add_recovery__an_old_console_s_mistake_is_repaired_by_0_18(
+    make_db: Callable[[], Conninfo],
+) -> None:
+    """Before the refusal, the console added recovery to 0.17 databases. graphile-worker 0.18.0
+    then migrates such a database without error and records migration 20, after which the Rust
+    runner no longer runs its own migration 20 (the remedy in docs/schema.md)."""
+    info = make_db()
+    install_npm(info, version="0.17.3")
+    with connect(info) as conn, conn.cursor() as cur:
+        installer._run_sql_file(cur, "recovery.sql", SCHEMA)  # what the old console did
+    recovery_before = {
+        key: value
+        for key, value in snapshot(info)["functions"].items()
+        if value["name"] in RECOVERY_FUNCTIONS
+    }
+
+    install_npm(info)
+
+    assert flavour(info) is Flavour.RUST_RECOVERY
+    assert max(row[0] for row in migrations(info)) == 20
+    assert {
+        key: value
+        for key, value in snapshot(info)["functions"].items()
+        if value["name"] in RECOVERY_FUNCTIONS
+    } == recovery_before
+
+
+def test_add_recovery__completes_a_partly_added_extension_below_migration_20(
+    make_db: Callable[[], Conninfo],
+) -> None:
+    """_private_workers already exists (we or the Rust runner put it there): the runner's
+    migration 20 is not prevented by completing the functions, so it is allowed."""
+    info = make_db()
+    install_ours(info, recovery=True)
+    with connect(info) as conn:
+        conn.execute("delete from graphile_worker.migrations where id = 20")
+        conn.execute("drop function graphile_worker.worker_heartbeat")
+    assert flavour(info) is Flavour.NODE
+
+    with connect(info) as conn, conn.cursor() as cur:
+        assert add_recovery(cur, SCHEMA) is True
+    assert flavour(info) is Flavour.RUST_RECOVERY
+
+
 @pytest.mark.node
 def test_catalog_snapshot__detects_a_deliberate_difference(
     make_db: Callable[[], Conninfo],
@@ -304,6 +393,140 @@ def test_catalog_snapshot__detects_a_deliberate_difference(
         if line[:1] in "+-" and not line.startswith(("---", "+++"))
     ]
     assert changed == ['-"default": "25",', '+"default": "5",']
+
+
+# --- identity values: an add of an existing task or queue draws none (issue 12, item 1) -----
+
+# The same adds for both schemas: three tasks, two queues, every key mode and a batch that
+# mixes existing and new names; each existing name comes back many times.
+REPEATED_ADDS = [
+    "select graphile_worker.add_job('t1', queue_name => 'q1')",
+    "select graphile_worker.add_job('t1', queue_name => 'q1', job_key => 'k1')",
+    "select graphile_worker.add_job('t1', queue_name => 'q1', job_key => 'k1')",
+    "select graphile_worker.add_job('t1', job_key => 'k1', job_key_mode => 'preserve_run_at')",
+    "select graphile_worker.add_job('t2', queue_name => 'q1', job_key => 'k1',"
+    " job_key_mode => 'unsafe_dedupe')",
+    "select graphile_worker.add_job('t2', queue_name => 'q2', job_key => 'k2',"
+    " job_key_mode => 'unsafe_dedupe')",
+    "select graphile_worker.add_jobs(array["
+    "  row('t1', null, 'q1', null, null, null, null, null),"
+    "  row('t2', null, 'q2', null, null, 'k1', null, null),"
+    "  row('t3', null, 'q2', null, null, null, null, null)]::graphile_worker.job_spec[])",
+    "select graphile_worker.add_jobs(array["
+    "  row('t3', null, 'q1', null, null, 'k3', null, null),"
+    "  row('t3', null, 'q1', null, null, null, null, null)]::graphile_worker.job_spec[], true)",
+    *["select graphile_worker.add_job('t3', queue_name => 'q2')"] * 5,
+]
+
+
+def sequence_values(info: Conninfo) -> dict[str, int | None]:
+    with connect(info) as conn:
+        rows = conn.execute(
+            "select sequencename::text, last_value from pg_catalog.pg_sequences"
+            " where schemaname = 'graphile_worker' order by 1"
+        ).fetchall()
+    return dict(rows)
+
+
+@pytest.mark.node
+def test_add_job__existing_names_take_no_identity_value_like_npm(
+    make_db: Callable[[], Conninfo],
+) -> None:
+    ours, real = make_db(), make_db()
+    install_ours(ours, recovery=False)
+    install_npm(real)
+    for info in (ours, real):
+        with connect(info) as conn:
+            for statement in REPEATED_ADDS:
+                conn.execute(statement)
+
+    assert sequence_values(ours) == sequence_values(real)
+    assert sequence_values(ours) == {
+        "job_queues_id_seq": 2,
+        "jobs_id_seq1": 16,  # every add draws a job id, even one that only updates a keyed job
+        "tasks_id_seq": 3,
+    }
+
+
+@pytest.mark.parametrize("installer", ["ours", pytest.param("npm", marks=pytest.mark.node)])
+def test_add_job__existing_names_work_with_the_sequences_near_their_maximum(
+    make_db: Callable[[], Conninfo], installer: str
+) -> None:
+    """Near 2**31 - 1 an add that drew an identity value for an existing name would fail with
+    "nextval: reached maximum value"; ten adds of an existing task and queue must all work."""
+    info = make_db()
+    install_ours(info, recovery=False) if installer == "ours" else install_npm(info)
+    with connect(info) as conn:
+        for sequence in ("tasks_id_seq", "job_queues_id_seq"):
+            conn.execute("select setval(%s, 2147483647 - 1)", [f"graphile_worker.{sequence}"])
+        conn.execute("select graphile_worker.add_job('t', queue_name => 'q')")
+        for n in range(10):
+            conn.execute(
+                "select graphile_worker.add_job('t', queue_name => 'q', job_key => %s,"
+                " job_key_mode => %s)",
+                [f"k{n % 3}", ("replace", "preserve_run_at", "unsafe_dedupe")[n % 3]],
+            )
+            conn.execute(
+                "select graphile_worker.add_jobs(array[row('t', null, 'q', null, null, null,"
+                " null, null)]::graphile_worker.job_spec[])"
+            )
+        ids = conn.execute(
+            "select distinct task_id, job_queue_id from graphile_worker._private_jobs"
+        ).fetchall()
+
+    assert ids == [(2147483647, 2147483647)]
+
+
+@pytest.mark.parametrize("installer", ["ours", pytest.param("npm", marks=pytest.mark.node)])
+@pytest.mark.parametrize("batch", [False, True])
+def test_add_job__racing_adds_of_a_new_task_and_queue_share_one_row(
+    make_db: Callable[[], Conninfo], installer: str, batch: bool
+) -> None:
+    """The look-up-first insert stays safe when two sessions add the same new names at once:
+    the second waits for the first's row, then uses it (no error, one row each)."""
+    info = make_db()
+    install_ours(info, recovery=False) if installer == "ours" else install_npm(info)
+    add = (
+        "select task_id, job_queue_id from graphile_worker.add_jobs(array[row('new_task', null,"
+        " 'new_queue', null, null, null, null, null)]::graphile_worker.job_spec[])"
+        if batch
+        else "select task_id, job_queue_id from graphile_worker.add_job('new_task',"
+        " queue_name => 'new_queue')"
+    )
+    seen: list[Any] = []
+    with connect(info) as first, connect(info) as second:
+        seen.append(first.execute(add).fetchone())  # its transaction stays open
+
+        def second_add() -> None:
+            seen.append(second.execute(add).fetchone())
+            second.commit()
+
+        thread = threading.Thread(target=second_add)
+        thread.start()
+        _wait_for_a_lock_waiter(info)
+        first.commit()
+        thread.join(10)
+
+    assert seen == [(1, 1), (1, 1)]
+    with connect(info) as conn:
+        assert conn.execute(
+            "select (select count(*) from graphile_worker._private_tasks),"
+            " (select count(*) from graphile_worker._private_job_queues)"
+        ).fetchone() == (1, 1)
+
+
+def _wait_for_a_lock_waiter(info: Conninfo) -> None:
+    deadline = time.monotonic() + 10
+    with connect(info, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            waiting = conn.execute(
+                "select count(*) from pg_stat_activity where wait_event_type = 'Lock'"
+                " and datname = current_database()"
+            ).fetchone()
+            if waiting and waiting[0]:
+                return
+            time.sleep(0.05)
+    pytest.fail("the second add never waited for the first one's row")
 
 
 # --- the installer's contract ----------------------------------------------------------------
@@ -435,6 +658,45 @@ def test_migrate__refuses_legacy_schema(make_db: Callable[[], Conninfo]) -> None
         with pytest.raises(UnsupportedSchemaError, match=r"^unsupported schema version: "):
             add_recovery(cur, SCHEMA)
         assert catalog_snapshot(cur, SCHEMA) == before
+
+
+@pytest.mark.parametrize("recovery", [True, False])
+def test_migrate__refuses_a_newer_breaking_migration(
+    make_db: Callable[[], Conninfo], recovery: bool
+) -> None:
+    """Like the Node and Rust runners: a breaking migration above 20 means a newer release
+    migrated the database (issue 12, item 7); nothing is changed."""
+    info = make_db()
+    install_ours(info, recovery=False)
+    with connect(info) as conn:
+        conn.execute("insert into graphile_worker.migrations (id, breaking) values (21, false)")
+        conn.execute("insert into graphile_worker.migrations (id, breaking) values (22, true)")
+        conn.execute("insert into graphile_worker.migrations (id, breaking) values (23, false)")
+    before = snapshot(info)
+
+    message = (
+        "database is more up to date than this installer: graphile_worker.migrations holds "
+        "breaking migration 22, and this installer knows migrations up to 20 (graphile-worker "
+        "0.18.0); upgrade the console, or migrate with the graphile-worker release that wrote "
+        "migration 22"
+    )
+    with pytest.raises(SchemaTooNewError) as raised:
+        install_ours(info, recovery=recovery)
+    assert str(raised.value) == message
+    with connect(info) as conn, conn.cursor() as cur, pytest.raises(SchemaTooNewError):
+        add_recovery(cur, SCHEMA)
+    assert snapshot(info) == before
+
+
+def test_migrate__accepts_a_newer_migration_that_is_not_breaking(
+    make_db: Callable[[], Conninfo],
+) -> None:
+    info = make_db()
+    install_ours(info, recovery=False)
+    with connect(info) as conn:
+        conn.execute("insert into graphile_worker.migrations (id, breaking) values (21, false)")
+
+    assert install_ours(info).added_recovery is True
 
 
 def test_add_recovery__refuses_absent_schema(make_db: Callable[[], Conninfo]) -> None:
@@ -795,6 +1057,33 @@ def test_add_job__preserve_run_at_keeps_run_at(db: Db) -> None:
     }
 
 
+@pytest.mark.parametrize(("attempts", "kept"), [(0, True), (1, False), (24, False)])
+def test_add_job__preserve_run_at_only_while_the_job_has_not_failed(
+    db: Db, attempts: int, kept: bool
+) -> None:
+    """A keyed job that failed once waits for its retry; re-adding it with preserve_run_at
+    takes the new run_at (issue 12, item 2), as npm 0.18.0 does."""
+    db.row(
+        "select * from graphile_worker.add_job('t', job_key => 'k',"
+        " run_at => now() + interval '1 hour')"
+    )
+    db.conn.execute(
+        "update graphile_worker._private_jobs set attempts = %s, last_error = 'boom'", [attempts]
+    )
+
+    job = db.row(
+        "select * from graphile_worker.add_job('t', job_key => 'k',"
+        " run_at => now() + interval '1 day', job_key_mode => 'preserve_run_at')"
+    )
+
+    expected = db.now() + (timedelta(hours=1) if kept else timedelta(days=1))
+    assert pick(job, "run_at", "attempts", "last_error") == {
+        "run_at": expected,
+        "attempts": 0,
+        "last_error": None,
+    }
+
+
 def test_add_job__unsafe_dedupe_only_bumps_revision(db: Db) -> None:
     old = db.row("select * from graphile_worker.add_job('t', '{\"a\": 1}', job_key => 'k')")
 
@@ -1021,6 +1310,29 @@ def test_add_jobs__preserve_run_at_applies_to_the_whole_batch(db: Db, preserve: 
     assert jobs == [
         {"key": "k1", "run_at": expected[0], "revision": 1},
         {"key": "k2", "run_at": expected[1], "revision": 1},
+    ]
+
+
+def test_add_jobs__preserve_run_at_only_for_jobs_that_have_not_failed(db: Db) -> None:
+    db.rows(
+        "select * from graphile_worker.add_jobs(array["
+        "  row('t', null, null, now() + interval '1 hour', null, 'fresh', null, null),"
+        "  row('t', null, null, now() + interval '1 hour', null, 'failed', null, null)"
+        "]::graphile_worker.job_spec[])"
+    )
+    db.conn.execute("update graphile_worker._private_jobs set attempts = 1 where key = 'failed'")
+
+    jobs = db.rows(
+        "select key, run_at, attempts from graphile_worker.add_jobs(array["
+        "  row('t', null, null, now() + interval '1 day', null, 'fresh', null, null),"
+        "  row('t', null, null, now() + interval '1 day', null, 'failed', null, null)"
+        "]::graphile_worker.job_spec[], true) order by key"
+    )
+
+    now = db.now()
+    assert jobs == [
+        {"key": "failed", "run_at": now + timedelta(days=1), "attempts": 0},
+        {"key": "fresh", "run_at": now + timedelta(hours=1), "attempts": 0},
     ]
 
 

@@ -154,3 +154,34 @@ def test_fleet__stale_at_exactly_the_threshold(jobs):
         ("graphile_worker_under", False),
     ]
     assert [(h.id, h.stale) for h in result.holders] == [("graphile_worker_exact", True)]
+
+
+def test_maintenance__add_recovery_on_a_0_17_database_gives_the_sentence(client, db, settings):
+    """Issue 12, item 3: refused with one sentence (no 500), audited, nothing changed."""
+    from django.contrib.auth.models import Group, User
+    from django.db import connections
+
+    from worker_admin.audit import AuditEntry
+    from worker_admin.schema import capabilities, clear_capabilities_cache
+    from worker_admin.utils import WorkerUtils
+
+    WorkerUtils(schema="gw_017_maint").migrate(recovery=False)
+    with connections[settings.WORKER_DATABASE].cursor() as cursor:
+        cursor.execute("DELETE FROM gw_017_maint.migrations WHERE id = 20")
+    settings.GRAPHILE_WORKER_SCHEMA = "gw_017_maint"
+    clear_capabilities_cache()
+    admin = User.objects.create_user("adm17", password="pw-123456789")
+    admin.groups.add(Group.objects.get(name="admin"))
+    client.force_login(admin)
+    preview = client.post("/maintenance/add-recovery/")
+    token = re.search(r'name="token" value="([^"]+)"', preview.content.decode()).group(1)
+
+    response = client.post("/maintenance/add-recovery/", {"token": token})
+
+    assert response.status_code == 409
+    assert "its highest migration is 19" in _text(response)
+    assert "let the Rust runner migrate it" in _text(response)
+    clear_capabilities_cache()
+    assert not capabilities().has_recovery
+    entry = AuditEntry.objects.get(action="add_recovery")
+    assert entry.outcome == "rejected" and "highest migration is 19" in entry.error

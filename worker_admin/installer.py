@@ -1,10 +1,11 @@
 """Install, detect and describe the Graphile Worker schema.
 
 The console can set up a worker schema itself (for a fresh database, for tests, for the Rust
-recovery extension that Node-migrated databases never receive), so it must produce exactly what the
-real packages produce: `sql/core.sql` is the graphile-worker 0.18.0 shape and `sql/recovery.sql`
-the Rust worker-recovery extension. `catalog_snapshot` describes a schema in a normalised form so
-that the test suite can prove the installer against the real npm package.
+recovery extension that databases migrated by graphile-worker 0.18 never receive), so it must
+produce exactly what the real packages produce: `sql/core.sql` is the graphile-worker 0.18.0 shape
+and `sql/recovery.sql` the Rust worker-recovery extension. `catalog_snapshot` describes a schema
+in a normalised form so that the test suite can prove the installer's catalog against the real npm
+package; tests/test_differential.py proves the functions' behaviour.
 
 Plain Python and psycopg-compatible DB-API only (no Django imports): the functions take any cursor
 whose `execute` accepts a plain SQL string plus optional `%s` parameters, which covers a raw
@@ -80,6 +81,12 @@ CORE_FUNCTIONS = (
     "force_unlock_workers",
 )
 
+# The migrations core.sql records: graphile-worker 0.18.0's 1..20, with Node's breaking flags.
+# A database whose migrations table holds a breaking migration above KNOWN_MIGRATIONS was made by
+# a newer release; the Node and Rust runners refuse it, and so does migrate().
+KNOWN_MIGRATIONS = 20
+BREAKING_MIGRATIONS = (1, 3, 11, 13, 14, 16, 19)
+
 MAX_IDENTIFIER_BYTES = 63  # NAMEDATALEN - 1; PostgreSQL silently truncates longer names.
 
 
@@ -108,6 +115,14 @@ class InstallerError(Exception):
 
 class UnsupportedSchemaError(InstallerError):
     """The schema holds something the installer must not touch (a legacy or foreign layout)."""
+
+
+class SchemaTooNewError(UnsupportedSchemaError):
+    """The migrations table holds a breaking migration newer than this installer knows."""
+
+
+class RecoveryUnsafeError(UnsupportedSchemaError):
+    """Adding the recovery objects now would make the Rust runner fail on this database later."""
 
 
 class TransactionRequiredError(InstallerError):
@@ -195,8 +210,9 @@ def migrate(cur: Cursor, schema: str, *, recovery: bool = True) -> MigrateResult
     recovery objects (when asked), a RUST_RECOVERY schema is left alone.
 
     Raises UnsupportedSchemaError for a legacy (<= 0.15) schema or a schema that already holds
-    objects with the names the installer would create, and TransactionRequiredError in
-    autocommit mode.
+    objects with the names the installer would create; its subclasses SchemaTooNewError for a
+    schema with a breaking migration above 20, and RecoveryUnsafeError when `recovery` is set on
+    a 0.16/0.17 database (see add_recovery); TransactionRequiredError in autocommit mode.
     """
     quote_schema(schema)
     _require_transaction(cur)
@@ -204,6 +220,8 @@ def migrate(cur: Cursor, schema: str, *, recovery: bool = True) -> MigrateResult
     before = detect_flavour(cur, schema)
     if before is Flavour.LEGACY:
         raise UnsupportedSchemaError(_legacy_message(schema))
+    if before is not Flavour.ABSENT:
+        _refuse_newer_schema(cur, schema)
 
     installed_core = False
     if before is Flavour.ABSENT:
@@ -226,10 +244,16 @@ def migrate(cur: Cursor, schema: str, *, recovery: bool = True) -> MigrateResult
 def add_recovery(cur: Cursor, schema: str) -> bool:
     """Add the Rust worker-recovery extension to an installed core schema.
 
-    This is the way to give a Node-migrated database the recovery objects: the Rust runner never
-    adds them there (it only applies migration ids above the highest recorded one). Returns True
-    when objects were added, False when they were already all present. Same transaction contract
-    as migrate(). Raises UnsupportedSchemaError when there is no 0.16+ core schema to extend.
+    This is the way to give a database that graphile-worker 0.18 migrated the recovery objects:
+    the Rust runner never adds them there, because it only applies migration ids above the
+    highest recorded one and Node's migration 20 is already recorded. Below that (0.16.x and
+    0.17.x databases, highest id 18 or 19) the Rust runner does apply its own migration 20, which
+    creates the recovery objects without IF NOT EXISTS, so adding them first would make it fail
+    to start: refused with RecoveryUnsafeError (docs/schema.md has the whole matrix).
+
+    Returns True when objects were added, False when they were already all present. Same
+    transaction contract as migrate(). Raises UnsupportedSchemaError when there is no 0.16+ core
+    schema to extend.
     """
     quote_schema(schema)
     _require_transaction(cur)
@@ -242,8 +266,10 @@ def add_recovery(cur: Cursor, schema: str) -> bool:
         )
     if flavour is Flavour.LEGACY:
         raise UnsupportedSchemaError(_legacy_message(schema))
+    _refuse_newer_schema(cur, schema)
     if flavour is Flavour.RUST_RECOVERY:
         return False
+    _refuse_recovery_below_migration_20(cur, schema)
     _run_sql_file(cur, "recovery.sql", schema)
     return True
 
@@ -254,9 +280,11 @@ def catalog_snapshot(cur: Cursor, schema: str) -> dict[str, Any]:
     Covers relations, tables (columns in physical order with type, nullability, default, generated
     expression and identity; constraints; indexes; RLS flags; policies; triggers), sequences,
     views' columns, standalone types and functions' signatures. Function bodies and languages are
-    left out on purpose: the console's SQL is written independently and only has to be
-    interface-compatible. The schema name is replaced by SNAPSHOT_SCHEMA_TOKEN everywhere, so two
-    schemas (or databases) with the same shape compare equal.
+    left out on purpose: the console's SQL is written independently, so its text differs; what
+    the bodies do is proven equal by tests/test_differential.py, which runs the same operations
+    on both schemas and compares rows, ids, sequences, errors and notifications. The schema name
+    is replaced by SNAPSHOT_SCHEMA_TOKEN everywhere, so two schemas (or databases) with the same
+    shape compare equal.
 
     search_path is pinned to pg_catalog while reading, because pg_get_* and format_type omit the
     schema of objects on the search_path, which would make the output depend on the session.
@@ -292,6 +320,62 @@ def _legacy_message(schema: str) -> str:
     return (
         f"unsupported schema version: {schema}.jobs is a table (graphile-worker 0.15 or older); "
         f"upgrade it with graphile-worker 0.16+ first"
+    )
+
+
+def _refuse_newer_schema(cur: Cursor, schema: str) -> None:
+    """Refuse a schema that a newer release migrated with a breaking change.
+
+    The Node and Rust runners refuse to work on such a database, and our SQL files describe
+    0.18.0's shape, so neither installing over it nor extending it can be right. A newer
+    migration that is not breaking is accepted, as the runners accept it (with a warning).
+    """
+    if not _has_relation(cur, schema, "migrations"):
+        return
+    newest_breaking = _scalar(
+        cur,
+        f"select max(m.id) from {quote_schema(schema)}.migrations as m"
+        " where m.breaking and m.id > %s",
+        [KNOWN_MIGRATIONS],
+    )
+    if newest_breaking is not None:
+        raise SchemaTooNewError(
+            f"database is more up to date than this installer: {schema}.migrations holds "
+            f"breaking migration {newest_breaking}, and this installer knows migrations up to "
+            f"{KNOWN_MIGRATIONS} (graphile-worker 0.18.0); upgrade the console, or migrate with "
+            f"the graphile-worker release that wrote migration {newest_breaking}"
+        )
+
+
+def _refuse_recovery_below_migration_20(cur: Cursor, schema: str) -> None:
+    """Refuse to add recovery where the Rust runner would still run its own migration 20.
+
+    A partly added extension (_private_workers exists) was added by us before, or by the Rust
+    runner itself; completing it changes nothing about what the runner will do.
+    """
+    if _has_relation(cur, schema, "_private_workers"):
+        return
+    highest = 0
+    if _has_relation(cur, schema, "migrations"):
+        highest = _scalar(
+            cur, f"select coalesce(max(m.id), 0) from {quote_schema(schema)}.migrations as m"
+        )
+    if highest < KNOWN_MIGRATIONS:
+        raise RecoveryUnsafeError(
+            f"cannot add the worker-recovery objects to {schema}: its highest migration is "
+            f"{highest} (installed by graphile-worker 0.16 or 0.17), so the Rust runner would "
+            f"still apply its own migration 20 there and fail on the objects already being "
+            f"present; upgrade the schema with graphile-worker 0.18 first (graphile-worker "
+            f"--schema-only) and add them then, or let the Rust runner migrate it, which adds "
+            f"them itself"
+        )
+
+
+def _has_relation(cur: Cursor, schema: str, name: str) -> bool:
+    return _scalar(
+        cur,
+        "select pg_catalog.to_regclass(pg_catalog.quote_ident(%s) || '.' || %s) is not null",
+        [schema, name],
     )
 
 

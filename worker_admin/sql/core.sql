@@ -163,14 +163,36 @@ declare
   v_flags jsonb;
   v_payload json := coalesce(add_job.payload, '{}'::json);
   v_run_at timestamptz := coalesce(add_job.run_at, now());
-  v_max_attempts smallint := coalesce(add_job.max_attempts, 25);
-  v_priority smallint := coalesce(add_job.priority, 0);
+  v_max_attempts smallint;
+  v_priority smallint;
   v_job {{schema}}._private_jobs;
 begin
-  -- Missing task and queue rows are created first; ON CONFLICT DO NOTHING waits for a concurrent
-  -- inserter, and the following SELECT (a new snapshot) then sees whichever row won.
+  -- A bad mode is refused before anything is written, so it draws no identity value either. A
+  -- null mode behaves like the default, 'replace'; without a key the mode does not matter.
+  if add_job.job_key is not null and add_job.job_key_mode is not null
+      and add_job.job_key_mode not in ('replace', 'preserve_run_at', 'unsafe_dedupe') then
+    raise exception 'invalid job_key_mode %: expected replace, preserve_run_at or unsafe_dedupe',
+        quote_literal(add_job.job_key_mode)
+      using errcode = 'GWBKM';
+  end if;
+
+  -- max_attempts and priority are smallints in a job row: an out-of-range value fails here,
+  -- before anything is written. unsafe_dedupe converts them in its INSERT instead, after the
+  -- task and queue rows and the job id were drawn, which is where upstream fails too.
+  if add_job.job_key is null or add_job.job_key_mode is distinct from 'unsafe_dedupe' then
+    v_max_attempts := coalesce(add_job.max_attempts, 25);
+    v_priority := coalesce(add_job.priority, 0);
+  end if;
+
+  -- Missing task and queue rows are created first, and only missing ones: an INSERT that meets
+  -- an existing row still draws an identity value, which on a busy queue would exhaust the
+  -- 32-bit task and queue ids. ON CONFLICT DO NOTHING covers a concurrent inserter of the same
+  -- name (it waits for it), and the following SELECT (a new snapshot) sees whichever row won.
   insert into {{schema}}._private_tasks (identifier)
-    values (add_job.identifier)
+    select add_job.identifier
+      where not exists (
+        select from {{schema}}._private_tasks as t where t.identifier = add_job.identifier
+      )
     on conflict (identifier) do nothing;
   select t.id into v_task_id
     from {{schema}}._private_tasks as t
@@ -178,7 +200,11 @@ begin
 
   if add_job.queue_name is not null then
     insert into {{schema}}._private_job_queues (queue_name)
-      values (add_job.queue_name)
+      select add_job.queue_name
+        where not exists (
+          select from {{schema}}._private_job_queues as q
+            where q.queue_name = add_job.queue_name
+        )
       on conflict (queue_name) do nothing;
     select q.id into v_queue_id
       from {{schema}}._private_job_queues as q
@@ -199,36 +225,23 @@ begin
   end if;
 
   if add_job.job_key_mode = 'unsafe_dedupe' then
-    -- Update-then-insert, retried: whichever of two racing callers inserts, the other one finds
-    -- the row on its next pass. An existing job is returned as it is (only revision moves).
-    loop
-      update {{schema}}._private_jobs as j
-        set revision = j.revision + 1,
-            updated_at = now()
-        where j.key = add_job.job_key
-        returning * into v_job;
-      if found then
-        return v_job;
-      end if;
-      insert into {{schema}}._private_jobs
-          (job_queue_id, task_id, payload, priority, run_at, max_attempts, key, flags)
-        values (v_queue_id, v_task_id, v_payload, v_priority, v_run_at, v_max_attempts,
-                add_job.job_key, v_flags)
-        on conflict (key) do nothing
-        returning * into v_job;
-      if found then
-        perform pg_notify('jobs:insert', json_build_object('r', random(), 'count', 1)::text);
-        return v_job;
-      end if;
-    end loop;
-  end if;
-
-  -- A null mode behaves like the default, 'replace'.
-  if add_job.job_key_mode is not null
-      and add_job.job_key_mode not in ('replace', 'preserve_run_at') then
-    raise exception 'invalid job_key_mode %: expected replace, preserve_run_at or unsafe_dedupe',
-        quote_literal(add_job.job_key_mode)
-      using errcode = 'GWBKM';
+    -- One statement, so two racing callers cannot both insert: the second one's ON CONFLICT
+    -- finds the first one's row. An existing job is returned as it is, even when a worker runs
+    -- it; only revision and updated_at move. Like every INSERT, this draws a job id even when
+    -- the key exists, as upstream does, so job ids stay in step with a Node-installed schema.
+    insert into {{schema}}._private_jobs as j
+        (job_queue_id, task_id, payload, priority, run_at, max_attempts, key, flags)
+      values (v_queue_id, v_task_id, v_payload, coalesce(add_job.priority, 0)::smallint,
+              v_run_at, coalesce(add_job.max_attempts, 25)::smallint, add_job.job_key, v_flags)
+      on conflict (key) do update set
+        revision = j.revision + 1,
+        updated_at = now()
+      returning * into v_job;
+    -- Only a new job has revision 0 here (an existing one was just bumped): notify for it alone.
+    if v_job.revision = 0 then
+      perform pg_notify('jobs:insert', json_build_object('r', random(), 'count', 1)::text);
+    end if;
+    return v_job;
   end if;
 
   loop
@@ -254,8 +267,10 @@ begin
           else excluded.payload
         end,
         priority = excluded.priority,
+        -- preserve_run_at keeps the old run_at only for a job that has not failed yet: once it
+        -- has (attempts > 0), run_at is its retry time, and the new definition takes over.
         run_at = case
-          when add_job.job_key_mode = 'preserve_run_at' then j.run_at
+          when add_job.job_key_mode = 'preserve_run_at' and j.attempts = 0 then j.run_at
           else excluded.run_at
         end,
         max_attempts = excluded.max_attempts,
@@ -292,15 +307,23 @@ as $body$
 declare
   v_count integer;
 begin
+  -- Only missing tasks and queues are inserted, as in add_job (no identity value is drawn for a
+  -- name that exists).
   insert into {{schema}}._private_tasks (identifier)
     select distinct s.identifier
       from unnest(add_jobs.specs) as s
+      where not exists (
+        select from {{schema}}._private_tasks as t where t.identifier = s.identifier
+      )
     on conflict (identifier) do nothing;
 
   insert into {{schema}}._private_job_queues (queue_name)
     select distinct s.queue_name
       from unnest(add_jobs.specs) as s
       where s.queue_name is not null
+        and not exists (
+          select from {{schema}}._private_job_queues as q where q.queue_name = s.queue_name
+        )
     on conflict (queue_name) do nothing;
 
   -- Running or permanently failed jobs give up their keys (see add_job).
@@ -339,8 +362,8 @@ begin
         else excluded.payload
       end,
       priority = excluded.priority,
-      run_at = case
-        when add_jobs.job_key_preserve_run_at then j.run_at
+      run_at = case  -- the old run_at is kept only while the job has not failed (see add_job)
+        when add_jobs.job_key_preserve_run_at and j.attempts = 0 then j.run_at
         else excluded.run_at
       end,
       max_attempts = excluded.max_attempts,
@@ -352,10 +375,13 @@ begin
     where j.locked_at is null
     returning *;
 
-  get diagnostics v_count = row_count;
-  if v_count > 0 then
-    perform pg_notify('jobs:insert', json_build_object('r', random(), 'count', v_count)::text);
-  end if;
+  -- Every call notifies, counting the specs as upstream does. An empty batch notifies with an
+  -- empty payload, as upstream's does too (Node workers read a missing count as 1).
+  v_count := array_length(add_jobs.specs, 1);
+  perform pg_notify('jobs:insert', case
+    when v_count is null then ''
+    else json_build_object('r', random(), 'count', v_count)::text
+  end);
 end;
 $body$;
 

@@ -3,9 +3,11 @@
 -- heartbeating. Written for this project from GRAPHILE_WORKER.md, section 5.
 --
 -- Idempotent on purpose: besides running right after core.sql, it is applied on its own to a
--- schema that Node migrated (the Rust runner never adds these objects there, because it only
--- applies migration ids above the highest one recorded). The installer replaces the schema
--- placeholder with a double-quoted identifier.
+-- schema that graphile-worker 0.18 migrated (the Rust runner never adds these objects there: it
+-- only applies migration ids above the highest one recorded, and Node's 20 is recorded). On a
+-- 0.16/0.17 schema (highest id 18 or 19) the installer refuses to apply it, because the Rust
+-- runner would later run its own migration 20 and fail on these objects (docs/schema.md). The
+-- installer replaces the schema placeholder with a double-quoted identifier.
 
 -- Registered workers. No row-level security: the console and the sweepers read it as any role.
 create table if not exists {{schema}}._private_workers (

@@ -14,7 +14,7 @@ from django.views.decorators.http import require_safe
 
 from worker_admin import audit
 from worker_admin.actions import ActionRefused, issue_token, record_rejection, redeem_token
-from worker_admin.installer import RECOVERY_FUNCTIONS, Flavour
+from worker_admin.installer import RECOVERY_FUNCTIONS, Flavour, UnsupportedSchemaError
 from worker_admin.models import Migration
 from worker_admin.roles import ADMIN, can_run_maintenance
 from worker_admin.schema import capabilities
@@ -70,7 +70,18 @@ def add_recovery(request):
             {"title": "Nothing was changed", "message": str(exc)},
             status=400,
         )
-    added = WorkerUtils().add_recovery()
+    try:
+        added = WorkerUtils().add_recovery()
+    except UnsupportedSchemaError as exc:  # e.g. a 0.16/0.17 database: nothing was changed
+        record_rejection(
+            actor=request.user, via="web", action=ADD_RECOVERY, error=str(exc), data={}
+        )
+        return render(
+            request,
+            "worker_admin/error.html",
+            {"title": "Nothing was changed", "message": str(exc)},
+            status=409,
+        )
     summary = (
         "added _private_workers and the six recovery functions"
         if added
