@@ -154,3 +154,21 @@ def test_cleanup_apply__one_confirmation_from_page_and_api_together_deletes_once
         if reply.status_code in (400, 409):
             assert "already used" in _text(reply)
     assert list(Job.objects.values_list("id", flat=True)) == [bystander]
+
+
+def test_cleanup_apply__one_api_fingerprint_applied_by_many_requests_deletes_once(admin_twins):
+    _page, secret, failed, bystander = admin_twins
+    body = {"tasks": DELETE, "reason": "race"}
+    preview = Api(Client(), secret).post(API_PREVIEW, body)
+    assert preview.status_code == 200, preview.content
+    apply = body | {"fingerprint": preview.json()["fingerprint"]}
+
+    replies = _all_at_once(lambda: Api(Client(), secret).post(API_APPLY, apply))
+
+    assert Counter(r.status_code for r in replies) == Counter({200: 1, 409: THREADS - 1})
+    done = list(AuditEntry.objects.filter(action="cleanup", outcome="done"))
+    assert len(done) == 1 and sorted(done[0].changed_ids) == sorted(failed)
+    for reply in replies:
+        if reply.status_code == 409:
+            assert reply.json()["audit_entry_id"] == done[0].pk
+    assert list(Job.objects.values_list("id", flat=True)) == [bystander]
