@@ -99,7 +99,11 @@ def test_cleanup_apply__a_job_that_failed_after_the_preview_is_untouched_and_rep
 def test_cleanup_apply__a_pinned_job_retried_in_between_is_skipped(admin_api, jobs):
     retried, stays = jobs.failed("resize"), jobs.failed("resize")
     body = {"tasks": DELETE, "reason": "old"}
-    token = admin_api.post(API_PREVIEW, body).json()["fingerprint"]
+    shown = admin_api.post(API_PREVIEW, body).json()
+    assert [row["id"] for row in shown["rows"]] == [retried.id, stays.id]
+    assert shown["counts_by_task"] == {"resize": 2}
+    assert ISO_UTC.match(shown["rows"][0]["updated_at"])
+    token = shown["fingerprint"]
     # An operator retried it in between (attempts back to 0): it is wanted again.
     WorkerUtils().reschedule_jobs([retried.id], RescheduleJobOptions(attempts=0))
     applied = admin_api.post(API_APPLY, body | {"fingerprint": token}).json()

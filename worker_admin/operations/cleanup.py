@@ -81,7 +81,10 @@ class Preview:
 
     @property
     def summary(self) -> str:
-        return "; ".join(self.sentences)
+        """One line: "will delete 3 permanently failed jobs, 1 unused queue"."""
+        return "will delete " + ", ".join(
+            text.removeprefix("will delete ") for text in self.sentences
+        )
 
 
 @dataclass
