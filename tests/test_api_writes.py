@@ -640,7 +640,7 @@ def test_force_unlock__a_new_lock_meanwhile_is_409(admin_api, jobs):
 def test_cleanup__preview_then_apply(admin_api, jobs):
     failed = jobs.failed("old_task")
     kept = jobs.ready("live_task")
-    body = {"tasks": ["delete-permanently-failed-jobs", "gc-task-identifiers"]}
+    body = {"tasks": ["delete-permanently-failed-jobs", "gc-task-identifiers"], "reason": "old"}
     preview = admin_api.post("/api/maintenance/cleanup/preview", body).json()
     assert preview["failed_job_ids"] == [failed.id]
     assert preview["task_identifiers"] == ["old_task"]
@@ -653,13 +653,16 @@ def test_cleanup__preview_then_apply(admin_api, jobs):
     assert list(Task.objects.values_list("identifier", flat=True)) == ["live_task"]
 
 
-def test_cleanup__a_new_failure_meanwhile_is_409(admin_api, jobs):
-    jobs.failed()
-    body = {"tasks": ["delete-permanently-failed-jobs"]}
+def test_cleanup__a_new_failure_meanwhile_is_left_alone(admin_api, jobs):
+    first = jobs.failed()
+    body = {"tasks": ["delete-permanently-failed-jobs"], "reason": "old"}
     fingerprint = admin_api.post("/api/maintenance/cleanup/preview", body).json()["fingerprint"]
-    jobs.failed()
+    later = jobs.failed()
     response = admin_api.post("/api/maintenance/cleanup/apply", body | {"fingerprint": fingerprint})
-    assert response.status_code == 409
-    assert Job.objects.count() == 2
+    assert response.status_code == 200, response.content
+    assert response.json()["deleted_job_ids"] == [first.id]
+    assert list(Job.objects.values_list("id", flat=True)) == [later.id]
+    other = body | {"reason": "another", "fingerprint": fingerprint}
+    assert admin_api.post("/api/maintenance/cleanup/apply", other).status_code == 409
     bad = admin_api.post("/api/maintenance/cleanup/preview", {"tasks": ["everything"]})
     assert bad.status_code == 422

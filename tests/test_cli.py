@@ -448,10 +448,12 @@ def _registered(jobs) -> list[str]:
 def test_cleanup__all_tasks_json_and_audit(jobs):
     failed = jobs.failed("resize", queue_name="thumbs")
     kept = jobs.ready("send_email")
-    result = _json("cleanup")
+    result = _json("cleanup", "--reason", "old failures")
     assert set(result) == {
         "tasks",
         "deleted_job_ids",
+        "changed_since_preview",
+        "audit_entry_id",
         "deleted_task_identifiers",
         "deleted_queue_names",
         "warnings",
@@ -471,12 +473,13 @@ def test_cleanup__all_tasks_json_and_audit(jobs):
     assert [row["id"] for row in entry.before_image] == [failed.id]
     assert entry.before_image[0]["payload"] == {"n": 1}
     assert entry.parameters["tasks"] == result["tasks"]
+    assert entry.reason == "old failures"
 
 
 def test_cleanup__one_task_human(jobs):
     failed = jobs.failed("resize")
-    out = _run("cleanup", "delete-permanently-failed-jobs")
-    assert out.strip() == "Cleanup: deleted 1 permanently failed job."
+    out = _run("cleanup", "delete-permanently-failed-jobs", "--reason", "old")
+    assert out.strip() == "Cleanup: deleted 1 of 1 permanently failed job."
     assert not Job.objects.filter(id=failed.id).exists()
     assert _audit("cleanup").parameters["tasks"] == ["delete-permanently-failed-jobs"]
 
@@ -669,3 +672,12 @@ def test_sweep_stale_workers__superseded_jobs_listed_and_left_failed(utils, jobs
         after = Job.objects.with_state().get(id=job.id)
         assert (after.state, after.attempts, after.locked_by) == ("failed", 25, None)
     assert sorted(_audit("sweep").changed_ids) == sorted(job["id"] for job in dry["jobs"])
+
+
+def test_cleanup__deleting_jobs_needs_a_reason(jobs):
+    failed = jobs.failed("resize")
+    message = "Give --reason to delete permanently failed jobs; it goes in the audit log."
+    _refused("cleanup", message, "cleanup")
+    _refused("cleanup", message, "cleanup", "delete-permanently-failed-jobs", "--reason", " ")
+    assert Job.objects.filter(id=failed.id).exists()
+    assert _run("cleanup", "gc-job-queues").startswith("Cleanup: deleted ")  # no reason needed

@@ -203,7 +203,7 @@ def test_recovery_commands(db_url):
     assert unlocked["jobs_unlocked"] == [job]
     assert query(db_url, "SELECT locked_by FROM graphile_worker._private_jobs") == [(None,)]
     ok_json("fail", str(job), "--reason", "gone", url=db_url)
-    cleaned = ok_json("cleanup", "delete-permanently-failed-jobs", url=db_url)
+    cleaned = ok_json("cleanup", "delete-permanently-failed-jobs", "--reason", "old", url=db_url)
     assert cleaned["deleted_job_ids"] == [job]
     assert _job_count(db_url) == 0
 

@@ -105,10 +105,11 @@ def test_cleanup__preview_then_delete_with_before_image(admin_client, jobs):
     failed = jobs.failed("old_task", queue_name="old_queue", payload={"keep": "me"})
     alive = jobs.ready("send_email", queue_name="emails")
     data = {"tasks": ["delete-permanently-failed-jobs", "gc-job-queues", "gc-task-identifiers"]}
-    preview = admin_client.post("/maintenance/cleanup/", data)
+    preview = admin_client.post("/maintenance/cleanup/", data | {"reason": "old junk"})
     text = _text(preview)
-    assert "1 permanently failed job deleted" in text and "old_queue" in text
-    admin_client.post("/maintenance/cleanup/", data | {"token": _token(preview)})
+    assert "will delete 1 permanently failed job" in text and "old_queue" in text
+    assert not re.search(r"\bdeleted\b", text)
+    admin_client.post("/maintenance/cleanup/", {"token": _token(preview)})
     assert not Job.objects.filter(id=failed.id).exists()
     assert Job.objects.filter(id=alive.id).exists()
     assert not JobQueue.objects.filter(queue_name="old_queue").exists()

@@ -88,13 +88,16 @@ def test_maintenance_flow__cleanup_permanently_failed_jobs(live_server, page, fa
     failed, keep, admin = failed_jobs
     log_in(page, live_server.url, admin)
     page.get_by_role("link", name="Maintenance").click()
-    page.locator("form[action$='cleanup/']").get_by_role("button", name="Preview…").click()
+    form = page.locator("form[action$='cleanup/']")
+    form.get_by_label("Reason").fill("old imports")
+    form.get_by_role("button", name="Preview…").click()
 
     expect(page.get_by_role("heading", name=re.compile("Clean up"))).to_be_visible()
-    expect(page.locator("main")).to_contain_text("3")
+    expect(page.locator("main")).to_contain_text("will delete 3 permanently failed jobs")
+    expect(page.locator("main table")).to_contain_text(str(failed[0]))
     save_screenshot(page, "cleanup-preview")
     assert Job.objects.filter(id__in=failed).count() == 3
-    page.get_by_role("button", name="Clean up").click()
+    page.get_by_role("button", name=re.compile("^Clean up: will delete 3")).click()
 
     expect(page.locator(".messages")).to_contain_text("Cleanup")
     assert not Job.objects.filter(id__in=failed).exists()

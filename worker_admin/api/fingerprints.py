@@ -1,5 +1,5 @@
-"""The maintenance writes' fingerprint (sweep, force-unlock, cleanup): what a preview showed, in
-a form the apply can check. Job actions and adds use worker_admin/operations/claims.py instead.
+"""The maintenance writes' fingerprint (sweep, force-unlock): what a preview showed, in a form
+the apply can check. Job actions, adds and cleanup use worker_admin/operations/claims.py instead.
 
 A preview hashes everything its outcome depends on: the request's values (action, options,
 target) and the state of every row it would touch (for jobs: id, revision, updated_at, lock,

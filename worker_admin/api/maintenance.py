@@ -2,12 +2,13 @@
 cleanup, each as a preview and an apply with a fingerprint, audited like the Maintenance page.
 
 The sweep's fingerprint covers the dead workers and the jobs they hold, not the reasons (whose
-ages move every second); force-unlock's covers every lock the workers hold; cleanup's covers
-every row it would delete.
+ages move every second); force-unlock's covers every lock the workers hold; cleanup's is a
+stored confirmation (operations/cleanup.py) pinning every row it will delete, applied once.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 from typing import Any
 
@@ -21,6 +22,7 @@ from worker_admin.api.common import (
     VIA,
     Refusal,
     audit_safe,
+    detail,
     refuse,
     schema_problem,
     user_of,
@@ -37,7 +39,10 @@ from worker_admin.api.schemas import (
 )
 from worker_admin.fleet import FRESH_HEARTBEAT
 from worker_admin.models import Job, JobQueue, Worker
-from worker_admin.recovery import SweepStaleWorkersOptions, SweepStaleWorkersResult
+from worker_admin.operations import claims
+from worker_admin.operations import cleanup as cleanup_operation
+from worker_admin.operations.errors import AlreadyUsed, Refused
+from worker_admin.recovery import CleanupTask, SweepStaleWorkersOptions, SweepStaleWorkersResult
 from worker_admin.schema import capabilities
 from worker_admin.stats import database_now
 from worker_admin.utils import WorkerUtils, WorkerUtilsError
@@ -267,55 +272,75 @@ def apply_force_unlock(request, body: ForceUnlockApply):
 # -- cleanup ----------------------------------------------------------------------------------
 
 
-def _cleanup_preview(body: CleanupBody):
-    preview = WorkerUtils().preview_cleanup(body.tasks, body.keep_task_identifiers)
-    values = {
-        "tasks": [task.value for task in preview.tasks],
-        "keep": list(preview.keep_task_identifiers),
-        "failed_job_ids": preview.failed_job_ids,
-        "task_identifiers": preview.task_identifiers,
-        "queue_names": preview.queue_names,
-    }
-    return preview, audit_safe(values)
+def _cleanup_refused(request, body, exc: Refused):
+    """A refused cleanup: its sentence and status; a used confirmation names its entry."""
+    refuse(request, CLEANUP, Refusal(exc.status, str(exc)), _submitted(body))
+    extra = {}
+    if isinstance(exc, AlreadyUsed) and exc.entry is not None:
+        extra["audit_entry_id"] = exc.entry.pk
+    return detail(str(exc), exc.status, **extra)
 
 
 @router.post("/maintenance/cleanup/preview", summary="Preview a cleanup")
 def preview_cleanup(request, body: CleanupBody):
-    """What cleanup would delete: permanently failed jobs, unused task identifiers (minus the
-    keep-list), unused unlocked queues. No tasks given means all three."""
+    """What cleanup will delete, pinned: the permanently failed jobs (first rows, counts by
+    task), unused task identifiers (minus the keep-list), unused unlocked queues. No tasks given
+    means all three. A reason is required when failed jobs are to be deleted."""
     try:
         _guard(request)
-        preview, values = _cleanup_preview(body)
-    except REFUSED as exc:
-        return _refused(request, CLEANUP, body, exc)
+        shown = cleanup_operation.preview(
+            user_of(request), body.tasks, body.keep_task_identifiers, body.reason
+        )
+    except Refusal as refusal:
+        return refuse(request, CLEANUP, refusal, _submitted(body))
+    except Refused as exc:
+        return _cleanup_refused(request, body, exc)
     return {
-        "tasks": values["tasks"],
-        "keep_task_identifiers": values["keep"],
-        "counts": {task.value: count for task, count in preview.counts.items()},
-        "failed_job_ids": preview.failed_job_ids[:1000],
-        "task_identifiers": preview.task_identifiers,
-        "queue_names": preview.queue_names,
-        "warnings": preview.warnings,
-        "fingerprint": fingerprints.issue(CLEANUP, user_of(request), values),
-        "expires_in_seconds": fingerprints.PREVIEW_MAX_AGE,
+        "tasks": [task.value for task in shown.tasks],
+        "keep_task_identifiers": list(shown.keep_task_identifiers),
+        "summary": shown.summary,
+        "counts": {
+            task.value: count
+            for task, count in {
+                CleanupTask.DELETE_PERMANENTLY_FAILED_JOBS: len(shown.job_ids),
+                CleanupTask.GC_TASK_IDENTIFIERS: len(shown.task_identifiers),
+                CleanupTask.GC_JOB_QUEUES: len(shown.queue_names),
+            }.items()
+            if task in shown.tasks
+        },
+        "failed_job_ids": shown.job_ids[:1000],
+        "rows": [dataclasses.asdict(row) for row in shown.rows],
+        "counts_by_task": dict(shown.counts_by_task),
+        "task_identifiers": shown.task_identifiers,
+        "queue_names": shown.queue_names,
+        "warnings": shown.warnings,
+        "fingerprint": shown.token,
+        "expires_in_seconds": claims.MAX_AGE,
     }
 
 
 @router.post("/maintenance/cleanup/apply", summary="Clean up")
 def apply_cleanup(request, body: CleanupApply):
+    """The preview's body plus its fingerprint. Deletes once, only what the preview pinned: a
+    job retried or changed since is skipped and counted, one that failed since is not touched.
+    409 if the values differ from the preview or the fingerprint was already applied."""
     try:
         _guard(request)
-        _preview, values = _cleanup_preview(body)
-        fingerprints.check(body.fingerprint, CLEANUP, user_of(request), values)
-        result = WorkerUtils().cleanup(body.tasks, body.keep_task_identifiers)
-    except REFUSED as exc:
-        return _refused(request, CLEANUP, body, exc)
-    entry = _record(request, CLEANUP, body, **result.audit_fields())
+        digest = cleanup_operation.request_digest(
+            body.tasks, body.keep_task_identifiers, body.reason
+        )
+        result = cleanup_operation.apply(user_of(request), body.fingerprint, via=VIA, digest=digest)
+    except Refusal as refusal:
+        return refuse(request, CLEANUP, refusal, _submitted(body))
+    except Refused as exc:
+        return _cleanup_refused(request, body, exc)
     return {
         "summary": result.summary,
-        "counts": {task.value: count for task, count in result.counts.items()},
-        "deleted_job_ids": result.failed_job_ids,
+        "tasks": list(result.tasks),
+        "deleted_job_ids": result.deleted_job_ids,
+        "changed_since_preview": result.stale_job_ids,
+        "gone": result.gone_job_ids,
         "task_identifiers": result.task_identifiers,
         "queue_names": result.queue_names,
-        "audit_entry_id": entry.id,
+        "audit_entry_id": result.audit_entry_id,
     }

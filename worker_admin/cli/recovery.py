@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
+from worker_admin import audit
 from worker_admin.catalog import queue_report
-from worker_admin.cli.common import record, require_configured_schema
+from worker_admin.cli.common import os_user, record, require_configured_schema
 from worker_admin.cli.output import table
 from worker_admin.cli.parsing import UsageError, parse_duration
 from worker_admin.fleet import fleet
+from worker_admin.operations import cleanup as cleanup_operation
+from worker_admin.operations.errors import Refused
 from worker_admin.recovery import CleanupTask, SweepStaleWorkersOptions
 from worker_admin.schema import capabilities
 from worker_admin.utils import WorkerUtils
@@ -37,19 +40,34 @@ def parse_cleanup_tasks(values: list[str] | None) -> list[CleanupTask]:
 
 
 def cleanup(command: BaseCommand, utils: WorkerUtils, options: dict) -> dict:
+    """Preview and apply at once (the shell has no confirmation step), through the same
+    operation as the page and the API; deleting failed jobs needs --reason."""
     tasks = parse_cleanup_tasks(options["tasks"])
-    result = utils.cleanup(tasks)
-    record(utils, "cleanup", **result.audit_fields())
+    reason = (options.get("reason") or "").strip()
+    if CleanupTask.DELETE_PERMANENTLY_FAILED_JOBS in (tasks or list(CleanupTask)) and not reason:
+        raise UsageError(
+            "Give --reason to delete permanently failed jobs; it goes in the audit log."
+        )
+    actor = os_user()
+    try:
+        shown = cleanup_operation.preview(actor, tasks, (), reason, utils=utils)
+        result = cleanup_operation.apply(actor, shown.token, via=audit.AuditEntry.Via.CLI)
+    except Refused as exc:
+        if exc.status == 400:
+            raise UsageError(str(exc)) from None
+        raise CommandError(str(exc)) from None
     message = f"Cleanup: {result.summary}."
-    if result.warnings:
-        message += "\n" + "\n".join(result.warnings)
+    if shown.warnings:
+        message += "\n" + "\n".join(shown.warnings)
     return {
-        "tasks": [task.value for task in result.tasks],
-        "deleted_job_ids": list(result.failed_job_ids),
-        "deleted_task_identifiers": list(result.task_identifiers),
-        "deleted_queue_names": list(result.queue_names),
-        "warnings": list(result.warnings),
+        "tasks": list(result.tasks),
+        "deleted_job_ids": result.deleted_job_ids,
+        "changed_since_preview": result.stale_job_ids,
+        "deleted_task_identifiers": result.task_identifiers,
+        "deleted_queue_names": result.queue_names,
+        "warnings": list(shown.warnings),
         "summary": result.summary,
+        "audit_entry_id": result.audit_entry_id,
         "message": message,
     }
 

@@ -22,6 +22,8 @@ from worker_admin.actions import (
 )
 from worker_admin.fleet import FRESH_HEARTBEAT
 from worker_admin.models import Job, JobQueue, Worker
+from worker_admin.operations import cleanup as cleanup_operation
+from worker_admin.operations.errors import Refused
 from worker_admin.recovery import CleanupTask, SweepStaleWorkersOptions
 from worker_admin.roles import ADMIN, can_run_maintenance
 from worker_admin.stats import database_now
@@ -71,6 +73,7 @@ class CleanupForm(forms.Form):
         choices=[(t.value, t.value) for t in CleanupTask], required=False
     )
     keep = forms.CharField(max_length=20_000, required=False, widget=forms.Textarea)
+    reason = forms.CharField(max_length=2000, required=False, widget=forms.Textarea)
 
     def keep_list(self) -> list[str]:
         return [k.strip() for k in self.cleaned_data["keep"].splitlines() if k.strip()]
@@ -201,39 +204,25 @@ def _force_unlock_preview(request, ids: list[str], token: str):
 
 
 def cleanup(request):
+    """First post: the preview (rows pinned, a reason required to delete jobs); the second,
+    with its token, applies exactly that preview once (operations/cleanup.py)."""
     if (refusal := _guard(request, "cleanup")) is not None:
         return refusal
     form = CleanupForm(request.POST)
     if not form.is_valid():
         return _refuse(request, "cleanup", " ".join(e for es in form.errors.values() for e in es))
-    tasks, keep = form.cleaned_data["tasks"], form.keep_list()
-    fingerprint = "cleanup:" + ",".join(sorted(tasks)) + ":" + "\n".join(keep)
-    utils = WorkerUtils()
     try:
         if "token" not in request.POST:
-            context = {
-                "active": "maintenance",
-                "title": "Clean up: preview",
-                "preview": utils.preview_cleanup(tasks, keep),
-                "tasks": tasks,
-                "keep": "\n".join(keep),
-                "token": issue_token(fingerprint, request.session),
-            }
-            return render(request, "worker_admin/cleanup_preview.html", context)
-        nonce = redeem_token(request.POST["token"], fingerprint, request.session)
-        with acting_once(nonce, actor=request.user, via="web", action="cleanup"):
-            result = utils.cleanup(tasks, keep)
-            fields = result.audit_fields()
-            fields["parameters"] = fields.get("parameters", {}) | {"confirmation": nonce}
-            audit.record(
-                actor=request.user,
-                via="web",
-                action="cleanup",
-                outcome="done",
-                reason=request.POST.get("reason", "").strip()[:2000],
-                **fields,
+            shown = cleanup_operation.preview(
+                request.user,
+                form.cleaned_data["tasks"],
+                form.keep_list(),
+                form.cleaned_data["reason"],
             )
-    except (ActionRefused, WorkerUtilsError, ValueError) as exc:
+            context = {"active": "maintenance", "title": "Clean up: preview", "preview": shown}
+            return render(request, "worker_admin/cleanup_preview.html", context)
+        result = cleanup_operation.apply(request.user, request.POST["token"], via="web")
+    except Refused as exc:
         return _refuse(request, "cleanup", str(exc))
     messages.success(request, f"Cleanup: {result.summary}.")
     return redirect("worker_admin:maintenance")

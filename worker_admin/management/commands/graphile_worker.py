@@ -212,6 +212,9 @@ def _add_recovery_parsers(sub) -> None:
         metavar="TASK",
         help="delete-permanently-failed-jobs, gc-task-identifiers, gc-job-queues (none = all).",
     )
+    cleanup.add_argument(
+        "--reason", help="Why (kept in the audit log); required to delete failed jobs."
+    )
 
     unlock = sub.add_parser("force-unlock", help="Release every lock held by dead workers.")
     unlock.add_argument("worker_ids", nargs="*", metavar="WORKER_ID", help="Worker ids.")
