@@ -61,27 +61,11 @@ def add_recovery(request):
     try:
         redeem_token(request.POST["token"], fingerprint, request.session)
     except ActionRefused as exc:
-        record_rejection(
-            actor=request.user, via="web", action=ADD_RECOVERY, error=str(exc), data={}
-        )
-        return render(
-            request,
-            "worker_admin/error.html",
-            {"title": "Nothing was changed", "message": str(exc)},
-            status=400,
-        )
+        return _add_recovery_refused(request, exc, status=400)
     try:
         added = WorkerUtils().add_recovery()
     except UnsupportedSchemaError as exc:  # e.g. a 0.16/0.17 database: nothing was changed
-        record_rejection(
-            actor=request.user, via="web", action=ADD_RECOVERY, error=str(exc), data={}
-        )
-        return render(
-            request,
-            "worker_admin/error.html",
-            {"title": "Nothing was changed", "message": str(exc)},
-            status=409,
-        )
+        return _add_recovery_refused(request, exc, status=409)
     summary = (
         "added _private_workers and the six recovery functions"
         if added
@@ -98,3 +82,14 @@ def add_recovery(request):
     )
     messages.success(request, f"Recovery extension: {summary}.")
     return redirect("worker_admin:maintenance")
+
+
+def _add_recovery_refused(request, exc: Exception, *, status: int):
+    """Audited as rejected, and said in one sentence: nothing was changed."""
+    record_rejection(actor=request.user, via="web", action=ADD_RECOVERY, error=str(exc), data={})
+    return render(
+        request,
+        "worker_admin/error.html",
+        {"title": "Nothing was changed", "message": str(exc)},
+        status=status,
+    )
