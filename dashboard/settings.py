@@ -45,6 +45,9 @@ READ_STATEMENT_TIMEOUT_MS = env_int("READ_STATEMENT_TIMEOUT_MS", 10_000, minimum
 # Live refresh interval of the pages, in seconds; the floor keeps a forgotten tab cheap.
 POLL_INTERVAL_FLOOR_SECONDS = 2
 POLL_INTERVAL_SECONDS = max(env_int("POLL_INTERVAL_SECONDS", 5, minimum=1), 2)
+# Counts behind polled pages are taken at most once per this many seconds, for every user and
+# every console process together (worker_admin/snapshots.py); 0 computes them on each request.
+SHARED_SNAPSHOT_SECONDS = env_int("SHARED_SNAPSHOT_SECONDS", 2, minimum=0)
 
 # A bulk action may post up to 10,000 ticked ids; accept more fields than that so an oversized
 # request gets the console's own sentence (and an audit entry) rather than a bare 400.
@@ -111,6 +114,18 @@ if CONSOLE_DATABASE_URL:
     DATABASES["worker"] = _database(DATABASE_URL, search_path=None)
     WORKER_DATABASE = "worker"
 DATABASE_ROUTERS = ["worker_admin.routers.WorkerSchemaRouter"]
+
+# Snapshots shared by every console process (worker_admin/snapshots.py): Django's database cache,
+# in a table of the console's own schema (created by migration 0007), so processes and hosts
+# behind one load balancer share one count per interval. The default cache stays per process.
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "snapshots": {
+        "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+        "LOCATION": "console_snapshot_cache",
+        "OPTIONS": {"MAX_ENTRIES": 5000, "CULL_FREQUENCY": 4},
+    },
+}
 
 INSTALLED_APPS = [
     "django.contrib.admin",

@@ -77,10 +77,7 @@ def test_undo_apply__many_requests_at_once_act_once(operator_session, reschedule
     assert revisions_after_one_undo == {j.id: j.revision for j in Job.objects.filter(id__in=ids)}
 
 
-def test_undo_apply__a_job_changed_since_the_preview_is_skipped_and_reported(
-    operator_session,
-    rescheduled,  # noqa: F811
-):
+def test_undo_apply__a_job_changed_since_the_preview_is_skipped_and_reported(rescheduled):
     ids, entry = rescheduled
     actor = entry.actor
     shown = undo.preview(actor, entry.pk)
