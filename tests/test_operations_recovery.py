@@ -224,7 +224,9 @@ def test_force_unlock__pinned_locks_only_and_rows(jobs):
     result = force_unlock.apply("alice", shown.token)
 
     assert (result.changed_ids, result.held_ids) == ([held.id], [relocked.id])
-    assert result.summary == "changed 1 of 2 jobs, unlocked 0 queues; 1 skipped: a worker holds them"
+    assert result.summary == (
+        "changed 1 of 2 jobs, unlocked 0 queues; 1 skipped: a worker holds them"
+    )
     assert Job.objects.get(id=later.id).locked_by == DEAD
     assert Job.objects.get(id=held.id).attempts == held.attempts  # only the lock changes
     with pytest.raises(AlreadyUsed):

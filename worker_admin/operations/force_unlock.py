@@ -57,6 +57,8 @@ class Preview:
 class Result(rel.Released):
     @property
     def summary(self) -> str:
+        if not self.pinned and not self.queues_unlocked:
+            return "nothing to unlock: those workers held no locks at the preview"
         text = self.changed_text() + f", unlocked {plural(len(self.queues_unlocked), 'queue')}"
         return "; ".join([text, *self.tail()])
 

@@ -222,7 +222,7 @@ def release_queues(cursor, q: str, pinned: list[list], spared: set[str]) -> list
     still = [
         name
         for name, by, at in cursor.fetchall()
-        if at is not None and (by, at.isoformat()) == as_pinned[name]
+        if by is not None and (by, at and at.isoformat()) == as_pinned[name]
     ]
     if still:
         cursor.execute(
@@ -241,7 +241,7 @@ def pin_queues(cursor, q: str, holders: list[str]) -> list[list]:
         "WHERE locked_by = ANY(%s::text[]) ORDER BY queue_name",
         [holders],
     )
-    return [[name, by, at.isoformat()] for name, by, at in cursor.fetchall()]
+    return [[name, by, at and at.isoformat()] for name, by, at in cursor.fetchall()]
 
 
 def digest(values: dict) -> str:

@@ -86,7 +86,7 @@ def find(cursor, q: str, threshold: timedelta, delay: timedelta, include_node: b
     mine = [job for job in jobs if job.locked_by in dead]
     _pin_and_show(cursor, q, found, mine, delay)
     found.pinned_queues = [
-        [name, by, at.isoformat()] for name, by, at in _queue_rows(cursor, q, sorted(dead))
+        [name, by, at and at.isoformat()] for name, by, at in _queue_rows(cursor, q, sorted(dead))
     ]
     return found
 
