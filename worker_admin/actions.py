@@ -1,4 +1,4 @@
-"""Confirmations for the maintenance writes still here (undo, the Maintenance page's installs)
+"""Confirmations for the maintenance writes still here (the Maintenance page's installs)
 until they move onto `worker_admin.operations` like the job actions, adds, cleanup, the sweep
 and force-unlock did.
 
