@@ -98,6 +98,8 @@ def test_sweep_apply__needs_a_reason_at_preview_or_apply(jobs):
     with pytest.raises(Refused, match="Give a reason for the sweep"):
         sweep.apply("alice", shown.token)
     assert Job.objects.get(id=job.id).locked_by == DEAD
+    with pytest.raises(Refused, match="NUL"):
+        sweep.apply("alice", shown.token, reason="bad\x00reason")
     result = sweep.apply("alice", shown.token, reason="host gone")
     assert result.changed_ids == [job.id]
     assert AuditEntry.objects.get(action="sweep", outcome="done").reason == "host gone"

@@ -57,6 +57,8 @@ def clean_reason(reason: str | None) -> str:
     reason = (reason or "").strip()
     if len(reason) > REASON_MAX:
         raise Refused(f"The reason is longer than {REASON_MAX:,} characters.")
+    if "\x00" in reason:  # PostgreSQL's text refuses it: a sentence, not a 500
+        raise Refused("The reason must not contain NUL characters.")
     return reason
 
 
