@@ -218,6 +218,7 @@ def _add_recovery_parsers(sub) -> None:
 
     unlock = sub.add_parser("force-unlock", help="Release every lock held by dead workers.")
     unlock.add_argument("worker_ids", nargs="*", metavar="WORKER_ID", help="Worker ids.")
+    unlock.add_argument("--reason", help="Why (kept in the audit log).")
 
     sweep = sub.add_parser("sweep-stale-workers", help="Recover the jobs of dead workers.")
     sweep.add_argument(
@@ -232,6 +233,7 @@ def _add_recovery_parsers(sub) -> None:
         action="store_true",
         help="Also recover orphan locks held by Node-looking worker ids.",
     )
+    sweep.add_argument("--reason", help="Why (kept in the audit log).")
 
     sub.add_parser("queues", help="Named queues: job counts and locks.")
 
