@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
+from tests.test_api import Api, user_with_token
+from tests.test_metrics import by_label, scrape
 from worker_admin import crons
 
 CRONTAB = """
@@ -166,3 +168,46 @@ def test_page__a_missing_crontab_file_says_so(console, settings):
 def test_viewer_can_read_the_page(login_as, missed_digest):
     client = login_as("viewer", "watcher")
     assert client.get(reverse("worker_admin:crons")).status_code == 200
+
+
+@pytest.fixture
+def viewer_api(client, django_user_model):
+    return Api(client, user_with_token(django_user_model, "viewer", "cron_viewer")[1])
+
+
+def test_api__lists_the_crons_with_the_missed_one(viewer_api, missed_digest):
+    api = viewer_api
+    response = api.get("/api/crons")
+    assert response.status_code == 200, response.content
+    body = response.json()
+    rows = {row["identifier"]: row for row in body["crons"]}
+    digest = rows["nightly_digest"]
+    assert digest["missed"] is True and digest["status"] == "missed"
+    assert digest["schedule_in_words"] == "At 04:00"
+    assert digest["item"]["options"]["queue"] == "mail"
+    assert digest["item"]["options"]["priority"] == 2
+    assert digest["queued_jobs"] == 2
+    assert rows["new_year"]["item"]["payload"] == {"greeting": "hi"}
+    assert rows["new_year"]["item"]["options"]["fill_seconds"] == 86400
+    assert rows["retired_job"]["status"] == "not_in_crontab"
+    assert body["crontab"]["refused_by_workers"] is True
+    assert body["crontab"]["problems"][0]["line"] == 6
+    assert body["other_queued"] == {"orphan_task": 1}
+    assert body["missed_tolerance_seconds"] == 60
+
+
+def test_api__refuses_unknown_parameters_and_needs_a_token(client, viewer_api, crontab):
+    assert Api(client, None).get("/api/crons").status_code == 401
+    assert viewer_api.get("/api/crons", status="missed").status_code == 422
+
+
+def test_metric__cron_missed_per_identifier(client, missed_digest):
+    missed = by_label(scrape(client), "graphile_worker_cron_missed", "identifier")
+    # Every crontab item, 1 for the missed one; retired_job has no schedule, so no series.
+    assert missed == {"nightly_digest": 1, "ping_hosts": 0, "new_year": 0}
+
+
+def test_metric__absent_without_a_crontab(client, jobs, settings):
+    settings.GRAPHILE_WORKER_CRONTAB = ""
+    known(jobs, "nightly_digest", "now() - interval '3 days'", None)
+    assert "graphile_worker_cron_missed" not in scrape(client)
