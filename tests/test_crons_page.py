@@ -118,7 +118,7 @@ def test_page__shows_the_missed_cron_and_the_bad_line(console, missed_digest):
     assert "At 04:00" in html
     assert "minute value 61 is outside 0-59." in html
     assert "refuses a crontab with any such line" in html
-    assert 'class="row-bad"' in html
+    assert 'class="row-danger"' in html
     assert 'aria-current="page"' in html or "Crons" in html
 
 

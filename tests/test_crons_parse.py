@@ -127,7 +127,7 @@ def test_huge_values_are_refused_without_walking_them():
 
 def test_load__unset_text_and_file(tmp_path):
     assert load_crontab("") is None and load_crontab("   ") is None
-    assert load_crontab("0 4 * * * t").source == "text"
+    assert load_crontab("0 4 * * * t").source == "GRAPHILE_WORKER_CRONTAB text"
     path = tmp_path / "crontab"
     path.write_bytes(b"0 4 * * * t\n\xff\xfe 1 * * * bad\n")
     crontab = load_crontab(str(path))

@@ -26,6 +26,7 @@ from croniter import croniter
 
 # A crontab larger than this is not read: no real crontab comes near it.
 MAX_CRONTAB_BYTES = 1_000_000
+TEXT_SOURCE = "GRAPHILE_WORKER_CRONTAB text"
 MAX_SHOWN_LINE = 300  # characters of a bad line kept for the page
 
 _FIELD = r"([0-9*/,-]+)\s+"
@@ -116,7 +117,7 @@ class BadLine:
 
 @dataclass(frozen=True)
 class Crontab:
-    source: str  # "file /etc/crontab" or "text"
+    source: str  # "file /etc/crontab" or "GRAPHILE_WORKER_CRONTAB text"
     items: list[CronItem] = field(default_factory=list)
     problems: list[BadLine] = field(default_factory=list)
 
@@ -245,7 +246,7 @@ def parse_line(text: str, line_number: int) -> CronItem:
     )
 
 
-def parse_crontab(text: str, source: str = "text") -> Crontab:
+def parse_crontab(text: str, source: str = TEXT_SOURCE) -> Crontab:
     """Every line: items, and the lines the workers would refuse with the reason. Never raises."""
     crontab = Crontab(source=source)
     seen: dict[str, int] = {}
