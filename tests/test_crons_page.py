@@ -211,3 +211,13 @@ def test_metric__absent_without_a_crontab(client, jobs, settings):
     settings.GRAPHILE_WORKER_CRONTAB = ""
     known(jobs, "nightly_digest", "now() - interval '3 days'", None)
     assert "graphile_worker_cron_missed" not in scrape(client)
+
+
+def test_queued__a_scan_limit_bounds_the_rows_read(jobs, settings):
+    """On a large table only the first rows are read: the counts are lower bounds."""
+    for n in range(3):
+        jobs.add("nightly", {"_cron": {"ts": f"2026-01-0{n + 1}T04:00:00Z", "backfilled": False}})
+    jobs.add("nightly", [1, 2])  # not an object: not a cron job
+    jobs.add("nightly", {"_cron": None, "x": "\u0000"})  # json that jsonb could not hold
+    assert crons.queued_cron_jobs(settings.WORKER_DATABASE, None)["nightly"].count == 4
+    assert crons.queued_cron_jobs(settings.WORKER_DATABASE, 2)["nightly"].count == 2

@@ -101,25 +101,32 @@ def is_missed(
     return (last_execution or known_since) < due
 
 
-def queued_cron_jobs(alias: str) -> tuple[dict[str, QueuedCronJobs], bool]:
-    """Jobs whose payload has `_cron`, per task; exact on a small table, else counted in the
-    first EXACT_ROW_LIMIT rows read (bounded work, so the counts are lower bounds)."""
-    exact = not is_large(alias)
+def queued_cron_jobs(alias: str, scan_limit: int | None) -> dict[str, QueuedCronJobs]:
+    """Jobs whose payload has `_cron`, per task: all of them with scan_limit None, else those
+    among the first `scan_limit` rows read (bounded work on a large table: lower bounds)."""
     connection = connections[alias]
     jobs = connection.ops.quote_name(Job._meta.db_table)
     tasks = connection.ops.quote_name(Task._meta.db_table)
-    source = jobs if exact else f"(SELECT task_id, payload, run_at FROM {jobs} LIMIT %s)"
-    # `->` on json, not a cast to jsonb: a payload holding \u0000 cannot become jsonb.
+    source = jobs
+    if scan_limit is not None:
+        source = f"(SELECT task_id, payload, run_at FROM {jobs} LIMIT %s)"
+    # A text test first (cheap, and it skips most payloads), then the key at the top level. A
+    # payload holding \u0000 makes PostgreSQL's json operators fail, so for those (rare) the
+    # text test decides; CASE fixes the order of evaluation.
     sql = (
         f"SELECT t.identifier, count(*), min(j.run_at) FROM {source} j "
         f"JOIN {tasks} t ON t.id = j.task_id "
-        "WHERE json_typeof(j.payload) = 'object' AND j.payload -> '_cron' IS NOT NULL "
+        "WHERE strpos(j.payload::text, '\"_cron\"') > 0 AND CASE "
+        "WHEN strpos(j.payload::text, %s) > 0 THEN true "
+        "ELSE json_typeof(j.payload) = 'object' AND j.payload -> '_cron' IS NOT NULL END "
         "GROUP BY t.identifier"
     )
+    params = [] if scan_limit is None else [scan_limit]
+    params.append("\\u0000")
     with connection.cursor() as cursor:
-        cursor.execute(sql, [] if exact else [EXACT_ROW_LIMIT])
+        cursor.execute(sql, params)
         rows = cursor.fetchall()
-    return {task: QueuedCronJobs(n, oldest) for task, n, oldest in rows}, exact
+    return {task: QueuedCronJobs(n, oldest) for task, n, oldest in rows}
 
 
 def _row(identifier, item, known, now, grace, crontab_given) -> CronRow:
@@ -161,7 +168,8 @@ def cron_report(alias: str, crontab_setting: str | None = None) -> CronReport:
         _row(identifier, items.get(identifier), known.get(identifier), now, grace, bool(crontab))
         for identifier in sorted(set(known) | set(items))
     ]
-    queued, exact = queued_cron_jobs(alias)
+    exact = not is_large(alias)
+    queued = queued_cron_jobs(alias, None if exact else EXACT_ROW_LIMIT)
     per_task: dict[str, int] = {}
     for row in rows:
         per_task[row.task] = per_task.get(row.task, 0) + 1
