@@ -142,3 +142,93 @@ def test_duplicate_identifiers_are_refused_by_both():
     (real,) = node_parse([crontab])
     assert not real["ok"] and "duplicate identifiers" in real["error"]
     assert parse_crontab(crontab).problems[0].line_number == 2
+
+
+# (mostly valid, sometimes not) fragments: a line is refused when any of its parts is.
+GOOD_FIELDS = ["*", "*/1", "*/7", "0", "7", "07", "1-5", "0-6", "1,2", "1,*/2", "5,10-12"]
+BAD_FIELDS = ["*/0", "60", "5-1", "3-3", ",", "1-", "-1", "32", "**", "*/", "1/2"]
+GOOD_TASKS = ["t", "send_digest", "a:b/c-d", "_x"]
+BAD_TASKS = ["9t", "t!", "-t", "t.x"]
+GOOD_OPTIONS = [
+    "",
+    "?id=x",
+    "?fill=1d",
+    "?fill=2w3d4h5m6s",
+    "?max=0",
+    "?max=10",
+    "?queue=q:1-a_b",
+    "?queue=q%20q",
+    "?priority=-5",
+    "?jobKey=a%26b",
+    "?jobKey=x&jobKeyMode=replace",
+    "?jobKeyMode=preserve_run_at",
+    "?id=a&queue=b&max=2&priority=3&fill=1h",
+    "?&id=a",
+    "?id=a&",
+    "?jobKey=a=b",
+]
+BAD_OPTIONS = [
+    "?id=9x",
+    "?id=",
+    "?fill=1d1",
+    "?fill=d",
+    "?max=x",
+    "?queue=q+q",
+    "?priority=+5",
+    "?priority=",
+    "?jobKey=k&jobKeyMode=bad",
+    "?x=1",
+    "?id=a&id=a",
+    "?=a",
+    "?id",
+]
+GOOD_PAYLOADS = [
+    "",
+    "{}",
+    "{a: 1}",
+    '{"a": [1, {"b": null}]}',
+    "{a: 1,}",
+    "{'s': 'x'}",
+    "{a: 0x1F}",
+    "{a: .5}",
+    '{"a": "\\u0041"}',
+]
+BAD_PAYLOADS = ["{a}", "{a: 1} {b: 2}", "{a: 'x}"]
+
+
+def generated_lines(count: int, seed: int) -> list[str]:
+    import random
+
+    rng = random.Random(seed)
+
+    def pick(good: list[str], bad: list[str]) -> str:
+        return rng.choice(bad if rng.random() < 0.04 else good)
+
+    lines = []
+    for _ in range(count):
+        fields = " ".join(pick(GOOD_FIELDS, BAD_FIELDS) for _ in range(5))
+        spaces = rng.choice([" ", "  ", "\t"])
+        parts = [
+            fields,
+            pick(GOOD_TASKS, BAD_TASKS),
+            pick(GOOD_OPTIONS, BAD_OPTIONS),
+            pick(GOOD_PAYLOADS, BAD_PAYLOADS),
+        ]
+        lines.append(spaces.join(part for part in parts if part))
+    return lines
+
+
+def test_parser_agrees_with_graphile_worker_on_generated_lines():
+    lines = generated_lines(400, seed=16)
+    theirs = node_parse(lines)
+    disagreements = []
+    for line, real in zip(lines, theirs, strict=True):
+        mine = ours(line)
+        if mine["ok"] != real["ok"]:
+            disagreements.append((line, mine.get("error"), real.get("error")))
+        elif real["ok"]:
+            mine["due"] = mine["due"][: len(real["due"])]
+            if mine != real:
+                disagreements.append((line, mine, real))
+    assert not disagreements, "\n".join(str(d)[:400] for d in disagreements[:10])
+    assert 50 < sum(real["ok"] for real in theirs) < 350  # both outcomes well exercised

@@ -136,6 +136,14 @@ def test_load__unset_text_and_file(tmp_path):
     missing = load_crontab(str(tmp_path / "absent"))
     assert missing.problems[0].line_number == 0 and "cannot read it" in missing.problems[0].reason
     assert "cannot read it" in load_crontab(str(tmp_path)).problems[0].reason  # a directory
+    assert "cannot read it" in load_crontab("/tmp/a\x00b").problems[0].reason
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=200))
+def test_any_setting_loads_without_raising(setting):
+    crontab = load_crontab(setting)
+    assert crontab is None or all(bad.reason for bad in crontab.problems)
 
 
 FIELD = st.sampled_from(["*", "*/5", "0", "59", "1-5", "1,2,3", "7", "60", "0-0", "*/0", "a", ""])

@@ -287,8 +287,9 @@ def load_crontab(setting: str) -> Crontab | None:
     try:
         with path.open("rb") as handle:
             data = handle.read(MAX_CRONTAB_BYTES + 1)
-    except OSError as exc:
-        return Crontab(source, problems=[BadLine(0, str(path), f"cannot read it: {exc.strerror}")])
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path
+        reason = f"cannot read it: {getattr(exc, 'strerror', None) or exc}"
+        return Crontab(source, problems=[BadLine(0, str(path)[:MAX_SHOWN_LINE], reason)])
     if len(data) > MAX_CRONTAB_BYTES:
         reason = f"larger than {MAX_CRONTAB_BYTES:,} bytes: not read."
         return Crontab(source, problems=[BadLine(0, str(path), reason)])
