@@ -10,9 +10,17 @@ import subprocess
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.db import connection
 
 from tests.nodejs import CLI_TIMEOUT, ensure_graphile_worker
-from tests.test_interop import INTEROP_DIR
+from tests.test_interop import (
+    INTEROP_DIR,
+    STARTUP_TIMEOUT,
+    node_database_url,
+    running_node_worker,
+    wait_for,
+)
+from worker_admin import crons
 from worker_admin.crontab import parse_crontab
 
 pytestmark = pytest.mark.node
@@ -232,3 +240,63 @@ def test_parser_agrees_with_graphile_worker_on_generated_lines():
                 disagreements.append((line, mine, real))
     assert not disagreements, "\n".join(str(d)[:400] for d in disagreements[:10])
     assert 50 < sum(real["ok"] for real in theirs) < 350  # both outcomes well exercised
+
+
+def known_rows() -> dict[str, tuple]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT identifier, known_since, last_execution "
+            "FROM graphile_worker._private_known_crontabs"
+        )
+        return {row[0]: row[1:] for row in cursor.fetchall()}
+
+
+def test_a_real_worker_backfills_and_the_page_reads_its_rows(worker_rows, tmp_path, settings):
+    """A Node worker runs our crontab file: it records both items, backfills the minutes the
+    every-minute item missed while no worker ran (fill=5m), and the console, given the same
+    file, finds both on time with the backfilled jobs queued. Then the workers stop for three
+    days (its last execution moved back): the every-minute item is missed."""
+    crontab = tmp_path / "crontab"
+    # cron_only_task has no task file: the worker queues its jobs but never runs them.
+    crontab.write_text(
+        "* * * * * cron_only_task ?id=every_minute&fill=5m {source: 'interop'}\n"
+        "0 4 * * * cron_only_task ?id=nightly\n"
+    )
+    settings.GRAPHILE_WORKER_CRONTAB = str(crontab)
+    # Generous: the test waits for an execution two minutes back, and the clock moves on.
+    settings.CRON_MISSED_TOLERANCE_SECONDS = 180
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO graphile_worker._private_known_crontabs VALUES ('every_minute', "
+            "now() - interval '1 hour', date_trunc('minute', now()) - interval '10 minutes')"
+        )
+        cursor.execute("SELECT date_trunc('minute', now()) - interval '2 minutes'")
+        recent = cursor.fetchone()[0]
+    output, log = tmp_path / "runs.jsonl", tmp_path / "worker.log"
+    args = ["--crontab", str(crontab), "--poll-interval", "60000"]
+    with running_node_worker(node_database_url(), output, log, args) as process:
+        wait_for(
+            lambda: "nightly" in (rows := known_rows()) and rows["every_minute"][1] >= recent,
+            timeout=STARTUP_TIMEOUT,
+            what="the Node worker to record its crontab and backfill",
+            process=process,
+            log=log,
+        )
+    report = crons.cron_report(settings.WORKER_DATABASE)
+    rows = {row.identifier: row for row in report.rows}
+    assert {identifier: row.status for identifier, row in rows.items()} == {
+        "every_minute": crons.OK,
+        "nightly": crons.OK,
+    }
+    # Backfilled minutes are jobs with _cron in their payload, both items' task alike.
+    assert rows["every_minute"].queued.count >= 3 and rows["every_minute"].task_shared
+    assert report.crontab.source == f"file {crontab}"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE graphile_worker._private_known_crontabs "
+            "SET last_execution = last_execution - interval '3 days' "
+            "WHERE identifier = 'every_minute'"
+        )
+    assert {
+        row.identifier for row in crons.cron_report(settings.WORKER_DATABASE).rows if row.missed
+    } == {"every_minute"}
