@@ -113,6 +113,11 @@ def test_a_bad_line_does_not_hide_the_good_ones():
     assert crontab.refused_by_workers  # the workers refuse the whole crontab over one line
 
 
+def test_a_bad_line_is_shown_without_its_payload():
+    (bad,) = parse_crontab("61 * * * * t {token: 'secret'}").problems
+    assert bad.text == "61 * * * * t {…}"
+
+
 def test_duplicate_identifiers():
     crontab = parse_crontab("0 4 * * * t\n0 5 * * * t\n0 6 * * * t ?id=t2")
     assert [i.identifier for i in crontab.items] == ["t", "t2"]

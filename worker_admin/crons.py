@@ -129,7 +129,14 @@ def queued_cron_jobs(alias: str, scan_limit: int | None) -> dict[str, QueuedCron
     return {task: QueuedCronJobs(n, oldest) for task, n, oldest in rows}
 
 
-def _row(identifier, item, known, now, grace, crontab_given) -> CronRow:
+def _row(
+    identifier: str,
+    item: CronItem | None,
+    known: KnownCrontab | None,
+    now: datetime,
+    grace: timedelta,
+    crontab_given: bool,
+) -> CronRow:
     known_since = known.known_since if known else None
     last_execution = known.last_execution if known else None
     if item is None:

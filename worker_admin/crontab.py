@@ -246,6 +246,15 @@ def parse_line(text: str, line_number: int) -> CronItem:
     )
 
 
+def _shown(line: str) -> str:
+    """A bad line as the page shows it: its payload elided, since a crontab's payloads may hold
+    what REDACT_PAYLOAD_PATHS hides in job payloads."""
+    brace = line.find("{")
+    if brace != -1:
+        line = line[:brace] + "{…}"
+    return line[:MAX_SHOWN_LINE]
+
+
 def parse_crontab(text: str, source: str = TEXT_SOURCE) -> Crontab:
     """Every line: items, and the lines the workers would refuse with the reason. Never raises."""
     crontab = Crontab(source=source)
@@ -258,13 +267,13 @@ def parse_crontab(text: str, source: str = TEXT_SOURCE) -> Crontab:
         try:
             item = parse_line(line, number)
         except CrontabError as exc:
-            crontab.problems.append(BadLine(number, line[:MAX_SHOWN_LINE], str(exc)))
+            crontab.problems.append(BadLine(number, _shown(line), str(exc)))
             continue
         if item.identifier in seen:
             crontab.problems.append(
                 BadLine(
                     number,
-                    line[:MAX_SHOWN_LINE],
+                    _shown(line),
                     f"identifier {item.identifier!r} is already used on line "
                     f"{seen[item.identifier]}: give one of them ?id=...",
                 )

@@ -10,11 +10,7 @@ from worker_admin.schema import capabilities
 
 @require_safe  # a read: PUT, PATCH, DELETE and POST get 405
 def cron_list(request):
-    context = {
-        "active": "crons",
-        "title": "Crons",
-        "crontab_given": bool(settings.GRAPHILE_WORKER_CRONTAB.strip()),
-    }
+    context = {"active": "crons", "title": "Crons"}
     if capabilities().usable:
         context["report"] = crons.cron_report(settings.WORKER_DATABASE)
     template = "worker_admin/crons.html"
