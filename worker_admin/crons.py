@@ -161,8 +161,11 @@ def _row(
     )
 
 
-def cron_report(alias: str, crontab_setting: str | None = None) -> CronReport:
-    """Every identifier of the database and of the crontab, with its status and its queued jobs.
+def cron_report(
+    alias: str, crontab_setting: str | None = None, *, with_queued: bool = True
+) -> CronReport:
+    """Every identifier of the database and of the crontab, with its status and its queued jobs
+    (with_queued=False, as /metrics asks: not counted, every count 0).
 
     The crontab is read on every call (a file may change under the running console)."""
     setting = settings.GRAPHILE_WORKER_CRONTAB if crontab_setting is None else crontab_setting
@@ -175,8 +178,8 @@ def cron_report(alias: str, crontab_setting: str | None = None) -> CronReport:
         _row(identifier, items.get(identifier), known.get(identifier), now, grace, bool(crontab))
         for identifier in sorted(set(known) | set(items))
     ]
-    exact = not is_large(alias)
-    queued = queued_cron_jobs(alias, None if exact else EXACT_ROW_LIMIT)
+    exact = not with_queued or not is_large(alias)
+    queued = queued_cron_jobs(alias, None if exact else EXACT_ROW_LIMIT) if with_queued else {}
     per_task: dict[str, int] = {}
     for row in rows:
         per_task[row.task] = per_task.get(row.task, 0) + 1
