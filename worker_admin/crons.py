@@ -13,7 +13,7 @@ and /metrics, so the three never disagree.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -21,7 +21,12 @@ from django.db import connections
 
 from worker_admin.crontab import CronItem, Crontab, load_crontab
 from worker_admin.models import Job, KnownCrontab, Task
-from worker_admin.stats import EXACT_ROW_LIMIT, database_now, is_large
+from worker_admin.stats import database_now, is_large
+
+# On a large jobs table (stats.is_large) only this many rows are read for the queued counts:
+# a bounded pass on every refresh. Measured on 100k jobs, 2 % of them cron jobs, on the shared
+# 2-core machine: 27 ms for a full pass, 18 ms for 50k rows.
+QUEUED_SCAN_ROWS = 50_000
 
 # Statuses, worst first (the page sorts by them).
 MISSED = "missed"
@@ -74,8 +79,7 @@ class CronReport:
     crontab: Crontab | None
     rows: list[CronRow]
     tolerance: timedelta
-    queued_exact: bool  # False: counted in the first EXACT_ROW_LIMIT jobs only (lower bounds)
-    other_queued: dict[str, QueuedCronJobs] = field(default_factory=dict)  # tasks of no row
+    queued_exact: bool  # False: counted in the first QUEUED_SCAN_ROWS jobs only (lower bounds)
 
     @property
     def missed(self) -> int:
@@ -83,7 +87,7 @@ class CronReport:
 
     @property
     def queued_scan_rows(self) -> int:
-        return EXACT_ROW_LIMIT
+        return QUEUED_SCAN_ROWS
 
 
 def tolerance() -> timedelta:
@@ -101,32 +105,39 @@ def is_missed(
     return (last_execution or known_since) < due
 
 
-def queued_cron_jobs(alias: str, scan_limit: int | None) -> dict[str, QueuedCronJobs]:
-    """Jobs whose payload has `_cron`, per task: all of them with scan_limit None, else those
-    among the first `scan_limit` rows read (bounded work on a large table: lower bounds)."""
+def queued_cron_jobs(
+    alias: str, tasks: set[str], scan_limit: int | None
+) -> dict[str, QueuedCronJobs]:
+    """Jobs of these tasks whose payload has `_cron`, per task: all of them with scan_limit
+    None, else those among the first `scan_limit` rows read (bounded work on a large table, so
+    the counts are lower bounds)."""
+    if not tasks:
+        return {}
+    # The tasks' ids first, so the scan tests an integer before it reads any payload.
+    found = Task.objects.using(alias).filter(identifier__in=tasks)
+    ids = dict(found.values_list("id", "identifier"))
+    if not ids:
+        return {}
     connection = connections[alias]
     jobs = connection.ops.quote_name(Job._meta.db_table)
-    tasks = connection.ops.quote_name(Task._meta.db_table)
     source = jobs
     if scan_limit is not None:
         source = f"(SELECT task_id, payload, run_at FROM {jobs} LIMIT %s)"
-    # A text test first (cheap, and it skips most payloads), then the key at the top level. A
-    # payload holding \u0000 makes PostgreSQL's json operators fail, so for those (rare) the
+    # A payload holding \u0000 makes PostgreSQL's json operators fail, so for those (rare) the
     # text test decides; CASE fixes the order of evaluation.
     sql = (
-        f"SELECT t.identifier, count(*), min(j.run_at) FROM {source} j "
-        f"JOIN {tasks} t ON t.id = j.task_id "
-        "WHERE strpos(j.payload::text, '\"_cron\"') > 0 AND CASE "
+        f"SELECT j.task_id, count(*), min(j.run_at) FROM {source} j "
+        "WHERE j.task_id = ANY(%s) AND strpos(j.payload::text, '\"_cron\"') > 0 AND CASE "
         "WHEN strpos(j.payload::text, %s) > 0 THEN true "
         "ELSE json_typeof(j.payload) = 'object' AND j.payload -> '_cron' IS NOT NULL END "
-        "GROUP BY t.identifier"
+        "GROUP BY j.task_id"
     )
-    params = [] if scan_limit is None else [scan_limit]
-    params.append("\\u0000")
+    params: list = [] if scan_limit is None else [scan_limit]
+    params += [sorted(ids), "\\u0000"]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()
-    return {task: QueuedCronJobs(n, oldest) for task, n, oldest in rows}
+    return {ids[task_id]: QueuedCronJobs(n, oldest) for task_id, n, oldest in rows}
 
 
 def _row(
@@ -178,11 +189,13 @@ def cron_report(
         _row(identifier, items.get(identifier), known.get(identifier), now, grace, bool(crontab))
         for identifier in sorted(set(known) | set(items))
     ]
-    exact = not with_queued or not is_large(alias)
-    queued = queued_cron_jobs(alias, None if exact else EXACT_ROW_LIMIT) if with_queued else {}
     per_task: dict[str, int] = {}
     for row in rows:
         per_task[row.task] = per_task.get(row.task, 0) + 1
+    exact = not with_queued or not is_large(alias)
+    queued = {}
+    if with_queued:
+        queued = queued_cron_jobs(alias, set(per_task), None if exact else QUEUED_SCAN_ROWS)
     rows = [_with_queue(row, queued.get(row.task), per_task[row.task] > 1) for row in rows]
     rows.sort(key=lambda row: (STATUS_ORDER.index(row.status), row.identifier))
     return CronReport(
@@ -191,7 +204,6 @@ def cron_report(
         rows=rows,
         tolerance=grace,
         queued_exact=exact,
-        other_queued={task: q for task, q in sorted(queued.items()) if task not in per_task},
     )
 
 

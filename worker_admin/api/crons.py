@@ -72,5 +72,4 @@ def cron_items(request):
             }
             for row in report.rows
         ],
-        "other_queued": {task: q.count for task, q in report.other_queued.items()},
     }
