@@ -40,6 +40,8 @@ LINES = [
     "0 0 */2 * 1 odd_dates_or_monday",
     "0 0 1-31 * 1 all_dates_spelt_out",
     "0 9 29 2 * leap_day",
+    "0 0 31 2 * never_due",
+    "0 0 31 4,6,9,11 * never_due_either",
     "1,2,3-5,*/20 */7 * 1,6-12 * mixed",
     "0 * * * * keyed ?jobKey=hourly%20key",
     "0 * * * * keyed_preserve ?jobKey=k&jobKeyMode=preserve_run_at",
@@ -106,6 +108,8 @@ def ours(line: str) -> dict:
     due, moment = [], START
     for _ in range(DUE):
         moment = item.next_due(moment)
+        if moment is None:
+            break
         due.append(moment.strftime("%Y-%m-%dT%H:%M:%S.000Z"))
     return {
         "ok": True,

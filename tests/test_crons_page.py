@@ -101,6 +101,14 @@ def test_missed__within_the_tolerance_is_not_missed(jobs, settings):
     )
 
 
+def test_never_due__never_missed_and_shown_as_never(console, jobs, settings):
+    settings.GRAPHILE_WORKER_CRONTAB = "0 0 31 2 * feb31"
+    known(jobs, "feb31", "now() - interval '3 years'", None)
+    (row,) = crons.cron_report(settings.WORKER_DATABASE).rows
+    assert row.status == crons.OK and row.next_due is None and row.previous_due is None
+    assert "the workers accept it and never run it" in console.get("/crons/").content.decode()
+
+
 def test_missed__never_executed_counts_from_known_since(jobs, settings):
     settings.GRAPHILE_WORKER_CRONTAB = "0 4 * * * daily\n0 4 * * * fresh ?id=fresh"
     known(jobs, "daily", "now() - interval '3 days'", None)

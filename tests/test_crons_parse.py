@@ -124,6 +124,12 @@ def test_duplicate_identifiers():
     assert "already used on line 1" in crontab.problems[0].reason
 
 
+def test_a_schedule_that_never_comes_has_no_due_times():
+    item = one("0 0 31 2 * never")  # accepted by the workers, never run
+    assert item.next_due(NOW) is None and item.previous_due(NOW) is None
+    assert item.words()
+
+
 def test_huge_values_are_refused_without_walking_them():
     assert "outside" in reason("0-99999999999999999999 * * * * t")
     assert "outside" in reason("99999999999999999999 * * * * t")
@@ -151,7 +157,9 @@ def test_any_setting_loads_without_raising(setting):
     assert crontab is None or all(bad.reason for bad in crontab.problems)
 
 
-FIELD = st.sampled_from(["*", "*/5", "0", "59", "1-5", "1,2,3", "7", "60", "0-0", "*/0", "a", ""])
+FIELD = st.sampled_from(
+    ["*", "*/5", "0", "59", "1-5", "1,2,3", "7", "30", "31", "2", "60", "0-0", "*/0", "a", ""]
+)
 WORDS = st.text(
     alphabet=st.sampled_from([*list("abc_:/-?=&{}[]'\"%,. \t*0123456789"), "\x00", "\u2028"]),
     max_size=40,
@@ -164,7 +172,8 @@ def test_any_text_parses_without_raising(text):
     crontab = parse_crontab(text)
     for item in crontab.items:
         item.words()
-        assert item.previous_due(NOW) <= NOW < item.next_due(NOW)
+        if item.next_due(NOW) is not None:
+            assert item.previous_due(NOW) <= NOW < item.next_due(NOW)
     for bad in crontab.problems:
         assert bad.reason and len(bad.text) <= 300
 
@@ -175,5 +184,6 @@ def test_near_miss_lines_parse_or_say_why(fields, command):
     crontab = parse_crontab(" ".join(fields) + " " + command)
     assert len(crontab.items) + len(crontab.problems) <= 1
     for item in crontab.items:
-        assert item.previous_due(NOW) <= NOW < item.next_due(NOW)
+        if item.next_due(NOW) is not None:
+            assert item.previous_due(NOW) <= NOW < item.next_due(NOW)
         assert item.words()

@@ -102,7 +102,7 @@ def is_missed(
     grace: timedelta,
 ) -> bool:
     due = item.previous_due(now - grace)
-    return (last_execution or known_since) < due
+    return due is not None and (last_execution or known_since) < due
 
 
 def queued_cron_jobs(

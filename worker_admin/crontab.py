@@ -22,7 +22,7 @@ from urllib.parse import parse_qsl
 
 import json5
 from cron_descriptor import Options, get_description
-from croniter import croniter
+from croniter import CroniterError, croniter
 
 # A crontab larger than this is not read: no real crontab comes near it.
 MAX_CRONTAB_BYTES = 1_000_000
@@ -98,14 +98,21 @@ class CronItem:
                 continue
         return self.normalised
 
-    def next_due(self, now: datetime) -> datetime:
-        """The first due time after `now` (due times are whole minutes, UTC)."""
-        return croniter(self.normalised, now).get_next(datetime)
+    def next_due(self, now: datetime) -> datetime | None:
+        """The first due time after `now` (due times are whole minutes, UTC); None for a
+        schedule that never comes (the workers accept `0 0 31 2 *` and never run it)."""
+        try:
+            return croniter(self.normalised, now).get_next(datetime)
+        except CroniterError:
+            return None
 
-    def previous_due(self, now: datetime) -> datetime:
-        """The latest due time at or before `now`."""
+    def previous_due(self, now: datetime) -> datetime | None:
+        """The latest due time at or before `now`; None when there is none."""
         start = now.replace(second=0, microsecond=0) + timedelta(minutes=1)
-        return croniter(self.normalised, start).get_prev(datetime)
+        try:
+            return croniter(self.normalised, start).get_prev(datetime)
+        except CroniterError:
+            return None
 
 
 @dataclass(frozen=True)
