@@ -76,6 +76,11 @@ for _network in METRICS_ALLOWED_NETWORKS:
         ) from None
 # A registered worker whose heartbeat is older than this counts as stale in /metrics.
 STALE_WORKER_THRESHOLD_SECONDS = env_int("STALE_WORKER_THRESHOLD_SECONDS", 300, minimum=1)
+# The Crons page: the crontab the workers run (a file path, or the crontab text itself), so it
+# can show each item's schedule and due times; without it, only what the database knows.
+GRAPHILE_WORKER_CRONTAB = env_str("GRAPHILE_WORKER_CRONTAB", "")
+# A due time counts as missed only once this many seconds have passed without an execution.
+CRON_MISSED_TOLERANCE_SECONDS = env_int("CRON_MISSED_TOLERANCE_SECONDS", 60, minimum=0)
 
 
 def _database(url: str, *, search_path: str | None) -> dict:

@@ -91,6 +91,7 @@ READS = {
     "worker_admin:queues",
     "worker_admin:tasks",
     "worker_admin:workers",
+    "worker_admin:crons",
     "worker_admin:maintenance",
     "worker_admin:audit",
 }
