@@ -21,3 +21,6 @@ if not os.environ.get("DATABASE_URL"):
 from dashboard.settings import *  # noqa: F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+# Tests record history explicitly; a request finishing must not add snapshots behind their back.
+HISTORY_RECORD_ON_REQUEST = False

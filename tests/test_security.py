@@ -93,6 +93,8 @@ READS = {
     "worker_admin:workers",
     "worker_admin:maintenance",
     "worker_admin:audit",
+    "worker_admin:history",
+    "worker_admin:history_charts",
 }
 
 
