@@ -15,8 +15,8 @@ from datetime import datetime
 
 from worker_admin.history.series import STATES, History
 
-WIDTH, HEIGHT = 640, 180
-LEFT, RIGHT, TOP, BOTTOM = 48, 8, 10, 22  # room for the axis labels
+WIDTH, HEIGHT = 640, 230
+LEFT, RIGHT, TOP, BOTTOM = 52, 10, 12, 30  # room for the axis labels
 
 
 @dataclass(frozen=True)
