@@ -59,7 +59,10 @@ def test_record__first_snapshot_has_unknown_deltas_and_counts(worker_rows):
 def test_record__deltas_count_added_deleted_and_failed_jobs(worker_rows):
     utils = WorkerUtils()
     flush_stats()
-    record()
+    first = record()
+    # A minute ago: this snapshot takes the counts, and with them (no opt-in index) the
+    # failures since the previous counts round.
+    shift_back(first, 61)
     added = [utils.add_raw_job("send_email", {"n": n}) for n in range(5)]
     utils.complete_jobs([added[0].id, added[1].id])
     with connection.cursor() as cursor:  # a failed attempt, as a worker's fail_job leaves it
@@ -69,11 +72,38 @@ def test_record__deltas_count_added_deleted_and_failed_jobs(worker_rows):
             [added[2].id],
         )
     flush_stats()
-    second = record()
+    second = record(interval=20)
     assert (second.added, second.deleted, second.failed) == (5, 2, 1)
     assert second.updated >= 1
-    assert second.interval_seconds > 0
-    assert second.counts is None  # counts are taken every HISTORY_COUNTS_INTERVAL_SECONDS
+    assert second.interval_seconds >= 61 and second.failed_interval_seconds >= 61
+    flush_stats()
+    third = record()
+    assert third.counts is None  # counts are taken every HISTORY_COUNTS_INTERVAL_SECONDS
+    assert third.failed is None  # and so are failures, without the opt-in index
+    assert third.added == 0
+
+
+def test_record__with_the_failing_index_failures_are_counted_every_snapshot(worker_rows):
+    utils = WorkerUtils()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE INDEX console_jobs_failing ON graphile_worker._private_jobs (id) "
+            "WHERE attempts > 0 AND locked_at IS NULL"
+        )
+    try:
+        record()
+        job = utils.add_raw_job("send_email", {})
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "UPDATE graphile_worker._private_jobs SET attempts = 1, last_error = 'x', "
+                "updated_at = clock_timestamp() + interval '1 second' WHERE id = %s",
+                [job.id],
+            )
+        second = record()
+        assert second.counts is None and second.failed == 1
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("DROP INDEX graphile_worker.console_jobs_failing")
 
 
 def test_record__counts_again_once_their_interval_has_passed(worker_rows):
@@ -260,6 +290,7 @@ def _seed_last_hour(with_gap: bool = True) -> None:
             added=120,
             deleted=60,
             failed=6,
+            failed_interval_seconds=60,
             counts={"ready": 10, "scheduled": 2, "locked": 1, "failed": 0, "retrying": 0},
             counts_exact=True,
             by_task={"send_email": 13},

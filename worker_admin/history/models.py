@@ -24,6 +24,9 @@ class HistorySnapshot(models.Model):
     deleted = models.BigIntegerField(null=True)
     updated = models.BigIntegerField(null=True)
     failed = models.BigIntegerField(null=True)
+    # The seconds `failed` covers: this row's interval when the count is cheap enough to take
+    # every time (an index), else the time since the previous counts round.
+    failed_interval_seconds = models.FloatField(null=True)
     # True when `failed` stopped at the recorder's bound: "at least this many".
     failed_capped = models.BooleanField(default=False)
     # The cumulative counters as read, to compute the next row's deltas.

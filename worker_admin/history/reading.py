@@ -99,18 +99,22 @@ def deltas(previous, current: TableStats | None, *, gap: bool) -> Counters:
     return Counters(*(after - before for before, after in pairs))
 
 
+def failures_every_snapshot(alias: str, schema: str) -> bool:
+    """Whether counting recent failures is cheap enough for every snapshot: through the opt-in
+    console_jobs_failing index (it holds only jobs with a failed attempt). Without it the count
+    reads the table, so it is taken on counts rounds only, and not at all on a large table."""
+    return indexes.present(alias, schema, "console_jobs_failing")
+
+
 def failures_since(alias: str, schema: str, since: datetime | None) -> tuple[int | None, bool]:
     """Jobs that failed an attempt after `since` and wait (or gave up): (count, capped).
 
     A failed attempt leaves the job unlocked with last_error set and updated_at at the time
-    of the failure. On a small table the count reads the table; on a large one only when the
-    opt-in console_jobs_failing index holds the failing jobs, and never for longer than
-    FAILURE_COUNT_TIMEOUT_MS. Otherwise, and for the first snapshot, the count is unknown.
-    A job that failed twice since `since` counts once.
+    of the failure. The count stops at FAILURE_COUNT_LIMIT ("at least") and never takes longer
+    than FAILURE_COUNT_TIMEOUT_MS (then it is unknown). A job that failed twice since `since`
+    counts once.
     """
     if since is None:
-        return None, False
-    if is_large(alias) and not indexes.present(alias, schema, "console_jobs_failing"):
         return None, False
     jobs = f"{quote_schema(schema)}._private_jobs"
     try:

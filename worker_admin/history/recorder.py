@@ -19,6 +19,7 @@ from django.db import connections, transaction
 from worker_admin.history import reading, retention
 from worker_admin.history.models import RAW, HistorySnapshot
 from worker_admin.schema import capabilities
+from worker_admin.stats import is_large
 
 CONSOLE = "default"  # the console's own tables, and the advisory lock, live here
 LOCK_NAMESPACE = "graphile_console.history"
@@ -96,10 +97,9 @@ def take(
     gap = elapsed is not None and elapsed > gap_limit(interval)
     stats = reading.table_stats(alias, schema)
     counters = reading.deltas(previous, stats, gap=gap)
-    counts_due = _counts_due(schema, now)
-    failed, capped = reading.failures_since(
-        alias, schema, None if (previous is None or gap) else previous.taken_at
-    )
+    counts_due, last_counts_at = _counts_due(schema, now)
+    since = _failure_window(alias, schema, now, previous, gap, counts_due, last_counts_at)
+    failed, capped = reading.failures_since(alias, schema, since)
     registered, stale = reading.workers(alias, has_workers_table)
     snapshot = HistorySnapshot(
         schema=schema,
@@ -110,6 +110,7 @@ def take(
         deleted=counters.deleted,
         updated=counters.updated,
         failed=failed,
+        failed_interval_seconds=(now - since).total_seconds() if failed is not None else None,
         failed_capped=capped,
         stat_inserted=stats.inserted if stats else None,
         stat_deleted=stats.deleted if stats else None,
@@ -131,7 +132,8 @@ def take(
     return snapshot
 
 
-def _counts_due(schema: str, now: datetime) -> bool:
+def _counts_due(schema: str, now: datetime) -> tuple[bool, datetime | None]:
+    """Whether this snapshot takes the counts, and when the last one that did was taken."""
     last = (
         HistorySnapshot.objects.filter(schema=schema, counts__isnull=False)
         .order_by("-taken_at")
@@ -139,7 +141,22 @@ def _counts_due(schema: str, now: datetime) -> bool:
         .first()
     )
     every = timedelta(seconds=settings.HISTORY_COUNTS_INTERVAL_SECONDS * DUE_SHARE)
-    return last is None or now - last >= every
+    return last is None or now - last >= every, last
+
+
+def _failure_window(alias, schema, now, previous, gap, counts_due, last_counts_at):
+    """Since when this snapshot counts failed jobs; None when it counts none (unknown).
+
+    With the opt-in index: since the previous snapshot, every time. Without it, on a small
+    table: since the previous counts round, on counts rounds only (the count reads the table).
+    On a large table without the index: never.
+    """
+    if reading.failures_every_snapshot(alias, schema):
+        return None if previous is None or gap else previous.taken_at
+    if not counts_due or last_counts_at is None or is_large(alias):
+        return None
+    limit = timedelta(seconds=3 * settings.HISTORY_COUNTS_INTERVAL_SECONDS) + gap_limit(0)
+    return last_counts_at if now - last_counts_at <= limit else None
 
 
 def _retention_if_due(schema: str) -> None:

@@ -32,6 +32,7 @@ FOLDED = {
     "deleted": "sum(deleted)",
     "updated": "sum(updated)",
     "failed": "sum(failed)",
+    "failed_interval_seconds": "sum(failed_interval_seconds) FILTER (WHERE failed IS NOT NULL)",
     "failed_capped": "bool_or(failed_capped)",
     "stat_inserted": _last("stat_inserted"),
     "stat_deleted": _last("stat_deleted"),

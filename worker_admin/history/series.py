@@ -129,7 +129,7 @@ def _rows(schema: str, first: int, last: int, width: float) -> list[tuple]:
             SELECT floor(extract(epoch FROM taken_at) / %(w)s)::bigint AS k,
                    sum(added), sum(deleted), sum(failed),
                    sum(interval_seconds) FILTER (WHERE added IS NOT NULL),
-                   sum(interval_seconds) FILTER (WHERE failed IS NOT NULL),
+                   sum(failed_interval_seconds) FILTER (WHERE failed IS NOT NULL),
                    (array_agg(counts ORDER BY taken_at DESC)
                        FILTER (WHERE counts IS NOT NULL))[1],
                    (array_agg(counts_exact ORDER BY taken_at DESC)
