@@ -19,6 +19,7 @@ from tests.e2e.conftest import (
     describe_violations,
     log_in,
     new_page,
+    save_screenshot,
 )
 from worker_admin.history import retention
 from worker_admin.history.models import MINUTE, HistorySnapshot
@@ -61,7 +62,7 @@ def _seed_history() -> None:
                 oldest_ready_seconds=60 + 90 * wave,
             )
         )
-    for hour in range(24 * 7, 24, -1):
+    for hour in range(24 * 7, 1, -1):
         rows.append(
             HistorySnapshot(
                 schema="graphile_worker",
@@ -75,6 +76,8 @@ def _seed_history() -> None:
                 counts={"ready": 200 + hour % 24 * 20, "scheduled": 100, "locked": 8, "failed": 20},
                 counts_exact=True,
                 oldest_ready_seconds=30 + hour % 24 * 5,
+                by_task={"send_email": 40 + hour % 12 * 6, "charge_card": 9 - hour % 8},
+                by_queue={"emails": 40 + hour % 12 * 6},
             )
         )
     HistorySnapshot.objects.bulk_create(rows)
@@ -127,6 +130,7 @@ def test_history_charts__draw_switch_range_and_pass_axe(
     for path in ("/history/", "/tasks/", "/queues/"):
         page.goto(base + path)
         problems[path] = axe_violations(page, axe_script)
+        save_screenshot(page, f"history-{scheme}{path.replace('/', '-').rstrip('-')}")
     assert page.locator("svg.sparkline").count() == 1  # the queues page: one queue recorded
     assert not any(problems.values()), describe_violations(
         [v for found in problems.values() for v in found]

@@ -174,7 +174,8 @@ class Sparkline:
 def sparkline(values: list[float | None]) -> Sparkline:
     """A tiny line of a task's or queue's job count; gaps stay gaps."""
     width, height, pad = 80, 18, 2
-    top = nice_top(max((v for v in values if v is not None), default=0.0))
+    # From zero to the line's own highest value: a sparkline shows a shape, not a scale.
+    top = max((v for v in values if v is not None), default=0.0) or 1.0
     n = len(values)
     paths, dots, run = [], [], []
     for i, value in enumerate([*values, None]):
