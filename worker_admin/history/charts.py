@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from django.utils.timezone import localtime
+
 from worker_admin.history.series import STATES, History
 
 WIDTH, HEIGHT = 640, 230
@@ -105,7 +107,8 @@ def _x_labels(times: list[datetime], long: bool) -> list[tuple[float, str]]:
         return []
     picks = sorted({0, len(times) // 2, len(times) - 1})
     fmt = "%m-%d %H:%M" if long else "%H:%M"
-    return [(round(_x(i, len(times)), 1), times[i].strftime(fmt)) for i in picks]
+    # In the console's TIME_ZONE, like every other time it shows.
+    return [(round(_x(i, len(times)), 1), localtime(times[i]).strftime(fmt)) for i in picks]
 
 
 def chart(
