@@ -148,9 +148,9 @@ def _rows(schema: str, first: int, last: int, width: float) -> list[tuple]:
 
 
 def sparklines(kind: str, schema: str | None = None, hours: int = 24) -> dict[str, list]:
-    """Per task (kind="task") or queue ("queue"): its job count per hour over `hours`, oldest
-    first, None where nothing was recorded. Only the largest tasks and queues are recorded
-    (HISTORY_TOP_GROUPS per snapshot), so others have no line."""
+    """Per task (kind="task") or queue ("queue"): its job count at the end of each hour over
+    `hours`, oldest first, None where nothing was recorded. Only the largest tasks and queues
+    are recorded (HISTORY_TOP_GROUPS per snapshot), so others have no line."""
     column = {"task": "by_task", "queue": "by_queue"}[kind]
     schema = schema or settings.GRAPHILE_WORKER_SCHEMA
     end = _now()
@@ -161,12 +161,16 @@ def sparklines(kind: str, schema: str | None = None, hours: int = 24) -> dict[st
     with connections[CONSOLE].cursor() as cursor:
         cursor.execute(
             f"""
-            SELECT floor(extract(epoch FROM s.taken_at) / %(w)s)::bigint, g.key,
-                   avg(g.value::numeric)::float
-              FROM {table} s, jsonb_each_text(s.{column}) g
-             WHERE s.schema = %(schema)s AND s.{column} IS NOT NULL
-               AND s.taken_at >= to_timestamp(%(first)s * %(w)s)
-             GROUP BY 1, 2
+            WITH hourly AS (  -- the last recorded counts of each hour: 24 rows to unnest
+                SELECT floor(extract(epoch FROM taken_at) / %(w)s)::bigint AS k,
+                       (array_agg({column} ORDER BY taken_at DESC))[1] AS groups
+                  FROM {table}
+                 WHERE schema = %(schema)s AND {column} IS NOT NULL
+                   AND taken_at >= to_timestamp(%(first)s * %(w)s)
+                 GROUP BY 1
+            )
+            SELECT h.k, g.key, g.value::numeric::float
+              FROM hourly h, jsonb_each_text(h.groups) g
             """,
             {"schema": schema, "first": first, "w": width},
         )
