@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db import connection, connections
+from django.db import connection, connections, transaction
 from django.test import override_settings
 
 from tests.dbconn import server_conninfo
@@ -361,3 +361,14 @@ def test_record__keeps_only_the_largest_tasks_and_queues(worker_rows):
         utils.add_raw_job("big", {})
     utils.add_raw_job("small", {})
     assert record().by_task == {"big": 3}
+
+
+def test_failure_count__puts_the_usual_statement_timeout_back(worker_rows):
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SHOW statement_timeout")
+        usual = cursor.fetchone()[0]
+        record()
+        shift_back(HistorySnapshot.objects.get(), 61)
+        assert record(interval=20).failed == 0  # a counts round: the failures were counted
+        cursor.execute("SHOW statement_timeout")
+        assert cursor.fetchone()[0] == usual

@@ -11,7 +11,9 @@ import time
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
+from django.db import DatabaseError, connections
 
+from worker_admin.audit import first_line
 from worker_admin.cli.parsing import UsageError
 from worker_admin.history.recorder import record_if_due
 from worker_admin.utils import WorkerUtils
@@ -49,8 +51,19 @@ def record_history(command: BaseCommand, utils: WorkerUtils, options: dict) -> d
     try:
         while True:
             started = time.monotonic()
-            outcome = record_if_due(utils.alias, interval=interval)
-            if outcome.snapshot is not None:
+            try:
+                outcome = record_if_due(utils.alias, interval=interval)
+            except DatabaseError as exc:
+                if options["once"]:
+                    raise
+                # A restart or failover must not end a long-running recorder: say so, drop the
+                # broken connections and try again next round (the gap will show on the charts).
+                command.stderr.write(f"Could not record a snapshot: {first_line(exc)}")
+                connections.close_all()
+                outcome = None
+            if outcome is None:
+                skipped += 1
+            elif outcome.snapshot is not None:
                 recorded += 1
                 say(_line(outcome.snapshot))
             else:

@@ -117,8 +117,13 @@ def failures_since(alias: str, schema: str, since: datetime | None) -> tuple[int
     if since is None:
         return None, False
     jobs = f"{quote_schema(schema)}._private_jobs"
+    with connections[alias].cursor() as cursor:
+        cursor.execute("SHOW statement_timeout")
+        usual = cursor.fetchone()[0]
     try:
         with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
+            # SET LOCAL outlives a released savepoint (it lasts to the end of the transaction
+            # that encloses the recorder's), so the usual timeout is put back below.
             cursor.execute(f"SET LOCAL statement_timeout = {FAILURE_COUNT_TIMEOUT_MS}")
             cursor.execute(
                 f"""
@@ -131,6 +136,7 @@ def failures_since(alias: str, schema: str, since: datetime | None) -> tuple[int
                 [since, FAILURE_COUNT_LIMIT + 1],
             )
             count = cursor.fetchone()[0]
+            cursor.execute("SELECT set_config('statement_timeout', %s, true)", [usual])
     except DatabaseError:  # the timeout: say "unknown" rather than slow the recorder down
         return None, False
     return min(count, FAILURE_COUNT_LIMIT), count > FAILURE_COUNT_LIMIT
