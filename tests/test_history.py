@@ -372,3 +372,14 @@ def test_failure_count__puts_the_usual_statement_timeout_back(worker_rows):
         assert record(interval=20).failed == 0  # a counts round: the failures were counted
         cursor.execute("SHOW statement_timeout")
         assert cursor.fetchone()[0] == usual
+
+
+def test_history_charts__link_to_the_history_page_except_on_it(console):
+    assert "History page</a>" in console.get("/").content.decode()
+    assert "History page</a>" not in console.get("/history/").content.decode()
+    swapped = console.get(
+        "/history/charts/?range=24h",
+        HTTP_HX_REQUEST="true",
+        HTTP_HX_CURRENT_URL="http://testserver/history/",
+    )
+    assert "History page</a>" not in swapped.content.decode()

@@ -2,6 +2,7 @@
 snapshots themselves."""
 
 from django.shortcuts import render
+from django.urls import reverse
 from django.views.decorators.http import require_safe
 
 from worker_admin.history.page import charts_context, recent_snapshots
@@ -20,4 +21,7 @@ def history_charts(request):
     """The charts alone: the overview's range links and its refresh swap them in place."""
     context = charts_context(request.GET.get("range"))
     context["fragment"] = True
+    current = (request.htmx.current_url_abs_path or "") if request.htmx else ""
+    if current.startswith(reverse("worker_admin:history")):
+        context["active"] = "history"  # swapped into the history page: no link to itself
     return render(request, "worker_admin/history/_charts.html", context)
