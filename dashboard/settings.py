@@ -82,6 +82,19 @@ GRAPHILE_WORKER_CRONTAB = env_str("GRAPHILE_WORKER_CRONTAB", "")
 # A due time counts as missed only once this many seconds have passed without an execution.
 CRON_MISSED_TOLERANCE_SECONDS = env_int("CRON_MISSED_TOLERANCE_SECONDS", 60, minimum=0)
 
+# History (worker_admin/history): a snapshot every HISTORY_INTERVAL_SECONDS, the per-state and
+# per-task/queue counts every HISTORY_COUNTS_INTERVAL_SECONDS; taken by whichever console request
+# finishes first once one is due (HISTORY_RECORD_ON_REQUEST) or by `graphile_worker record-history`.
+HISTORY_INTERVAL_SECONDS = env_int("HISTORY_INTERVAL_SECONDS", 10, minimum=1)
+HISTORY_COUNTS_INTERVAL_SECONDS = env_int("HISTORY_COUNTS_INTERVAL_SECONDS", 60, minimum=1)
+HISTORY_RECORD_ON_REQUEST = env_bool("HISTORY_RECORD_ON_REQUEST", True)
+HISTORY_TOP_GROUPS = env_int("HISTORY_TOP_GROUPS", 20, minimum=0)
+# Retention: full resolution for HISTORY_KEEP_RAW_HOURS, then one row a minute until
+# HISTORY_KEEP_MINUTES_DAYS, then one an hour until HISTORY_KEEP_HOURS_DAYS; older rows go.
+HISTORY_KEEP_RAW_HOURS = env_int("HISTORY_KEEP_RAW_HOURS", 24, minimum=1)
+HISTORY_KEEP_MINUTES_DAYS = env_int("HISTORY_KEEP_MINUTES_DAYS", 7, minimum=1)
+HISTORY_KEEP_HOURS_DAYS = env_int("HISTORY_KEEP_HOURS_DAYS", 90, minimum=1)
+
 
 def _database(url: str, *, search_path: str | None) -> dict:
     config = parse_database_url(url)

@@ -94,6 +94,8 @@ READS = {
     "worker_admin:crons",
     "worker_admin:maintenance",
     "worker_admin:audit",
+    "worker_admin:history",
+    "worker_admin:history_charts",
 }
 
 

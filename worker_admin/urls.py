@@ -7,6 +7,7 @@ from worker_admin.views import (
     catalog,
     crons,
     failures,
+    history,
     jobs,
     maintenance,
     overview,
@@ -38,5 +39,7 @@ urlpatterns = [
     path("maintenance/force-unlock/", recovery.force_unlock, name="force_unlock"),
     path("maintenance/cleanup/", recovery.cleanup, name="cleanup"),
     path("audit/", audit.audit_log, name="audit"),
+    path("history/", history.history, name="history"),
+    path("history/charts/", history.history_charts, name="history_charts"),
     path("audit/<int:entry_id>/undo/", undo.undo_entry, name="undo"),
 ]
