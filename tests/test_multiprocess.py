@@ -143,7 +143,7 @@ def _login(browser: Balanced, password: str = PASSWORD, *, base: str | None = No
 
 
 def test_two_processes__one_session__preview_on_one_confirm_on_the_other_once_then_undo(
-    two_servers, rosa
+    two_servers, rosa, worker_rows
 ):
     utils = WorkerUtils()
     utils.migrate()

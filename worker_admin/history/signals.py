@@ -14,6 +14,9 @@ import threading
 import time
 
 from django.conf import settings
+from django.db import DatabaseError
+
+from worker_admin.audit import first_line
 
 logger = logging.getLogger(__name__)
 _next_look = 0.0
@@ -33,6 +36,8 @@ def on_request_finished(sender, **kwargs) -> None:
 
     try:
         record_if_due()
+    except DatabaseError as exc:  # the database is down or busy: the pages already say so
+        logger.warning("Could not record a history snapshot: %s", first_line(exc))
     except Exception:  # history is a convenience: never turn a served request into an error
         logger.warning("Could not record a history snapshot.", exc_info=True)
     # A connection reopened here is closed (or kept, within CONN_MAX_AGE) by Django's own
