@@ -253,3 +253,23 @@ def test_index_apply__refused_inside_a_transaction(admin_twins, no_index):
     with transaction.atomic(), pytest.raises(Refused, match="cannot run inside a transaction"):
         index_operation.apply(user, shown.token, via="web")
     assert not AuditEntry.objects.filter(action="index_create").exists()
+
+
+def test_migrate_add_recovery__goes_through_the_operation_and_is_audited(node_schema):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    out = StringIO()
+    call_command(
+        "graphile_worker", "--schema", node_schema, "migrate", "--add-recovery", stdout=out
+    )
+    assert "Added the worker-recovery objects." in out.getvalue()
+    entry = AuditEntry.objects.get(action=recovery_objects.ACTION)
+    assert (entry.outcome, entry.via, entry.worker_schema) == ("done", "cli", node_schema)
+    assert any("_private_workers" in item for item in entry.parameters["objects"])
+    call_command(
+        "graphile_worker", "--schema", node_schema, "migrate", "--add-recovery", stdout=out
+    )
+    assert "already present; nothing changed" in out.getvalue()
+    assert AuditEntry.objects.filter(action=recovery_objects.ACTION).count() == 1

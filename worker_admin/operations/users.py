@@ -176,11 +176,17 @@ def apply(actor, confirmation: str, *, via: str = "web", password: str | None = 
             role = change.role or pinned["before"].get("role") or "viewer"
             others = user.groups.exclude(name__in=list(ROLE_PERMISSIONS))
             user.groups.set([*others, Group.objects.get(name=role)])
-        summary = f"{'created' if created else 'updated'} user {user.get_username()} as {role}"
+        verb = "created" if created else "updated"
+        summary = f"{verb} user {user.get_username()} as {after['role']}"
         claims.mark_used(
             row, {"first_entry": entries[0].pk if entries else None, "summary": summary}
         )
     shown_password = password if created or change.set_password else ""
     return Result(
-        user.get_username(), created, role, shown_password or "", summary, [e.pk for e in entries]
+        user.get_username(),
+        created,
+        after["role"],
+        shown_password or "",
+        summary,
+        [entry.pk for entry in entries],
     )
