@@ -10,6 +10,11 @@ their input into the operation's input and render what comes back.
 - `job_actions`: run now, retry, reschedule, complete, permanently fail, remove by key.
 - `add_jobs`: one job, a batch.
 - `cleanup`: permanently failed jobs, unused task identifiers and queues, on pinned targets.
+- `recovery_objects`: add the worker-recovery objects to a 0.18 Node schema.
+- `indexes`: create or drop an opt-in index ("started", then "done" or "failed": CONCURRENTLY
+  cannot run in a transaction).
+- `tokens`, `users`: API tokens (issue, revoke); users, roles and the superuser flag.
+- `permissions`: who may (the admin role; a superuser to grant superuser; READ_ONLY).
 - `claims`: the stored, pinned preview that is consumed once, in the database.
 - `job_specs`: the checks on a job to add, shared by every face.
 
