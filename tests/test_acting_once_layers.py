@@ -1,19 +1,11 @@
-"""Acting once for the maintenance writes still on worker_admin/actions.py (undo, the
-Maintenance page's installs) has two layers, each pinned by its own message; job actions, adds,
-cleanup, the sweep and force-unlock use one confirmation row instead
-(worker_admin/operations/claims.py), pinned by the tests here and by
-tests/test_operations_guarantees.py and tests/test_operations_recovery.py.
-
-1. The session layer: issue_token keeps a confirmation's nonce in the session and redeem_token
-   takes it out, so a confirmation sent again later is refused before anything is read or
-   locked: "This confirmation was already used: the action ran once."
-2. The audit layer: for requests that arrive together (both still find the nonce in their
-   session), the one that comes second finds the first one's audit entry under an advisory lock:
-   "... ran once, at <time> (audit entry #N, done). Nothing was done again."
-
-The race of layer 2 is simulated deterministically by putting the used nonce back into the
-session, as a request that read the session before the first one saved it would see it (the
-real threads are in tests/test_concurrency.py)."""
+"""Acting once: every write (job actions, adds, cleanup, undo, the sweep, force-unlock, the
+maintenance installs, indexes, tokens and accounts) uses one confirmation row
+(worker_admin/operations/claims.py); the session nonce layer of the old worker_admin/actions.py
+is gone. A confirmation sent again later is refused by its row, with the first audit entry
+named: "... ran once, at <time> (audit entry #N, done). Nothing was done again." The
+simultaneous requests are in tests/test_operations_guarantees.py,
+tests/test_operations_recovery.py, tests/test_operations_maintenance.py and
+tests/test_operations_undo.py."""
 
 from __future__ import annotations
 

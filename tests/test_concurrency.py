@@ -4,7 +4,7 @@ Double submits. The same confirmation posted twice at the same moment, from two 
 two database connections and one session (a double click). A lock the test holds on the jobs
 table makes the first request wait inside its transaction until the second has passed the
 session's nonce check and is waiting too, so the protection under test is the one that holds
-for simultaneous requests: the claim in the audit log (worker_admin/actions.py) for bulk actions
+for simultaneous requests: the confirmation row (worker_admin/operations/claims.py) for bulk actions
 and the sweep, the user-row lock for adding a job (worker_admin/views/add.py). One request acts;
 the other answers "already used" / "already done"; the audit log has one "done" entry.
 

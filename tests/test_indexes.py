@@ -60,14 +60,22 @@ def test_create_then_drop__concurrently_and_audited(clean_indexes):
     assert "CREATE INDEX CONCURRENTLY" in text and "Created console_jobs_locked." in text
     assert "console_jobs_locked" in _present()
     assert "present" in _run("list").split("console_jobs_locked", 1)[1].splitlines()[0]
-    _run("create", "console_jobs_locked")  # again: IF NOT EXISTS, nothing breaks
+    again = _run("create", "console_jobs_locked")  # again: nothing to do, nothing breaks
+    assert "already exists; nothing to create" in again
     _run("drop", "console_jobs_locked")
     assert "console_jobs_locked" not in _present()
     entries = list(AuditEntry.objects.filter(action__startswith="index_").order_by("id"))
-    assert [e.action for e in entries] == ["index_create", "index_create", "index_drop"]
-    assert all(e.outcome == "done" and e.via == "cli" for e in entries)
-    assert entries[0].reason == "workers page is slow"
-    assert entries[0].parameters["index"] == "console_jobs_locked"
+    # CONCURRENTLY cannot share a transaction with its entry: "started", then "done".
+    assert [(e.action, e.outcome) for e in entries] == [
+        ("index_create", "started"),
+        ("index_create", "done"),
+        ("index_drop", "started"),
+        ("index_drop", "done"),
+    ]
+    assert all(e.via == "cli" for e in entries)
+    assert entries[0].reason == entries[1].reason == "workers page is slow"
+    assert entries[1].parameters["index"] == "console_jobs_locked"
+    assert entries[1].parameters["started_entry"] == entries[0].pk
 
 
 def test_the_planner_uses_the_locked_index_for_the_workers_page(clean_indexes):

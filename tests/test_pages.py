@@ -88,6 +88,7 @@ NOT_READ_ONLY = {
     "worker_admin:undo",
     "worker_admin:reveal_payload",
     "worker_admin:add_recovery",
+    "worker_admin:index_change",
     "worker_admin:sweep",
     "worker_admin:force_unlock",
     "worker_admin:cleanup",

@@ -58,6 +58,7 @@ PASSWORD_SET, PASSWORD_UNUSABLE, PASSWORD_CHANGED, PASSWORD_HIDDEN = (
 )
 
 _acting: ContextVar[tuple[Any, Any] | None] = ContextVar("account_actor", default=None)
+_recorded: ContextVar[list | None] = ContextVar("account_recorded", default=None)
 
 
 @contextmanager
@@ -69,6 +70,18 @@ def acting_as(actor: Any, via: str | Callable[[], str]) -> Iterator[None]:
         yield
     finally:
         _acting.reset(token)
+
+
+@contextmanager
+def recorded() -> Iterator[list]:
+    """The entries written inside this block, in order (operations/tokens.py and users.py name
+    the first one in their confirmation, for a second apply's "already used" answer)."""
+    entries: list = []
+    token = _recorded.set(entries)
+    try:
+        yield entries
+    finally:
+        _recorded.reset(token)
 
 
 def os_user() -> str:
@@ -89,7 +102,7 @@ def _record(action: str, summary: str, parameters: dict, *, deleted_user_pk=None
     actor, via = _who()
     if deleted_user_pk is not None and getattr(actor, "pk", None) == deleted_user_pk:
         actor = actor.get_username()  # the entry cannot point at a row deleted in its transaction
-    audit.record(
+    entry = audit.record(
         actor=actor,
         via=via,
         action=action,
@@ -97,6 +110,9 @@ def _record(action: str, summary: str, parameters: dict, *, deleted_user_pk=None
         parameters=parameters,
         summary=summary,
     )
+    bag = _recorded.get()
+    if bag is not None:
+        bag.append(entry)
 
 
 # -- values, as an entry shows them -------------------------------------------------------------

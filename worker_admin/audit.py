@@ -59,6 +59,9 @@ class AuditEntry(models.Model):
         DONE = "done", "done"
         FAILED = "failed", "failed"
         REJECTED = "rejected", "rejected"
+        # A change that cannot share a transaction with its entry (CREATE INDEX CONCURRENTLY):
+        # "started" before it, then "done" or "failed" (operations/indexes.py).
+        STARTED = "started", "started"
 
     class Via(models.TextChoices):
         WEB = "web", "console"

@@ -35,6 +35,7 @@ urlpatterns = [
     path("crons/", crons.cron_list, name="crons"),
     path("maintenance/", maintenance.maintenance, name="maintenance"),
     path("maintenance/add-recovery/", maintenance.add_recovery, name="add_recovery"),
+    path("maintenance/index/", maintenance.index_change, name="index_change"),
     path("maintenance/sweep/", recovery.sweep, name="sweep"),
     path("maintenance/force-unlock/", recovery.force_unlock, name="force_unlock"),
     path("maintenance/cleanup/", recovery.cleanup, name="cleanup"),

@@ -105,3 +105,42 @@ def test_maintenance_flow__cleanup_permanently_failed_jobs(live_server, page, fa
     assert not Job.objects.filter(id__in=failed).exists()
     assert Job.objects.filter(id=keep).exists()
     assert AuditEntry.objects.filter(action="cleanup", outcome="done").count() == 1
+
+
+@pytest.fixture
+def index_admin(console_user):
+    from django.conf import settings
+
+    from worker_admin import indexes
+
+    alias, schema = settings.WORKER_DATABASE, settings.GRAPHILE_WORKER_SCHEMA
+    indexes.drop(alias, schema, "console_jobs_task")
+    yield console_user("ines", "admin")
+    indexes.drop(alias, schema, "console_jobs_task")
+
+
+def test_maintenance_flow__build_an_opt_in_index(live_server, page, index_admin):
+    """The preview shows the SQL, the size and the write cost; the button says what it builds;
+    the audit log has one "started" and one "done" entry (operations/indexes.py)."""
+    from django.conf import settings
+    from playwright.sync_api import expect
+
+    from worker_admin import indexes
+
+    log_in(page, live_server.url, index_admin)
+    page.get_by_role("link", name="Maintenance").click()
+    page.get_by_role("button", name="Preview building console_jobs_task…").click()
+
+    main = page.locator("main")
+    expect(main).to_contain_text("CREATE INDEX CONCURRENTLY IF NOT EXISTS console_jobs_task")
+    expect(main).to_contain_text("absent → present")
+    expect(main).to_contain_text("Write cost")
+    save_screenshot(page, "index-preview")
+    alias, schema = settings.WORKER_DATABASE, settings.GRAPHILE_WORKER_SCHEMA
+    assert not indexes.present(alias, schema, "console_jobs_task")
+    page.get_by_role("button", name=re.compile("^Build console_jobs_task")).click()
+
+    expect(page.locator(".messages")).to_contain_text("created index console_jobs_task")
+    assert indexes.present(alias, schema, "console_jobs_task")
+    outcomes = AuditEntry.objects.filter(action="index_create").order_by("id")
+    assert list(outcomes.values_list("outcome", flat=True)) == ["started", "done"]

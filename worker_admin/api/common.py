@@ -63,6 +63,8 @@ WRITE_ACTIONS = {
     "/maintenance/sweep/": "sweep",
     "/maintenance/force-unlock/": "force_unlock",
     "/maintenance/cleanup/": "cleanup",
+    "/maintenance/recovery-objects/": "add_recovery",
+    "/maintenance/indexes/": "index",
 }
 
 

@@ -190,9 +190,10 @@ def _database_error(request, exc):
     )
 
 
-from worker_admin.api import crons, maintenance, reads, writes  # noqa: E402
+from worker_admin.api import crons, maintenance, maintenance_schema, reads, writes  # noqa: E402
 
 api.add_router("", reads.router)
 api.add_router("", crons.router)
 api.add_router("", writes.router)
 api.add_router("", maintenance.router)
+api.add_router("", maintenance_schema.router)

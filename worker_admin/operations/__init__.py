@@ -13,6 +13,11 @@ their input into the operation's input and render what comes back.
 - `sweep` (with `sweep_finding`): the stale-worker sweep on the jobs and workers its dry run
   pinned; `force_unlock`: the locks of chosen worker ids; both release through `releasing`.
 - `undo`: an audited action put back from its before-image, skipping jobs changed since.
+- `recovery_objects`: add the worker-recovery objects to a 0.18 Node schema.
+- `indexes`: create or drop an opt-in index ("started", then "done" or "failed": CONCURRENTLY
+  cannot run in a transaction).
+- `tokens`, `users`: API tokens (issue, revoke); users, roles and the superuser flag.
+- `permissions`: who may (the admin role; a superuser to grant superuser; READ_ONLY).
 - `claims`: the stored, pinned preview that is consumed once, in the database.
 - `job_specs`: the checks on a job to add, shared by every face.
 

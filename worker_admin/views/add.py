@@ -31,7 +31,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_http_methods
 
 from worker_admin import audit
-from worker_admin.actions import record_rejection
+from worker_admin.operations.rejections import record_rejection
 from worker_admin.forms import (
     BATCH_MAX_BYTES,
     BATCH_MAX_ITEMS,

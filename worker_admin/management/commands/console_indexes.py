@@ -3,17 +3,19 @@
 The console never changes the worker schema on its own; these indexes are an operator's choice
 (see worker_admin/indexes.py for what each one helps and costs). `preview` prints the SQL, the
 estimated size and the write cost and changes nothing; `create` and `drop` run CONCURRENTLY, so
-the workers keep writing, and are recorded in the audit log with the OS user.
+the workers keep writing, through worker_admin/operations/indexes.py (audited as the OS user:
+a "started" entry, then "done" or "failed").
 """
 
 from __future__ import annotations
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
-from django.db import DatabaseError
 
 from worker_admin import audit, indexes
 from worker_admin.cli.common import os_user
+from worker_admin.operations import indexes as index_operation
+from worker_admin.operations.errors import Refused
 
 
 def _size(n: int | None) -> str:
@@ -47,15 +49,20 @@ class Command(BaseCommand):
         if action == "preview":
             self._preview(alias, schema, index.name)
             return
-        run = indexes.create if action == "create" else indexes.drop
-        sql = index.create_sql(schema) if action == "create" else index.drop_sql(schema)
-        self.stdout.write(sql)
-        try:
-            run(alias, schema, index.name)
-        except DatabaseError as exc:
-            self._audit(action, index.name, reason, sql, audit.AuditEntry.Outcome.FAILED, str(exc))
-            raise CommandError(f"{action} {index.name} failed: {str(exc).strip()}") from None
-        self._audit(action, index.name, reason, sql, audit.AuditEntry.Outcome.DONE)
+        actor = os_user()
+        try:  # previewed and applied at once: the shell has no confirmation step
+            shown = index_operation.preview(actor, index.name, action)
+            self.stdout.write(shown.sql)
+            result = index_operation.apply(
+                actor, shown.token, via=audit.AuditEntry.Via.CLI, reason=reason
+            )
+        except index_operation.NothingToDo as exc:  # as asked already: scripts may run it twice
+            self.stdout.write(str(exc))
+            return
+        except Refused as exc:
+            raise CommandError(str(exc)) from None
+        if not result.ok:
+            raise CommandError(f"{action} {index.name} failed: {result.error}")
         done = "Created" if action == "create" else "Dropped"
         self.stdout.write(f"{done} {index.name}.")
 
@@ -75,16 +82,3 @@ class Command(BaseCommand):
         self.stdout.write(f"helps: {shown.index.helps}")
         self.stdout.write(f"write cost: {shown.index.write_cost}")
         self.stdout.write("Nothing was changed. Run `console_indexes create NAME` to build it.")
-
-    def _audit(self, action, name, reason, sql, outcome, error: str = "") -> None:
-        audit.record(
-            actor=os_user(),
-            via=audit.AuditEntry.Via.CLI,
-            action=f"index_{action}",
-            outcome=outcome,
-            worker_schema=settings.GRAPHILE_WORKER_SCHEMA,
-            reason=reason,
-            parameters={"index": name, "sql": sql},
-            summary=f"{action} index {name}",
-            error=error,
-        )

@@ -1,6 +1,7 @@
 """`python3 manage.py console_token issue USER --name NAME | list [--all] | revoke ID`: the
-console's API tokens from the command line (docs/api.md). Issue and revoke are audited with the
-OS user, like every command-line write."""
+console's API tokens from the command line (docs/api.md). Issue and revoke go through
+worker_admin/operations/tokens.py (previewed and applied at once), audited as the OS user with
+before -> after, in the change's transaction."""
 
 from __future__ import annotations
 
@@ -8,13 +9,12 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from worker_admin.api import tokens
 from worker_admin.api.tokens import TOKEN_MARK, ApiToken
 from worker_admin.audit import AuditEntry
 from worker_admin.cli.common import os_user
+from worker_admin.operations import tokens as token_operation
+from worker_admin.operations.errors import Refused
 from worker_admin.roles import role_of
-
-NAME_MAX = ApiToken._meta.get_field("name").max_length
 
 
 class Command(BaseCommand):
@@ -35,24 +35,24 @@ class Command(BaseCommand):
         getattr(self, f"_{command}")(**options)
 
     def _issue(self, *, username: str, name: str, **options) -> None:
-        name = name.strip()
-        if not name or len(name) > NAME_MAX or "\x00" in name:
-            raise CommandError(f"The token name must be 1 to {NAME_MAX} characters of text.")
-        try:
-            user = get_user_model().objects.get(username=username)
-        except get_user_model().DoesNotExist:
-            raise CommandError(
-                f"There is no user {username!r}; create one with `manage.py console_user`."
-            ) from None
-        if not user.is_active:
-            raise CommandError(f"User {username} is inactive: a token of theirs would not work.")
-        issued = tokens.issue(user, name=name, created_by=os_user(), via=AuditEntry.Via.CLI)
+        what = token_operation.IssueToken(username, name)
+        result = self._apply(what)
         self.stdout.write(
-            f"Issued token {issued.token.pk} “{name}” to {username} ({role_of(user)} role).\n"
+            f"Issued token {result.token_id} “{name.strip()}” to {username} "
+            f"({role_of(get_user_model().objects.get(username=username))} role).\n"
             "The secret, shown this once (only its digest is kept):\n\n"
-            f"    {issued.secret}\n\n"
+            f"    {result.secret}\n\n"
             "Send it as `Authorization: Bearer <token>`."
         )
+
+    def _apply(self, what) -> token_operation.Result:
+        """Preview and apply at once (the shell has no confirmation step), as the OS user."""
+        actor = os_user()
+        try:
+            shown = token_operation.preview(actor, what)
+            return token_operation.apply(actor, shown.token, via=AuditEntry.Via.CLI)
+        except Refused as exc:
+            raise CommandError(str(exc)) from None
 
     def _list(self, *, all: bool, user: str | None, **options) -> None:
         found = ApiToken.objects.select_related("user", "created_by").order_by("id")
@@ -84,12 +84,11 @@ class Command(BaseCommand):
 
     def _revoke(self, *, token_id: int, **options) -> None:
         token = ApiToken.objects.select_related("user").filter(pk=token_id).first()
-        if token is None:
-            raise CommandError(f"There is no token {token_id}; `console_token list` shows them.")
-        if tokens.revoke(token, actor=os_user(), via=AuditEntry.Via.CLI):
-            self.stdout.write(f"Revoked token {token_id} ({token}) of {token.user}.")
-        else:
+        if token is not None and token.revoked_at is not None:
             self.stdout.write(f"Token {token_id} was already revoked; nothing changed.")
+            return
+        self._apply(token_operation.RevokeToken(token_id))
+        self.stdout.write(f"Revoked token {token_id} ({token}) of {token.user}.")
 
 
 def _when(moment) -> str:

@@ -13,14 +13,22 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
+from worker_admin.audit import AuditEntry
 from worker_admin.cli import history as history_commands
 from worker_admin.cli import jobs as job_commands
 from worker_admin.cli import recovery as recovery_commands
-from worker_admin.cli.common import record_rejection, require_audit_log, require_usable_schema
+from worker_admin.cli.common import (
+    os_user,
+    record_rejection,
+    require_audit_log,
+    require_usable_schema,
+)
 from worker_admin.cli.parsing import UsageError
 from worker_admin.cli.stats import stats as stats_command
 from worker_admin.demo.fleet import DemoFleet, FleetRefused, check_demo_database
 from worker_admin.installer import UnsupportedSchemaError
+from worker_admin.operations import recovery_objects
+from worker_admin.operations.errors import Refused
 from worker_admin.utils import InvalidJobAction, InvalidJobSpec, WorkerUtils, WorkerUtilsError
 
 
@@ -42,13 +50,7 @@ def _migrate(command: BaseCommand, utils: WorkerUtils, options: dict) -> dict:
 
 def _migrate_worker_schema(utils: WorkerUtils, options: dict) -> dict:
     if options["add_recovery"]:
-        added = utils.add_recovery()
-        message = (
-            "Added the worker-recovery objects."
-            if added
-            else "The worker-recovery objects were already present; nothing changed."
-        )
-        return {"schema": utils.schema, "added_recovery": added, "message": message}
+        return _add_recovery(utils)
     result = utils.migrate(recovery=not options["no_recovery"])
     if result.installed_core:
         message = f"Installed the Graphile Worker schema {utils.schema}"
@@ -66,6 +68,27 @@ def _migrate_worker_schema(utils: WorkerUtils, options: dict) -> dict:
         "installed_core": result.installed_core,
         "added_recovery": result.added_recovery,
         "message": message,
+    }
+
+
+def _add_recovery(utils: WorkerUtils) -> dict:
+    """Through the same operation as the page and the API (previewed and applied at once: the
+    shell has no confirmation step), audited as the OS user in the change's transaction."""
+    require_audit_log()
+    actor = os_user()
+    try:
+        shown = recovery_objects.preview(actor, utils=utils)
+        result = recovery_objects.apply(actor, shown.token, via=AuditEntry.Via.CLI)
+    except recovery_objects.AlreadyPresent:
+        message = "The worker-recovery objects were already present; nothing changed."
+        return {"schema": utils.schema, "added_recovery": False, "message": message}
+    except Refused as exc:
+        raise CommandError(str(exc)) from None
+    return {
+        "schema": utils.schema,
+        "added_recovery": result.added,
+        "audit_entry_id": result.audit_entry_id,
+        "message": "Added the worker-recovery objects.",
     }
 
 
