@@ -31,7 +31,6 @@ from django.utils import timezone
 from django.views.decorators.http import require_http_methods
 
 from worker_admin import audit
-from worker_admin.operations.rejections import record_rejection
 from worker_admin.forms import (
     BATCH_MAX_BYTES,
     BATCH_MAX_ITEMS,
@@ -60,6 +59,7 @@ from worker_admin.operations.add_jobs import (
 )
 from worker_admin.operations.errors import AlreadyUsed, Refused
 from worker_admin.operations.job_specs import Batch
+from worker_admin.operations.rejections import record_rejection
 from worker_admin.roles import can_act_on_jobs, role_of
 from worker_admin.schema import capabilities
 from worker_admin.stats import database_now
