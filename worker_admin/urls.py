@@ -4,6 +4,7 @@ from worker_admin.views import (
     actions,
     add,
     audit,
+    audit_entry,
     catalog,
     failures,
     jobs,
@@ -30,11 +31,14 @@ urlpatterns = [
     path("queues/", catalog.queue_list, name="queues"),
     path("tasks/", catalog.task_list, name="tasks"),
     path("workers/", workers.workers, name="workers"),
+    # path: a lock holder's id is any text, slashes included (it comes URL-encoded).
+    path("workers/<path:worker_id>/", workers.worker, name="worker"),
     path("maintenance/", maintenance.maintenance, name="maintenance"),
     path("maintenance/add-recovery/", maintenance.add_recovery, name="add_recovery"),
     path("maintenance/sweep/", recovery.sweep, name="sweep"),
     path("maintenance/force-unlock/", recovery.force_unlock, name="force_unlock"),
     path("maintenance/cleanup/", recovery.cleanup, name="cleanup"),
     path("audit/", audit.audit_log, name="audit"),
+    path("audit/<int:entry_id>/", audit_entry.audit_entry, name="audit_entry"),
     path("audit/<int:entry_id>/undo/", undo.undo_entry, name="undo"),
 ]
