@@ -106,6 +106,7 @@ def test_worker_page__node_holder_is_unregistered_and_its_list_is_bounded(
         "with space & ampersand",
         "ünïcødé-工人",
         "trailing/",
+        "line\nbreak\tand tab",
         "'; DROP TABLE x; --",
     ],
 )

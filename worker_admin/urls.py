@@ -1,4 +1,4 @@
-from django.urls import path
+from django.urls import path, register_converter
 
 from worker_admin.views import (
     actions,
@@ -18,6 +18,22 @@ from worker_admin.views import (
 
 app_name = "worker_admin"
 
+
+class AnyText:
+    """A lock holder's id: any text, slashes and line breaks included (`path` stops at a line
+    break, so an id holding one could not be linked)."""
+
+    regex = r"[\s\S]+"
+
+    def to_python(self, value: str) -> str:
+        return value
+
+    def to_url(self, value: str) -> str:
+        return value
+
+
+register_converter(AnyText, "anytext")
+
 urlpatterns = [
     path("", overview.overview, name="overview"),
     path("jobs/", jobs.job_list, name="jobs"),
@@ -31,8 +47,8 @@ urlpatterns = [
     path("queues/", catalog.queue_list, name="queues"),
     path("tasks/", catalog.task_list, name="tasks"),
     path("workers/", workers.workers, name="workers"),
-    # path: a lock holder's id is any text, slashes included (it comes URL-encoded).
-    path("workers/<path:worker_id>/", workers.worker, name="worker"),
+    # A lock holder's id is any text (it comes URL-encoded).
+    path("workers/<anytext:worker_id>/", workers.worker, name="worker"),
     path("maintenance/", maintenance.maintenance, name="maintenance"),
     path("maintenance/add-recovery/", maintenance.add_recovery, name="add_recovery"),
     path("maintenance/sweep/", recovery.sweep, name="sweep"),
