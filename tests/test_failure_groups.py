@@ -140,3 +140,13 @@ def test_jobs_list__the_failing_filter(operator_client, storm):
     assert set(group) <= shown and "Showing failed and retrying jobs only." in _text(response)
     bad = operator_client.get(reverse("worker_admin:jobs"), {"failing": "<b>"})
     assert bad.status_code == 200 and "Ignored the failed or retrying filter" in _text(bad)
+
+
+def test_api__the_failing_filter_lists_a_groups_jobs(client, django_user_model, storm):
+    from tests.test_api import Api, user_with_token
+
+    group, _ = storm
+    api = Api(client, user_with_token(django_user_model, "viewer", "viewer1")[1])
+    body = api.get("/api/jobs", failing="yes", task="send_email", error="timeout after <n>s").json()
+    assert sorted(j["id"] for j in body["jobs"]) == sorted(group)
+    assert api.get("/api/jobs", failing="no").status_code in (400, 422)
