@@ -91,10 +91,13 @@ READS = {
     "worker_admin:queues",
     "worker_admin:tasks",
     "worker_admin:workers",
+    "worker_admin:crons",
     "worker_admin:maintenance",
     "worker_admin:audit",
     "worker_admin:audit_entry",
     "worker_admin:worker",
+    "worker_admin:history",
+    "worker_admin:history_charts",
 }
 
 

@@ -6,7 +6,9 @@ from worker_admin.views import (
     audit,
     audit_entry,
     catalog,
+    crons,
     failures,
+    history,
     jobs,
     maintenance,
     overview,
@@ -49,6 +51,7 @@ urlpatterns = [
     path("workers/", workers.workers, name="workers"),
     # A lock holder's id is any text (it comes URL-encoded).
     path("workers/<anytext:worker_id>/", workers.worker, name="worker"),
+    path("crons/", crons.cron_list, name="crons"),
     path("maintenance/", maintenance.maintenance, name="maintenance"),
     path("maintenance/add-recovery/", maintenance.add_recovery, name="add_recovery"),
     path("maintenance/sweep/", recovery.sweep, name="sweep"),
@@ -56,5 +59,7 @@ urlpatterns = [
     path("maintenance/cleanup/", recovery.cleanup, name="cleanup"),
     path("audit/", audit.audit_log, name="audit"),
     path("audit/<int:entry_id>/", audit_entry.audit_entry, name="audit_entry"),
+    path("history/", history.history, name="history"),
+    path("history/charts/", history.history_charts, name="history_charts"),
     path("audit/<int:entry_id>/undo/", undo.undo_entry, name="undo"),
 ]
