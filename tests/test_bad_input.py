@@ -197,6 +197,7 @@ JOB_FILTERS = [
     "has_error",
     "q",
     "error",
+    "failing",
     "sort",
     "size",
     "cursor",

@@ -95,6 +95,8 @@ READS = {
     "worker_admin:crons",
     "worker_admin:maintenance",
     "worker_admin:audit",
+    "worker_admin:audit_entry",
+    "worker_admin:worker",
     "worker_admin:history",
     "worker_admin:history_charts",
 }
@@ -239,10 +241,14 @@ def test_roles__read_only_mode_refuses_even_an_admin(settings, login_as, jobs, t
 
 
 @pytest.mark.parametrize("name", sorted(READS))
-def test_roles__viewer_reads_every_page(login_as, target, name):
-    job, _ = target
-    url = reverse(name, args=[job.id]) if name == "worker_admin:job_detail" else reverse(name)
-    assert login_as("viewer", "vera").get(url).status_code == 200
+def test_roles__viewer_reads_every_page(login_as, jobs, target, name):
+    job, entry = target
+    args = {
+        "worker_admin:job_detail": [job.id],
+        "worker_admin:audit_entry": [entry.pk],
+        "worker_admin:worker": [jobs.locked(by="graphile_worker_v1").locked_by],
+    }.get(name, [])
+    assert login_as("viewer", "vera").get(reverse(name, args=args)).status_code == 200
 
 
 # -- CSRF --------------------------------------------------------------------------------------

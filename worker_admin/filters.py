@@ -75,6 +75,9 @@ class JobFilterForm(forms.Form):
     )
     q = forms.CharField(max_length=MAX_SEARCH, required=False, strip=True)
     error = forms.CharField(max_length=2_000, required=False, strip=True)
+    # The failures page's groups are failed and retrying jobs together: "yes" narrows to those
+    # two, so an action on a group pins exactly the group's jobs (with task and error).
+    failing = forms.ChoiceField(choices=[("", "any"), ("yes", "yes")], required=False)
     sort = forms.ChoiceField(choices=[(k, s.label) for k, s in SORTS.items()], required=False)
     size = forms.TypedChoiceField(
         choices=[(n, n) for n in PAGE_SIZES], coerce=int, required=False, empty_value=None
@@ -86,6 +89,7 @@ class JobFilterForm(forms.Form):
         "size": "page size",
         "has_error": "has error",
         "error": "error group",
+        "failing": "failed or retrying",
     }
 
 
@@ -200,6 +204,8 @@ def apply_filters(jobs: QuerySet, filters: JobFilters, *, with_state: bool = Tru
         jobs = jobs.annotate(error_group=normalised_error_expression()).filter(
             error_group=v["error"]
         )
+    if v.get("failing") == "yes":
+        jobs = jobs.filter(STATE_PREDICATES[JobState.FAILED] | RETRYING)
     if with_state:
         jobs = filter_state(jobs, filters.state)
     return jobs

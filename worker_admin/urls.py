@@ -1,9 +1,10 @@
-from django.urls import path
+from django.urls import path, register_converter
 
 from worker_admin.views import (
     actions,
     add,
     audit,
+    audit_entry,
     catalog,
     crons,
     failures,
@@ -19,6 +20,22 @@ from worker_admin.views import (
 
 app_name = "worker_admin"
 
+
+class AnyText:
+    """A lock holder's id: any text, slashes and line breaks included (`path` stops at a line
+    break, so an id holding one could not be linked)."""
+
+    regex = r"[\s\S]+"
+
+    def to_python(self, value: str) -> str:
+        return value
+
+    def to_url(self, value: str) -> str:
+        return value
+
+
+register_converter(AnyText, "anytext")
+
 urlpatterns = [
     path("", overview.overview, name="overview"),
     path("jobs/", jobs.job_list, name="jobs"),
@@ -32,6 +49,8 @@ urlpatterns = [
     path("queues/", catalog.queue_list, name="queues"),
     path("tasks/", catalog.task_list, name="tasks"),
     path("workers/", workers.workers, name="workers"),
+    # A lock holder's id is any text (it comes URL-encoded).
+    path("workers/<anytext:worker_id>/", workers.worker, name="worker"),
     path("crons/", crons.cron_list, name="crons"),
     path("maintenance/", maintenance.maintenance, name="maintenance"),
     path("maintenance/add-recovery/", maintenance.add_recovery, name="add_recovery"),
@@ -40,6 +59,7 @@ urlpatterns = [
     path("maintenance/force-unlock/", recovery.force_unlock, name="force_unlock"),
     path("maintenance/cleanup/", recovery.cleanup, name="cleanup"),
     path("audit/", audit.audit_log, name="audit"),
+    path("audit/<int:entry_id>/", audit_entry.audit_entry, name="audit_entry"),
     path("history/", history.history, name="history"),
     path("history/charts/", history.history_charts, name="history_charts"),
     path("audit/<int:entry_id>/undo/", undo.undo_entry, name="undo"),

@@ -89,6 +89,9 @@ class JobFilter(Strict):
     has_error: Literal["yes", "no"] | None = None
     search: text(MAX_SEARCH) | None = None
     error: text(2_000) | None = None
+    failing: Literal["yes"] | None = Field(
+        None, description="yes: failed or retrying jobs only (a failure group's jobs)."
+    )
 
 
 class JobListQuery(JobFilter):

@@ -15,6 +15,7 @@ from django.http import Http404
 from django.shortcuts import render
 from django.views.decorators.http import require_safe
 
+from worker_admin.audit import AuditEntry
 from worker_admin.counting import (
     COUNT_BOUND,
     NOT_COUNTED,
@@ -283,5 +284,24 @@ def job_page(request, job_id: int, *, reveal: bool = False):
             "redacted_paths": redacted_paths,
             "revealed": reveal,
             "can_reveal": may_reveal(request.user),
+            "audit_entries": (
+                _audit_entries(job.id)
+                if request.user.has_perm("worker_admin.view_auditentry")
+                else None
+            ),
+            "audit_shown": AUDIT_ENTRIES_SHOWN,
         },
+    )
+
+
+AUDIT_ENTRIES_SHOWN = 10
+
+
+def _audit_entries(job_id: int) -> list[AuditEntry]:
+    """The newest entries that named this job (requested or changed); the audit log, filtered
+    by the job, has the rest."""
+    return list(
+        AuditEntry.objects.for_job(job_id)
+        .defer("before_image", "requested_ids", "changed_ids", "skipped_ids", "missing_ids")
+        .order_by("-id")[: AUDIT_ENTRIES_SHOWN + 1]
     )

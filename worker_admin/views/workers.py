@@ -1,16 +1,19 @@
-"""Workers: registered heartbeating workers, stale ones, and every lock holder."""
+"""Workers: registered heartbeating workers, stale ones, and every lock holder; one page per
+worker or lock holder."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
 from django.conf import settings
+from django.http import Http404
 from django.shortcuts import render
 from django.views.decorators.http import require_safe
 
 from worker_admin.fleet import DEFAULT_THRESHOLD, fleet
 from worker_admin.roles import can_run_maintenance
 from worker_admin.schema import capabilities
+from worker_admin.worker_detail import MAX_ID_LENGTH, worker_detail
 
 THRESHOLDS = [1, 2, 5, 10, 15, 30, 60]  # minutes
 # A fleet of a thousand workers is a page no one reads: each table shows the rows that need
@@ -18,15 +21,21 @@ THRESHOLDS = [1, 2, 5, 10, 15, 30, 60]  # minutes
 ROWS_SHOWN = 200
 
 
+def _threshold(request) -> tuple[int, str | None]:
+    raw = request.GET.get("threshold", "")
+    if raw.isascii() and raw.isdigit() and len(raw) < 4 and int(raw) in THRESHOLDS:
+        return int(raw), None
+    if raw:
+        problem = f"Ignored the threshold “{raw[:20]}”: choose one of the listed values."
+        return DEFAULT_THRESHOLD, problem
+    return DEFAULT_THRESHOLD, None
+
+
 @require_safe  # a read: PUT, PATCH, DELETE and POST get 405
 def workers(request):
     caps = capabilities()
-    raw = request.GET.get("threshold", "")
-    minutes, problem = DEFAULT_THRESHOLD, None
-    if raw.isascii() and raw.isdigit() and len(raw) < 4 and int(raw) in THRESHOLDS:
-        minutes = int(raw)
-    elif raw:
-        problem = f"Ignored the threshold “{raw[:20]}”: choose one of the listed values."
+    minutes, problem = _threshold(request)
+    stale_only = request.GET.get("stale") == "1"
     context = {
         "active": "workers",
         "title": "Workers",
@@ -34,6 +43,7 @@ def workers(request):
         "minutes": minutes,
         "problem": problem,
         "can_maintain": can_run_maintenance(request.user),
+        "stale_only": stale_only,
     }
     if caps.usable:
         found = fleet(
@@ -42,13 +52,52 @@ def workers(request):
             has_workers_table=caps.has_workers_table,
         )
         limit = None if request.GET.get("all") == "1" else ROWS_SHOWN
+        listed = [w for w in found.workers or [] if w.stale or not stale_only]
+        holders = [h for h in found.holders if h.stale or not stale_only]
         context |= {
             "fleet": found,
-            "shown_workers": (found.workers or [])[:limit],
-            "shown_holders": found.holders[:limit],
+            "listed_workers": listed,
+            "listed_holders": holders,
+            "shown_workers": listed[:limit],
+            "shown_holders": holders[:limit],
             "rows_shown": limit,
         }
     template = "worker_admin/workers.html"
     if request.htmx:
         template += "#workers-body"
+    return render(request, template, context)
+
+
+@require_safe  # a read: PUT, PATCH, DELETE and POST get 405
+def worker(request, worker_id: str):
+    """One worker or lock holder. The id is any text a worker library wrote in locked_by (it
+    comes URL-encoded); one that is neither registered nor holding a lock is a 404."""
+    caps = capabilities()
+    minutes, problem = _threshold(request)
+    context = {
+        "active": "workers",
+        "title": f"Worker {worker_id[:80]}",
+        "thresholds": THRESHOLDS,
+        "minutes": minutes,
+        "problem": problem,
+        "can_maintain": can_run_maintenance(request.user),
+    }
+    if caps.usable:
+        if len(worker_id) > MAX_ID_LENGTH or "\x00" in worker_id:
+            raise Http404("There is no worker with this id: it is too long or holds a NUL.")
+        detail = worker_detail(
+            settings.WORKER_DATABASE,
+            worker_id,
+            timedelta(minutes=minutes),
+            has_workers_table=caps.has_workers_table,
+        )
+        if not detail.exists:
+            raise Http404(
+                f"No worker “{worker_id[:200]}” is registered or holds a lock now: it may have "
+                "stopped, or its locks were freed."
+            )
+        context["worker"] = detail
+    template = "worker_admin/worker.html"
+    if request.htmx:
+        template += "#worker-body"
     return render(request, template, context)
