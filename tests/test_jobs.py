@@ -339,3 +339,30 @@ def test_jobs__unfiltered_tabs_on_a_large_table_are_estimates(console, utils, jo
     assert ready.display != "300" and ready.explanation.startswith(("Estimated", "Too rare"))
     filtered = {t.key: t.count for t in console.get(URL, {"task": "t"}).context["tabs"]}
     assert filtered["ready"] == Estimate.exact_count(300)
+
+
+def test_jobs__filtered_tabs_on_a_large_table_never_make_up_a_number(
+    console, utils, jobs, monkeypatch
+):
+    """A filter matching more than the pass bound: each state comes from a random sample of the
+    filter's rows with its interval, and a state too rare in it for that (2 locked jobs) is
+    counted up to the bound instead, exactly."""
+    from worker_admin import stats
+    from worker_admin.views import jobs as jobs_view
+
+    utils.add_raw_jobs([RawJobSpec("t", {"i": i}) for i in range(300)])
+    for n in range(2):
+        jobs.locked(by=f"graphile_worker_{n}", identifier="t")
+    jobs.sql("ANALYZE graphile_worker._private_jobs")
+    monkeypatch.setattr(stats, "EXACT_ROW_LIMIT", 100)
+    monkeypatch.setattr(stats, "SAMPLE_ROWS", 20)
+    monkeypatch.setattr(stats, "SAMPLE_WINDOWS", 4)
+    monkeypatch.setattr(jobs_view, "PASS_BOUND", 50)
+    tabs = {t.key: t.count for t in console.get(URL, {"task": "t"}).context["tabs"]}
+    assert tabs["locked"].display == "2" and tabs["locked"].exact
+    assert tabs["failed"].display == "0"
+    for key, true in (("all", 302), ("ready", 300)):
+        count = tabs[key]
+        assert not count.exact and count.low <= true
+        assert count.high is None or true <= count.high
+        assert count.low > 50  # the pass saw more than its bound

@@ -39,8 +39,8 @@ class CountValue:
             )
         if self.kind == "estimate":
             return (
-                "An estimate: the table is large, so this comes from PostgreSQL's statistics or "
-                "an evenly spread sample of it rather than reading every row."
+                "An estimate: the table is large, so this comes from PostgreSQL's statistics "
+                "rather than reading every row."
             )
         if self.kind == "not_counted":
             return (

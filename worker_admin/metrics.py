@@ -4,13 +4,14 @@ A custom prometheus_client collector: every scrape reads the numbers the overvie
 workers page show, through the same code where it fits (stats.queue_stats, the state
 predicates, the Worker model's staleness rule), so a dashboard and an alert never disagree with
 the console. On a large jobs table the counts per state, task and queue are the overview's
-estimates from an evenly spread sample, and graphile_console_counts_estimated says so.
+estimates from a random sample, graphile_console_counts_estimated says so and
+graphile_worker_jobs_interval gives each state's 95 % interval.
 
 The lock and worker facts are exact at any size, from one grouped pass over the locked jobs.
 fleet.fleet() would give the holders too, but it is a pass of its own, and no index serves
 either (unless the opt-in console_jobs_locked index is there): on 10M jobs each pass took
 2-3 s, so one pass gives everything here, the exact number of locked jobs included, which a
-sample of id windows can miss entirely.
+sample of id blocks can miss entirely.
 
 Nothing here is stored between scrapes except the capabilities cache; the console's own request
 and query timings are in worker_admin.instrumentation.

@@ -3,9 +3,11 @@
 One pass per grouping, with a FILTER per state: the predicates come from worker_admin.states,
 so every face of the console counts the same way. On a small table the pass reads every row and
 the counts are exact. On a large one (more than EXACT_ROW_LIMIT rows by the planner's estimate)
-it reads an evenly spread sample of id ranges through the primary key, about SAMPLE_ROWS rows,
-and scales the counts to the table's size: the page says they are estimates. The sample is the
-same on every refresh, so the numbers do not jitter while nothing changes.
+it reads a random sample of id blocks through the primary key (SAMPLE_WINDOWS blocks, about
+SAMPLE_ROWS ids; worker_admin.sampling), drawn afresh for each snapshot, and estimates each count
+without bias with a 95 % interval (worker_admin.estimates). A random draw cannot fall in step
+with a periodic pattern in the ids the way evenly spaced windows did (whole states or queues
+never read). Counts an opt-in index makes cheap (locked, failed, retrying) are exact instead.
 """
 
 from __future__ import annotations
