@@ -366,3 +366,21 @@ def test_jobs__filtered_tabs_on_a_large_table_never_make_up_a_number(
         assert not count.exact and count.low <= true
         assert count.high is None or true <= count.high
         assert count.low > 50  # the pass saw more than its bound
+
+
+def test_bounded_count_within__gives_up_past_its_budget_and_restores_the_timeout(jobs):
+    from django.db import connections
+
+    from worker_admin.counting import bounded_count_within
+
+    jobs.ready()
+    alias = jobs.utils.alias
+    with connections[alias].cursor() as cursor:
+        cursor.execute("SELECT current_setting('statement_timeout')")
+        before = cursor.fetchone()[0]
+    slow = Job.objects.using(alias).extra(where=["pg_sleep(0.2) IS NOT NULL"])
+    assert bounded_count_within(slow, 10, budget_ms=20) is None
+    assert bounded_count_within(Job.objects.using(alias), 10, budget_ms=5_000) == 1
+    with connections[alias].cursor() as cursor:
+        cursor.execute("SELECT current_setting('statement_timeout')")
+        assert cursor.fetchone()[0] == before

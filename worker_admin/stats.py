@@ -21,7 +21,7 @@ from django.db import connections
 from django.db.models import Count, Min
 
 from worker_admin import indexes, sampling
-from worker_admin.counting import table_estimate
+from worker_admin.counting import bounded_count_within, table_estimate
 from worker_admin.estimates import Estimate, bounded
 from worker_admin.installer import quote_schema
 from worker_admin.models import Job, JobQueue, Task
@@ -88,6 +88,7 @@ SAMPLE_ROWS = 20_000  # 200 random blocks of 100 ids: ~10-20 ms at 10M rows
 SAMPLE_WINDOWS = 200
 # A bounded count reads at most this many rows through an opt-in index (failing jobs).
 INDEXED_COUNT_BOUND = 10_000
+INDEXED_COUNT_BUDGET_MS = 150
 # Open tabs poll every few seconds: within this many seconds, requests in the same process share
 # one read of the sample (the numbers are estimates anyway; see _shared).
 SAMPLE_REUSE_SECONDS = 2.0
@@ -232,9 +233,15 @@ def _exact_where_indexed(alias: str, counts: StateCounts) -> StateCounts:
             ("failed", STATE_PREDICATES[JobState.FAILED]),
             ("retrying", RETRYING),
         ):
-            found = failing.filter(predicate).order_by().values("pk")[: INDEXED_COUNT_BOUND + 1]
-            value = bounded(found.count(), INDEXED_COUNT_BOUND, counts.estimate(name))
-            counts = counts.replaced(name, value)
+            # Bounded in rows and in time: many retrying jobs among few failed ones would make
+            # the failed count read them all (then the sample's interval stays).
+            found = bounded_count_within(
+                failing.filter(predicate), INDEXED_COUNT_BOUND, INDEXED_COUNT_BUDGET_MS
+            )
+            if found is not None:
+                counts = counts.replaced(
+                    name, bounded(found, INDEXED_COUNT_BOUND, counts.estimate(name))
+                )
     return counts
 
 
