@@ -45,6 +45,9 @@ READ_STATEMENT_TIMEOUT_MS = env_int("READ_STATEMENT_TIMEOUT_MS", 10_000, minimum
 # Live refresh interval of the pages, in seconds; the floor keeps a forgotten tab cheap.
 POLL_INTERVAL_FLOOR_SECONDS = 2
 POLL_INTERVAL_SECONDS = max(env_int("POLL_INTERVAL_SECONDS", 5, minimum=1), 2)
+# Counts behind polled pages are taken at most once per this many seconds, for every user and
+# every console process together (worker_admin/snapshots.py); 0 computes them on each request.
+SHARED_SNAPSHOT_SECONDS = env_int("SHARED_SNAPSHOT_SECONDS", 2, minimum=0)
 
 # A bulk action may post up to 10,000 ticked ids; accept more fields than that so an oversized
 # request gets the console's own sentence (and an audit entry) rather than a bare 400.
@@ -73,6 +76,24 @@ for _network in METRICS_ALLOWED_NETWORKS:
         ) from None
 # A registered worker whose heartbeat is older than this counts as stale in /metrics.
 STALE_WORKER_THRESHOLD_SECONDS = env_int("STALE_WORKER_THRESHOLD_SECONDS", 300, minimum=1)
+# The Crons page: the crontab the workers run (a file path, or the crontab text itself), so it
+# can show each item's schedule and due times; without it, only what the database knows.
+GRAPHILE_WORKER_CRONTAB = env_str("GRAPHILE_WORKER_CRONTAB", "")
+# A due time counts as missed only once this many seconds have passed without an execution.
+CRON_MISSED_TOLERANCE_SECONDS = env_int("CRON_MISSED_TOLERANCE_SECONDS", 60, minimum=0)
+
+# History (worker_admin/history): a snapshot every HISTORY_INTERVAL_SECONDS, the per-state and
+# per-task/queue counts every HISTORY_COUNTS_INTERVAL_SECONDS; taken by whichever console request
+# finishes first once one is due (HISTORY_RECORD_ON_REQUEST) or by `graphile_worker record-history`.
+HISTORY_INTERVAL_SECONDS = env_int("HISTORY_INTERVAL_SECONDS", 10, minimum=1)
+HISTORY_COUNTS_INTERVAL_SECONDS = env_int("HISTORY_COUNTS_INTERVAL_SECONDS", 60, minimum=1)
+HISTORY_RECORD_ON_REQUEST = env_bool("HISTORY_RECORD_ON_REQUEST", True)
+HISTORY_TOP_GROUPS = env_int("HISTORY_TOP_GROUPS", 20, minimum=0)
+# Retention: full resolution for HISTORY_KEEP_RAW_HOURS, then one row a minute until
+# HISTORY_KEEP_MINUTES_DAYS, then one an hour until HISTORY_KEEP_HOURS_DAYS; older rows go.
+HISTORY_KEEP_RAW_HOURS = env_int("HISTORY_KEEP_RAW_HOURS", 24, minimum=1)
+HISTORY_KEEP_MINUTES_DAYS = env_int("HISTORY_KEEP_MINUTES_DAYS", 7, minimum=1)
+HISTORY_KEEP_HOURS_DAYS = env_int("HISTORY_KEEP_HOURS_DAYS", 90, minimum=1)
 
 
 def _database(url: str, *, search_path: str | None) -> dict:
@@ -111,6 +132,18 @@ if CONSOLE_DATABASE_URL:
     DATABASES["worker"] = _database(DATABASE_URL, search_path=None)
     WORKER_DATABASE = "worker"
 DATABASE_ROUTERS = ["worker_admin.routers.WorkerSchemaRouter"]
+
+# Snapshots shared by every console process (worker_admin/snapshots.py): Django's database cache,
+# in a table of the console's own schema (created by migration 0007), so processes and hosts
+# behind one load balancer share one count per interval. The default cache stays per process.
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "snapshots": {
+        "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+        "LOCATION": "console_snapshot_cache",
+        "OPTIONS": {"MAX_ENTRIES": 5000, "CULL_FREQUENCY": 4},
+    },
+}
 
 INSTALLED_APPS = [
     "django.contrib.admin",

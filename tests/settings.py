@@ -21,3 +21,9 @@ if not os.environ.get("DATABASE_URL"):
 from dashboard.settings import *  # noqa: F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+# Counts are taken on each request: a snapshot shared for a few seconds would let one test see
+# another's jobs (tests/test_snapshots.py and tests/test_polling.py turn it on).
+SHARED_SNAPSHOT_SECONDS = 0
+# Tests record history explicitly; a request finishing must not add snapshots behind their back.
+HISTORY_RECORD_ON_REQUEST = False

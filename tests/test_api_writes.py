@@ -597,14 +597,29 @@ def test_sweep__dry_run_preview_then_apply(admin_api, jobs):
     assert entry.reason == "host died" and entry.changed_ids == [job.id]
 
 
-def test_sweep__another_dead_worker_meanwhile_is_409(admin_api, jobs):
+def test_sweep__another_dead_worker_meanwhile_is_left_alone(admin_api, jobs):
+    """The apply acts on what the dry run pinned: a worker found dead after it is not swept."""
     first = _dead_worker(jobs)
     fingerprint = admin_api.post("/api/maintenance/sweep/preview", {}).json()["fingerprint"]
     second = _dead_worker(jobs, "graphile_worker_dead2")
-    response = admin_api.post("/api/maintenance/sweep/apply", {"fingerprint": fingerprint})
-    assert response.status_code == 409
-    assert Job.objects.get(id=first.id).locked_by is not None
-    assert Job.objects.get(id=second.id).locked_by is not None
+    body = {"fingerprint": fingerprint, "reason": "host died"}
+    response = admin_api.post("/api/maintenance/sweep/apply", body)
+    assert response.status_code == 200, response.content
+    assert response.json()["changed_ids"] == [first.id]
+    assert Job.objects.get(id=first.id).locked_by is None
+    assert Job.objects.get(id=second.id).locked_by == "graphile_worker_dead2"
+
+
+def test_sweep__other_options_than_the_dry_run_are_409(admin_api, jobs):
+    job = _dead_worker(jobs)
+    fingerprint = admin_api.post("/api/maintenance/sweep/preview", {}).json()["fingerprint"]
+    body = {"fingerprint": fingerprint, "reason": "x", "threshold_minutes": 30}
+    response = admin_api.post("/api/maintenance/sweep/apply", body)
+    assert (
+        response.status_code == 409
+        and "differs from what was previewed" in response.json()["detail"]
+    )
+    assert Job.objects.get(id=job.id).locked_by is not None
 
 
 def test_force_unlock__preview_then_apply(admin_api, jobs):
@@ -623,9 +638,9 @@ def test_force_unlock__preview_then_apply(admin_api, jobs):
     assert _api_entries(action="force_unlock", outcome="done").get().changed_ids == [job.id]
 
 
-def test_force_unlock__a_new_lock_meanwhile_is_409(admin_api, jobs):
-    jobs.locked(by="pool-dead1")
-    body = {"worker_ids": ["pool-dead1"]}
+def test_force_unlock__a_new_lock_meanwhile_is_untouched(admin_api, jobs):
+    pinned = jobs.locked(by="pool-dead1")
+    body = {"worker_ids": ["pool-dead1"], "reason": "container gone"}
     fingerprint = admin_api.post("/api/maintenance/force-unlock/preview", body).json()[
         "fingerprint"
     ]
@@ -633,7 +648,8 @@ def test_force_unlock__a_new_lock_meanwhile_is_409(admin_api, jobs):
     response = admin_api.post(
         "/api/maintenance/force-unlock/apply", body | {"fingerprint": fingerprint}
     )
-    assert response.status_code == 409
+    assert response.status_code == 200, response.content
+    assert response.json()["jobs_unlocked"] == [pinned.id]
     assert Job.objects.get(id=later.id).locked_at is not None
 
 

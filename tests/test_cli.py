@@ -496,21 +496,24 @@ def test_force_unlock(jobs):
     held = jobs.locked(by="graphile_worker_dead", queue_name="q")
     jobs.sql(f"UPDATE {jobs.q}._private_job_queues SET locked_by = 'graphile_worker_dead'")
     other = jobs.locked(by="graphile_worker_alive")
-    result = _json("force-unlock", "graphile_worker_dead")
-    assert result == {
+    result = _json("force-unlock", "graphile_worker_dead", "--reason", "host gone")
+    assert {key: result[key] for key in ("worker_ids", "jobs_unlocked", "queues_unlocked")} == {
         "worker_ids": ["graphile_worker_dead"],
         "jobs_unlocked": [held.id],
         "queues_unlocked": ["q"],
-        "summary": "unlocked 1 job and 1 queue",
-        "message": "Force-unlock: unlocked 1 job and 1 queue.",
     }
+    assert result["summary"] == "changed 1 of 1 job, unlocked 1 queue"
+    assert result["message"] == "Force-unlock: changed 1 of 1 job, unlocked 1 queue."
     assert Job.objects.get(id=held.id).locked_by is None
     assert Job.objects.get(id=other.id).locked_by == "graphile_worker_alive"
     entry = _audit("force_unlock")
     assert entry.changed_ids == [held.id]
-    assert entry.parameters == {"worker_ids": ["graphile_worker_dead"], "queues_unlocked": ["q"]}
+    assert entry.parameters["worker_ids"] == ["graphile_worker_dead"]
+    assert entry.parameters["queues_unlocked"] == ["q"] and entry.reason == "host gone"
     out = _run("force-unlock", "graphile_worker_nobody")
-    assert out.strip() == "Force-unlock: nothing to unlock: those workers hold no locks."
+    assert out.strip().startswith(
+        "Force-unlock: nothing to unlock: those workers held no locks at the preview."
+    )
 
 
 def test_force_unlock__no_ids_writes_nothing(jobs):
@@ -527,9 +530,10 @@ SWEEP_KEYS = {
     "worker_ids",
     "reasons",
     "excluded",
-    "recovered_count",
+    "job_count",
     "superseded_count",
     "jobs",
+    "counts_by_task",
     "summary",
     "message",
 }
@@ -544,19 +548,28 @@ def test_sweep_stale_workers__dry_run_then_real(jobs):
     assert set(dry) == SWEEP_KEYS
     assert dry["dry_run"] is True and dry["worker_ids"] == ["graphile_worker_stale"]
     assert [job["id"] for job in dry["jobs"]] == [lost.id]
-    assert dry["summary"] == "dry run: would recover 1 job from 1 dead worker"
+    assert dry["summary"] == "dry run: would release 1 job of 1 dead worker"
+    assert "locked_by: graphile_worker_stale -> (none)" in dry["jobs"][0]["changes"]
     assert Job.objects.get(id=lost.id).locked_by == "graphile_worker_stale"
     assert not AuditEntry.objects.exists()
 
-    out = _run("sweep-stale-workers", "--sweep-threshold", "10m", "--recovery-delay", "0")
-    assert out.startswith("Sweep: recovered 1 job from 1 dead worker.")
+    out = _run(
+        "sweep-stale-workers",
+        "--sweep-threshold",
+        "10m",
+        "--recovery-delay",
+        "0",
+        "--reason",
+        "host gone",
+    )
+    assert out.startswith("Sweep: changed 1 of 1 job of 1 dead worker (1 recovered).")
     assert "graphile_worker_stale" in out
     assert Job.objects.get(id=lost.id).locked_by is None
     assert _registered(jobs) == ["graphile_worker_healthy"]
     entry = _audit("sweep")
     assert entry.changed_ids == [lost.id]
     assert entry.parameters["worker_ids"] == ["graphile_worker_stale"]
-    assert entry.parameters["sweep_threshold"] == "10m"
+    assert entry.parameters["threshold_seconds"] == 600 and entry.reason == "host gone"
 
 
 @pytest.mark.parametrize(
@@ -657,9 +670,10 @@ def test_sweep_stale_workers__superseded_jobs_listed_and_left_failed(utils, jobs
 
     dry = _json("sweep-stale-workers", "--dry-run")
     plans = {job["id"]: (job["plan"], job["superseded"], job["replaced_by"]) for job in dry["jobs"]}
-    assert plans[replaced.id] == (f"superseded by job {replacement.id}", True, replacement.id)
-    assert plans[removed.id] == ("superseded (key replaced)", True, None)
-    assert plans[made["plain"].id] == ("recover", False, None)
+    superseded_by = f"stays failed: superseded by job {replacement.id}"
+    assert plans[replaced.id] == (superseded_by, True, replacement.id)
+    assert plans[removed.id] == ("stays failed: superseded", True, None)
+    assert plans[made["plain"].id] == ("recover: runnable again", False, None)
     assert dry["superseded_count"] == 2
     human = _run("sweep-stale-workers", "--dry-run")
     assert f"superseded by job {replacement.id}" in human
@@ -667,7 +681,8 @@ def test_sweep_stale_workers__superseded_jobs_listed_and_left_failed(utils, jobs
     out = _run("sweep-stale-workers")
 
     assert out.startswith(
-        "Sweep: recovered 2 jobs from 1 dead worker; 2 superseded jobs unlocked and left failed."
+        "Sweep: changed 4 of 4 jobs of 1 dead worker "
+        "(2 recovered, 2 superseded unlocked and left failed)."
     )
     for job in (replaced, removed):
         after = Job.objects.with_state().get(id=job.id)

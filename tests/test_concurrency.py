@@ -240,7 +240,7 @@ def test_double_submit__sweep_sweeps_once(admin_session):
     dry_run = first.post("/maintenance/sweep/", form)
     assert "graphile_worker_dead01" in _text(dry_run)
 
-    confirm = form | {"token": _token(dry_run)}
+    confirm = {"token": _token(dry_run), "reason": "double submit"}
     replies = simultaneously(
         lambda: first.post("/maintenance/sweep/", confirm),
         lambda: second.post("/maintenance/sweep/", confirm),
@@ -251,7 +251,7 @@ def test_double_submit__sweep_sweeps_once(admin_session):
     assert "already used" in _text(refused)
     done = _done("sweep")
     assert len(done) == 1 and done[0].changed_ids == [job_id]
-    assert "recovered 1 job from 1 dead worker" in done[0].summary
+    assert "changed 1 of 1 job of 1 dead worker (1 recovered)" in done[0].summary
     assert Job.objects.get(id=job_id).locked_by is None
 
 
@@ -435,7 +435,7 @@ def test_sweep_racing_node_workers__never_recovers_a_job_a_live_worker_holds(
         dry_run = client.post("/maintenance/sweep/", form)
         assert dry_run.status_code == 200
         assert "looks like a Node worker" in _text(dry_run)  # listed as left alone
-        swept = client.post("/maintenance/sweep/", form | {"token": _token(dry_run)})
+        swept = client.post("/maintenance/sweep/", {"token": _token(dry_run), "reason": "dead"})
         assert swept.status_code == 302
 
         # Asked to include Node lock holders: their young locks are still left alone.
@@ -449,7 +449,7 @@ def test_sweep_racing_node_workers__never_recovers_a_job_a_live_worker_holds(
     assert set(started) == set(ids) and max(started.values()) == 1, started
     (sweep,) = AuditEntry.objects.filter(action="sweep", outcome="done")
     assert sweep.changed_ids == [orphan], sweep.summary
-    assert "recovered 1 job from 1 dead worker" in sweep.summary
+    assert "changed 1 of 1 job of 1 dead worker (1 recovered)" in sweep.summary
     assert Job.objects.get(id=orphan).locked_by is None  # recovered; no Node task runs it
 
 

@@ -40,17 +40,18 @@ def _register(jobs, worker_id: str, age: str) -> None:
 def test_sweep__dry_run_page_lists_the_first_jobs_and_the_sweep_takes_all(
     admin_client, jobs, monkeypatch
 ):
-    from worker_admin.views import recovery
+    from worker_admin.operations import releasing
 
-    monkeypatch.setattr(recovery, "DRY_RUN_ROWS", 2)
+    monkeypatch.setattr(releasing, "PREVIEW_ROWS", 2)
     _register(jobs, "graphile_worker_dead", "20 minutes")
     held = [jobs.locked(by="graphile_worker_dead", age="19 minutes").id for _ in range(3)]
     form = {"threshold_minutes": "5", "delay_seconds": "30"}
     preview = admin_client.post("/maintenance/sweep/", form)
-    assert len(preview.context["result"].jobs) == 2
+    assert len(preview.context["p"].rows) == 2
     text = _text(preview)
-    assert "would recover 3 jobs" in text and "The first 2 of 3 jobs" in text
-    admin_client.post("/maintenance/sweep/", form | {"token": _token(preview)})
+    assert "will release 3 jobs of 1 dead worker" in text and "The first 2 of 3 jobs" in text
+    assert "Sweep: release 3 jobs of 1 dead worker" in text  # the button says it
+    admin_client.post("/maintenance/sweep/", {"token": _token(preview), "reason": "dead"})
     assert sorted(AuditEntry.objects.get(action="sweep").changed_ids) == sorted(held)
     assert not Job.objects.filter(id__in=held, locked_by__isnull=False).exists()
 
@@ -68,9 +69,13 @@ def test_sweep__dry_run_then_real_sweep(admin_client, jobs):
     assert "pool-abc123" in text  # listed as left alone
     assert Job.objects.get(id=stuck.id).locked_by == "graphile_worker_dead"  # nothing changed
 
-    done = admin_client.post("/maintenance/sweep/", form | {"token": _token(preview)}, follow=True)
+    assert "stale after 5m without a heartbeat" in text  # the input, restated
+    assert "attempts 1 → 0" in text and "locked_by graphile_worker_dead → (none)" in text
+    done = admin_client.post(
+        "/maintenance/sweep/", {"token": _token(preview), "reason": "host lost"}, follow=True
+    )
     shown = [str(m) for m in done.context["messages"]]
-    assert "Sweep: recovered 1 job from 1 dead worker; 1 left alone." in shown
+    assert "Sweep: changed 1 of 1 job of 1 dead worker (1 recovered)." in shown
     recovered = Job.objects.get(id=stuck.id)
     assert recovered.locked_by is None and recovered.attempts == stuck.attempts - 1
     assert Job.objects.get(id=busy.id).locked_by == "graphile_worker_alive"
@@ -78,6 +83,7 @@ def test_sweep__dry_run_then_real_sweep(admin_client, jobs):
     assert not Worker.objects.filter(id="graphile_worker_dead").exists()
     entry = AuditEntry.objects.get(action="sweep")
     assert entry.changed_ids == [stuck.id] and entry.actor_name == "ada"
+    assert entry.reason == "host lost"
 
 
 def test_force_unlock__preview_warns_on_a_fresh_heartbeat_then_unlocks(admin_client, jobs):
@@ -91,14 +97,15 @@ def test_force_unlock__preview_warns_on_a_fresh_heartbeat_then_unlocks(admin_cli
         "/maintenance/force-unlock/", {"worker_ids": "graphile_worker_live"}
     )
     text = _text(preview)
-    assert "probably alive" in text and "1 job and 1 queue will be unlocked" in text
-    admin_client.post(
-        "/maintenance/force-unlock/",
-        {"worker_ids": "graphile_worker_live", "token": _token(preview)},
-    )
+    assert "probably alive" in text and "will release 1 job and 1 queue" in text
+    assert "Force-unlock: release 1 job and 1 queue held by 1 worker id" in text
+    no_reason = admin_client.post("/maintenance/force-unlock/", {"token": _token(preview)})
+    assert no_reason.status_code == 400 and "Give a reason" in _text(no_reason)
+    assert Job.objects.get(id=job.id).locked_by == "graphile_worker_live"
+    admin_client.post("/maintenance/force-unlock/", {"token": _token(preview), "reason": "stuck"})
     assert Job.objects.get(id=job.id).locked_by is None
     assert JobQueue.objects.get(queue_name="q1").locked_by is None
-    assert AuditEntry.objects.get(action="force_unlock").changed_ids == [job.id]
+    assert AuditEntry.objects.get(action="force_unlock", outcome="done").changed_ids == [job.id]
 
 
 def test_cleanup__preview_then_delete_with_before_image(admin_client, jobs):
@@ -158,18 +165,18 @@ def test_sweep__dry_run_page_shows_superseded_jobs_and_the_sweep_leaves_them_fai
 
     preview = admin_client.post("/maintenance/sweep/", form)
 
-    text = _text(preview).replace(" ;", ";")  # the link's closing tag became a space
-    assert f"Never: superseded by job {replacement.id}; only unlocked, it stays failed" in text
-    assert "Never: superseded (key replaced); only unlocked, it stays failed" in text
+    text = _text(preview)
+    assert f"stays failed: superseded by job {replacement.id}" in text
+    assert "stays failed: superseded " in text
     assert f'href="/jobs/{replacement.id}/"' in preview.content.decode()
-    assert "would recover 2 jobs from 1 dead worker; 2 superseded jobs would be unlocked" in text
-    admin_client.post("/maintenance/sweep/", form | {"token": _token(preview)})
+    assert "will release 4 jobs of 1 dead worker; 2 superseded stay failed" in text
+    admin_client.post("/maintenance/sweep/", {"token": _token(preview), "reason": "dead"})
     for job in (replaced, removed):
         after = Job.objects.with_state().get(id=job.id)
         assert (after.state, after.attempts, after.locked_by) == ("failed", 25, None)
     entry = AuditEntry.objects.get(action="sweep")
     assert replaced.id in entry.changed_ids and removed.id in entry.changed_ids
-    assert entry.summary.endswith("2 superseded jobs unlocked and left failed")
+    assert entry.summary.endswith("(2 recovered, 2 superseded unlocked and left failed)")
 
 
 def test_sweep__api_preview_and_apply_report_superseded_jobs(client, django_user_model, jobs):
@@ -185,17 +192,20 @@ def test_sweep__api_preview_and_apply_report_superseded_jobs(client, django_user
 
     plans = {j["id"]: (j["plan"], j["superseded"], j["replaced_by"]) for j in body["jobs"]}
     replacement = made["replacement"].id
+    recover = "recover: runnable again"
     assert plans == {
-        made["replaced"].id: (f"superseded by job {replacement}", True, replacement),
-        made["removed"].id: ("superseded (key replaced)", True, None),
-        made["plain"].id: ("recover", False, None),
-        made["last_try"].id: ("recover", False, None),
+        made["replaced"].id: (f"stays failed: superseded by job {replacement}", True, replacement),
+        made["removed"].id: ("stays failed: superseded", True, None),
+        made["plain"].id: (recover, False, None),
+        made["last_try"].id: (recover, False, None),
     }
-    assert (body["superseded_count"], body["recovered_count"]) == (2, 0)
+    assert body["superseded_count"] == 2
     applied = api.post(
-        "/api/maintenance/sweep/apply", form | {"fingerprint": body["fingerprint"]}
+        "/api/maintenance/sweep/apply",
+        form | {"fingerprint": body["fingerprint"], "reason": "dead host"},
     ).json()
-    assert (applied["superseded_count"], applied["recovered_count"]) == (2, 2)
+    assert sorted(applied["superseded_ids"]) == sorted([made["replaced"].id, made["removed"].id])
+    assert len(applied["changed_ids"]) == 4
     for job in (made["replaced"], made["removed"]):
         assert Job.objects.with_state().get(id=job.id).state == "failed"
     entry = AuditEntry.objects.get(action="sweep", outcome="done")

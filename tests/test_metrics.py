@@ -254,8 +254,8 @@ def test_metrics__sweep_through_the_console_is_seen(login_as, fleet):
     """The action name the Maintenance page records is the one /metrics reads."""
     client = login_as("admin", "sweeper")
     form = {"threshold_minutes": "5", "delay_seconds": "0"}
-    token = client.post("/maintenance/sweep/", form).context["token"]
-    assert client.post("/maintenance/sweep/", form | {"token": token}).status_code == 302
+    token = client.post("/maintenance/sweep/", form).context["p"].token
+    assert client.post("/maintenance/sweep/", {"token": token, "reason": "x"}).status_code == 302
     entry = AuditEntry.objects.get(action="sweep")
     got = scrape(client)
     assert value(

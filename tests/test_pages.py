@@ -191,7 +191,7 @@ def test_maintenance_words__sweep_dry_run_says_whether_node_holders_are_included
     assert "a sweep with Node lock holders included recovers it" in text
     text = _words(admin_client.post("/maintenance/sweep/", form | {"include_node": "on"}))
     assert "Node lock holders included." in text
-    assert "would recover 1 job from 1 dead worker" in text
+    assert "will release 1 job of 1 dead worker" in text
 
 
 def test_maintenance_words__cleanup_preview_names_the_kept_task_identifiers(admin_client, jobs):

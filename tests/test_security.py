@@ -91,8 +91,11 @@ READS = {
     "worker_admin:queues",
     "worker_admin:tasks",
     "worker_admin:workers",
+    "worker_admin:crons",
     "worker_admin:maintenance",
     "worker_admin:audit",
+    "worker_admin:history",
+    "worker_admin:history_charts",
 }
 
 

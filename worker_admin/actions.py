@@ -1,5 +1,6 @@
-"""Confirmations for the maintenance writes (the sweep, force-unlock, undo) until they move
-onto `worker_admin.operations` like the job actions, adds and cleanup did.
+"""Confirmations for the maintenance writes still here (the Maintenance page's installs)
+until they move onto `worker_admin.operations` like the job actions, adds, cleanup, the sweep
+and force-unlock did.
 
 A preview issues a signed token with a one-time nonce kept in the session; `redeem_token` checks
 it matches what was previewed and uses it up. Two requests sent at the same moment both find the

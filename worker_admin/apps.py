@@ -16,6 +16,9 @@ class WorkerAdminConfig(AppConfig):
 
         pre_migrate.connect(ensure_console_schema, dispatch_uid="worker_admin.console_schema")
         account_audit.connect()
+        from worker_admin.history import signals as history_signals
+
+        history_signals.connect()  # snapshots taken by the first request once one is due
         # The role groups come from a migration; `flush` (transactional tests, in whatever order
         # pytest-xdist runs them) empties them and then sends post_migrate: create them again.
         post_migrate.connect(_ensure_role_groups, sender=self, dispatch_uid="worker_admin.roles")

@@ -16,6 +16,7 @@ NAVIGATION = [
     ("queues", "Queues", "worker_admin:queues"),
     ("tasks", "Tasks", "worker_admin:tasks"),
     ("workers", "Workers", "worker_admin:workers"),
+    ("crons", "Crons", "worker_admin:crons"),
     ("maintenance", "Maintenance", "worker_admin:maintenance"),
     ("audit", "Audit", "worker_admin:audit"),
 ]

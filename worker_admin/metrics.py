@@ -32,6 +32,7 @@ from django.db.models.functions import Now
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
 
+from worker_admin import crons
 from worker_admin.audit import AuditEntry
 from worker_admin.fleet import DEFAULT_THRESHOLD
 from worker_admin.models import Job, JobQueue, Worker
@@ -316,6 +317,29 @@ def console_families(snapshot: Snapshot, threshold: timedelta) -> Iterator[Metri
         )
 
 
+def cron_families(alias: str) -> Iterator[Metric]:
+    """graphile_worker_cron_missed, one series per item of GRAPHILE_WORKER_CRONTAB (the Crons
+    page's rule); nothing without a crontab, since a schedule is needed to miss it."""
+    if not settings.GRAPHILE_WORKER_CRONTAB.strip():
+        return
+    try:
+        report = crons.cron_report(alias, with_queued=False)  # the page's counts: not needed
+    except DatabaseError as exc:
+        logger.warning("/metrics could not read the cron items: %s", exc)
+        return
+    missed = GaugeMetricFamily(
+        "graphile_worker_cron_missed",
+        "1 when the cron item's latest due time (at least CRON_MISSED_TOLERANCE_SECONDS old) "
+        "passed without an execution recorded in _private_known_crontabs, else 0. One series "
+        "per identifier of GRAPHILE_WORKER_CRONTAB; 0 for an item no worker has loaded yet.",
+        labels=["identifier"],
+    )
+    for row in report.rows:
+        if row.item is not None:
+            missed.add_metric([row.identifier], 1 if row.missed else 0)
+    yield missed
+
+
 class WorkerQueueCollector:
     """Reads the worker schema when scraped. Register it in a registry built for one scrape."""
 
@@ -332,6 +356,7 @@ class WorkerQueueCollector:
         snapshot = read_snapshot(self.alias, self.threshold)
         if snapshot.problem is None:
             yield from queue_families(snapshot)
+            yield from cron_families(self.alias)
         yield from console_families(snapshot, self.threshold)
         yield _gauge(
             "graphile_console_scrape_success",

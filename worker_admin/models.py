@@ -332,4 +332,5 @@ def _bind(schema: str) -> SchemaModels:
 # The console's own models live beside their logic; importing them here registers them.
 from worker_admin.api.tokens import ApiToken  # noqa: E402, F401
 from worker_admin.audit import AuditEntry  # noqa: E402, F401
+from worker_admin.history.models import HistorySnapshot  # noqa: E402, F401
 from worker_admin.operations.claims import Confirmation  # noqa: E402, F401

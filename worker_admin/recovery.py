@@ -260,13 +260,19 @@ def _dead_workers(
     flags = list(options.resilient_job_flags)
     # Stale: the schema's list_stale_workers (heartbeat strictly older than the threshold, as in
     # Rust's SQL). The longer threshold for resilient jobs is inclusive, as in Rust's sweep.
+    # One pass over the locked jobs (locked_by IS NOT NULL: as many rows as jobs running, an
+    # index scan with console_jobs_locked), not an EXISTS per stale worker: with few flagged
+    # jobs that EXISTS was a sequential scan of every job, per worker (seconds at 10M jobs).
     cursor.execute(
         f"""
-        SELECT s.worker_id, now() - w.last_heartbeat_at,
-               EXISTS (SELECT 1 FROM {q}._private_jobs AS j
-                       WHERE j.locked_by = s.worker_id AND j.flags ?| %s::text[])
+        WITH held AS (
+            SELECT j.locked_by, bool_or(coalesce(j.flags ?| %s::text[], false)) AS resilient
+            FROM {q}._private_jobs AS j WHERE j.locked_by IS NOT NULL GROUP BY j.locked_by
+        )
+        SELECT s.worker_id, now() - w.last_heartbeat_at, coalesce(held.resilient, false)
         FROM {q}.list_stale_workers(%s::interval) AS s
         JOIN {q}._private_workers AS w ON w.id = s.worker_id
+        LEFT JOIN held ON held.locked_by = s.worker_id
         """,
         [flags, threshold],
     )
@@ -289,13 +295,17 @@ def _dead_workers(
             )
     cursor.execute(
         f"""
-        SELECT o.worker_id,
-               now() - (SELECT min(h.locked_at) FROM (
-                          SELECT locked_at FROM {q}._private_jobs WHERE locked_by = o.worker_id
-                          UNION ALL
-                          SELECT locked_at FROM {q}._private_job_queues
-                          WHERE locked_by = o.worker_id) AS h)
+        WITH oldest AS (
+            SELECT h.locked_by, min(h.locked_at) AS locked_at FROM (
+                SELECT locked_by, locked_at FROM {q}._private_jobs WHERE locked_by IS NOT NULL
+                UNION ALL
+                SELECT locked_by, locked_at FROM {q}._private_job_queues
+                WHERE locked_by IS NOT NULL) AS h
+            GROUP BY h.locked_by
+        )
+        SELECT o.worker_id, now() - oldest.locked_at
         FROM {q}.list_orphan_locked_workers(%s::interval) AS o
+        JOIN oldest ON oldest.locked_by = o.worker_id
         """,
         [threshold],
     )

@@ -1,5 +1,12 @@
 """What the connected database can do, read from the catalog once and cached briefly.
 
+Several console processes must give the same answer (after one of them, npm's installer or a
+Rust worker adds the recovery objects, every process shows them at once), so a cached value is
+trusted for at most PROBE_SECONDS without asking the catalog whether the schema changed: one
+small query over the schema's own relations and functions (their oids and row versions, the
+jobs table's privileges, row-level security and policies). Only when that fingerprint differs
+is the whole detection run again; CACHE_SECONDS bounds what the fingerprint cannot see.
+
 Pages use `capabilities()` to show or hide features, and `Capabilities.problem` is the one plain
 sentence shown on every page when the console cannot show the truth (no schema, an unsupported
 version, or row-level security hiding the jobs from the connected role).
@@ -16,6 +23,7 @@ from django.db import connections
 from worker_admin.installer import RECOVERY_FUNCTIONS, Flavour, detect_flavour, quote_schema
 
 CACHE_SECONDS = 30.0
+PROBE_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -75,18 +83,56 @@ class Capabilities:
         return None
 
 
-_cache: dict[tuple[str, str], tuple[float, Capabilities]] = {}
+@dataclass
+class _Cached:
+    value: Capabilities
+    fingerprint: str
+    detected_at: float
+    probed_at: float
+
+
+_cache: dict[tuple[str, str], _Cached] = {}
 
 
 def capabilities(alias: str | None = None, schema: str | None = None) -> Capabilities:
     alias = alias or settings.WORKER_DATABASE
     schema = schema or settings.GRAPHILE_WORKER_SCHEMA
     cached = _cache.get((alias, schema))
-    if cached and time.monotonic() - cached[0] < CACHE_SECONDS:
-        return cached[1]
+    now = time.monotonic()
+    if cached and now - cached.detected_at < CACHE_SECONDS:
+        if now - cached.probed_at < PROBE_SECONDS:
+            return cached.value
+        fingerprint = catalog_fingerprint(alias, schema)
+        if fingerprint == cached.fingerprint:
+            cached.probed_at = now
+            return cached.value
+    fingerprint = catalog_fingerprint(alias, schema)
     value = detect(alias, schema)
-    _cache[(alias, schema)] = (time.monotonic(), value)
+    _cache[(alias, schema)] = _Cached(value, fingerprint, now, now)
     return value
+
+
+def catalog_fingerprint(alias: str, schema: str) -> str:
+    """A digest of what capabilities depend on; it changes when any of it changes."""
+    with connections[alias].cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT md5(concat_ws('|',
+                n.oid,
+                (SELECT string_agg(c.oid || ':' || c.xmin, ',' ORDER BY c.oid)
+                   FROM pg_class c WHERE c.relnamespace = n.oid),
+                (SELECT string_agg(p.oid || ':' || p.xmin, ',' ORDER BY p.oid)
+                   FROM pg_proc p WHERE p.pronamespace = n.oid),
+                (SELECT string_agg(pol.oid || ':' || pol.xmin, ',' ORDER BY pol.oid)
+                   FROM pg_policy pol JOIN pg_class c ON c.oid = pol.polrelid
+                  WHERE c.relnamespace = n.oid),
+                current_user))
+            FROM (SELECT %s::text AS name) wanted
+            LEFT JOIN pg_namespace n ON n.nspname = wanted.name
+            """,
+            [schema],
+        )
+        return cursor.fetchone()[0] or ""
 
 
 def clear_capabilities_cache() -> None:

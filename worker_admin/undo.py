@@ -1,4 +1,5 @@
-"""Undo an audited action from its before-image, itself audited.
+"""What can be undone, from an audit entry's before-image (the write itself is
+worker_admin/operations/undo.py, previewed, pinned and applied once like every write).
 
 Reschedules (run now, retry, reschedule) and permanent failures are undone by rescheduling each
 job back to its old run_at, priority, attempts and max attempts (last_error cannot be restored
@@ -9,17 +10,14 @@ and flags; it gets a new id and starts at attempt 0.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
 
 from django.conf import settings
-from django.db import transaction
 
-from worker_admin import audit
 from worker_admin.audit import AuditEntry
 from worker_admin.models import Job
-from worker_admin.utils import JobSpec, RawJobSpec, RescheduleJobOptions, WorkerUtils
+from worker_admin.utils import JobSpec, RawJobSpec
 
 RESTORE_ACTIONS = {"reschedule", "run_now", "retry", "fail"}
 UNDOABLE = RESTORE_ACTIONS | {"complete"}
@@ -38,10 +36,6 @@ class UndoPlan:
     @property
     def readds(self) -> bool:
         return self.entry.action == "complete"
-
-    @property
-    def fingerprint(self) -> str:
-        return f"undo:{self.entry.pk}"
 
 
 def undoable(entry: AuditEntry, *, has_before_image: bool | None = None) -> bool:
@@ -74,70 +68,7 @@ def plan(entry: AuditEntry) -> UndoPlan:
     return UndoPlan(entry, images, present)
 
 
-def execute(undo: UndoPlan, *, actor, via: str = "web") -> AuditEntry:
-    utils = WorkerUtils()
-    entry = undo.entry
-    with transaction.atomic(using=utils.alias), transaction.atomic(using="default"):
-        # Two confirmations of the same undo (a double click, two tabs) queue on the entry's row;
-        # the second then finds the first's "done" entry and is refused, so a completed job is
-        # never re-added twice.
-        AuditEntry.objects.select_for_update().filter(pk=entry.pk).first()
-        if entry.undone_by.filter(outcome=AuditEntry.Outcome.DONE).exists():
-            raise CannotUndo("This action was already undone.")
-        if undo.readds:
-            added = utils.add_raw_jobs([_readd_spec(image) for image in undo.images])
-            changed, skipped, missing = [job.id for job in added], [], []
-            summary = (
-                f"re-added {len(added):,} completed job{'s' if len(added) != 1 else ''} "
-                "as new jobs (new ids, attempts from 0)"
-            )
-        else:
-            changed, skipped, missing = _restore(utils, undo.images)
-            summary = f"restored {len(changed):,} of {len(undo.images):,}"
-            if skipped:
-                summary += f"; {len(skipped):,} skipped because a worker holds them"
-            if missing:
-                summary += f"; {len(missing):,} no longer exist"
-        return audit.record(
-            actor=actor,
-            via=via,
-            action=f"undo_{entry.action}",
-            outcome="done",
-            reason=f"undo of audit entry #{entry.pk}",
-            parameters={"undo_of": entry.pk},
-            requested_ids=[image["id"] for image in undo.images],
-            changed_ids=changed,
-            skipped_ids=skipped,
-            missing_ids=missing,
-            summary=summary,
-            undo_of=entry,
-        )
-
-
-def _restore(utils: WorkerUtils, images: list[dict]) -> tuple[list[int], list[int], list[int]]:
-    """Reschedule each job back; jobs with the same old values go in one call."""
-    groups: dict[tuple, list[int]] = defaultdict(list)
-    for image in images:
-        key = (image["run_at"], image["priority"], image["attempts"], image["max_attempts"])
-        groups[key].append(image["id"])
-    changed, skipped, missing = [], [], []
-    for (run_at, priority, attempts, max_attempts), ids in groups.items():
-        result = utils.reschedule_jobs(
-            ids,
-            RescheduleJobOptions(
-                run_at=datetime.fromisoformat(run_at),
-                priority=priority,
-                attempts=attempts,
-                max_attempts=max_attempts,
-            ),
-        )
-        changed += result.changed_ids
-        skipped += result.skipped_locked
-        missing += result.missing
-    return changed, skipped, missing
-
-
-def _readd_spec(image: dict) -> RawJobSpec:
+def readd_spec(image: dict) -> RawJobSpec:
     flags = sorted(image["flags"]) if isinstance(image.get("flags"), dict) else None
     return RawJobSpec(
         image["task_identifier"],

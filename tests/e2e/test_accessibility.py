@@ -67,6 +67,7 @@ PAGES = [
     "/queues/",
     "/tasks/",
     "/workers/",
+    "/crons/",  # the empty state; tests/e2e/test_crons_browser.py has a missed cron
     "/maintenance/",
     "/audit/",
     "/jobs/add/",

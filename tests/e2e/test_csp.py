@@ -24,6 +24,7 @@ PAGES = [
     "/workers/",
     "/maintenance/",
     "/audit/",
+    "/history/",
     "/jobs/add/",
     "/jobs/add/batch/",
     "/django-admin/",

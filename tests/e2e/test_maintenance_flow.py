@@ -57,7 +57,9 @@ def test_maintenance_flow__force_unlock_a_dead_worker(live_server, page, dead_wo
     save_screenshot(page, "force-unlock-preview")
     assert Job.objects.filter(id__in=held, locked_by="graphile_worker_dead").count() == 2
     page.get_by_label(re.compile("^Reason")).fill("host terminated by the cloud provider")
-    page.get_by_role("button", name="Force-unlock", exact=True).click()
+    button = page.get_by_role("button", name=re.compile("^Force-unlock: release 2 jobs"))
+    expect(button).to_have_text("Force-unlock: release 2 jobs and 0 queues held by 1 worker id")
+    button.click()
 
     expect(page.locator(".messages")).to_contain_text("Force-unlock")
     assert not Job.objects.filter(id__in=held, locked_by__isnull=False).exists()

@@ -46,13 +46,15 @@ def test_recovery_flow__dry_run_then_sweep_then_audit(
     page.get_by_role("button", name="Dry run…").click()
 
     expect(page.get_by_role("heading", name="Sweep stale workers: dry run")).to_be_visible()
-    expect(page.locator(".preview")).to_contain_text("would recover 1 job from 1 dead worker")
+    expect(page.locator(".preview")).to_contain_text("will release 1 job of 1 dead worker")
+    expect(page.locator(".preview")).to_contain_text("attempts 1 → 0")
     expect(page.locator(".preview")).to_contain_text("graphile_worker_crashed")
     screenshot("sweep-dry-run")
     assert Job.objects.get(id=crashed_worker.id).locked_by == "graphile_worker_crashed"
 
-    page.get_by_role("button", name=re.compile("Sweep: recover")).click()
-    expect(page.locator(".messages")).to_contain_text("recovered 1 job from 1 dead worker")
+    page.get_by_label(re.compile("Reason")).fill("the host was lost")
+    page.get_by_role("button", name="Sweep: release 1 job of 1 dead worker").click()
+    expect(page.locator(".messages")).to_contain_text("changed 1 of 1 job of 1 dead worker")
     job = Job.objects.get(id=crashed_worker.id)
     assert (job.locked_by, job.attempts) == (None, 0)
     assert not Worker.objects.filter(id="graphile_worker_crashed").exists()
@@ -60,5 +62,5 @@ def test_recovery_flow__dry_run_then_sweep_then_audit(
     page.get_by_role("link", name="Audit").click()
     row = page.locator("table.audit tbody tr").first
     expect(row).to_contain_text("sweep")
-    expect(row).to_contain_text("recovered 1 job from 1 dead worker")
+    expect(row).to_contain_text("changed 1 of 1 job of 1 dead worker (1 recovered)")
     screenshot("audit-after-sweep")

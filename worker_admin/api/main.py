@@ -190,8 +190,9 @@ def _database_error(request, exc):
     )
 
 
-from worker_admin.api import maintenance, reads, writes  # noqa: E402
+from worker_admin.api import crons, maintenance, reads, writes  # noqa: E402
 
 api.add_router("", reads.router)
+api.add_router("", crons.router)
 api.add_router("", writes.router)
 api.add_router("", maintenance.router)

@@ -6,13 +6,15 @@ from django.core.management.base import BaseCommand, CommandError
 
 from worker_admin import audit
 from worker_admin.catalog import queue_report
-from worker_admin.cli.common import os_user, record, require_configured_schema
+from worker_admin.cli.common import os_user, require_configured_schema
 from worker_admin.cli.output import table
 from worker_admin.cli.parsing import UsageError, parse_duration
 from worker_admin.fleet import fleet
 from worker_admin.operations import cleanup as cleanup_operation
+from worker_admin.operations import force_unlock as force_unlock_operation
+from worker_admin.operations import sweep as sweep_operation
 from worker_admin.operations.errors import Refused
-from worker_admin.recovery import CleanupTask, SweepStaleWorkersOptions
+from worker_admin.recovery import CleanupTask
 from worker_admin.schema import capabilities
 from worker_admin.utils import WorkerUtils
 
@@ -72,91 +74,120 @@ def cleanup(command: BaseCommand, utils: WorkerUtils, options: dict) -> dict:
     }
 
 
-def force_unlock(command: BaseCommand, utils: WorkerUtils, options: dict) -> dict:
-    ids = list(dict.fromkeys(value.strip() for value in options["worker_ids"] or []))
-    if not ids:
-        raise UsageError("Give at least one worker id.")
-    if "" in ids:
-        raise UsageError("A worker id must not be empty.")
-    result = utils.force_unlock_workers(ids)
-    record(
-        utils,
-        "force_unlock",
-        parameters={"worker_ids": ids, "queues_unlocked": result.queues_unlocked},
-        requested_ids=result.jobs_unlocked,
-        changed_ids=result.jobs_unlocked,
-        summary=result.summary,
-    )
+def _refused(exc: Refused):
+    """A refusal from the operation: bad input is a usage error, the rest a command error."""
+    if exc.status == 400:
+        return UsageError(str(exc))
+    return CommandError(str(exc))
+
+
+def _rows(shown) -> list[dict]:
+    return [
+        {
+            "id": row.id,
+            "task_identifier": row.task,
+            "locked_by": row.locked_by,
+            "plan": row.plan,
+            "superseded": row.superseded,
+            "replaced_by": row.replaced_by,
+            "changes": [f"{c.column}: {c.before} -> {c.after}" for c in row.changes],
+        }
+        for row in shown.rows
+    ]
+
+
+def _released(result) -> dict:
     return {
-        "worker_ids": ids,
-        "jobs_unlocked": list(result.jobs_unlocked),
-        "queues_unlocked": list(result.queues_unlocked),
-        "summary": result.summary,
-        "message": f"Force-unlock: {result.summary}.",
+        "changed_ids": list(result.changed_ids),
+        "skipped_held_by_a_worker": list(result.held_ids),
+        "changed_since_preview": list(result.stale_ids),
+        "gone": list(result.gone_ids),
+        "audit_entry_id": result.audit_entry_id,
     }
 
 
+def force_unlock(command: BaseCommand, utils: WorkerUtils, options: dict) -> dict:
+    """Preview and apply at once (the shell has no confirmation step), through the same
+    operation as the page and the API: only the locks read by the preview are released."""
+    given = [value.strip() for value in options["worker_ids"] or []]
+    if not given:
+        raise UsageError("Give at least one worker id.")
+    if "" in given:
+        raise UsageError("A worker id must not be empty.")
+    actor = os_user()
+    reason = options.get("reason") or ""
+    try:
+        shown = force_unlock_operation.preview(actor, given, reason, utils=utils)
+        result = force_unlock_operation.apply(
+            actor, shown.token, via=audit.AuditEntry.Via.CLI, reason_required=False
+        )
+    except Refused as exc:
+        raise _refused(exc) from None
+    return {
+        "worker_ids": shown.worker_ids,
+        "jobs_unlocked": list(result.changed_ids),
+        "queues_unlocked": list(result.queues_unlocked),
+        "summary": result.summary,
+        "warnings": list(shown.warnings),
+        "message": f"Force-unlock: {result.summary}.",
+    } | _released(result)
+
+
 def sweep_stale_workers(command: BaseCommand, utils: WorkerUtils, options: dict) -> dict:
+    """The dry run is the operation's preview; without --dry-run the same preview is applied
+    at once (pinned jobs only, once, audited)."""
     threshold = parse_duration(options["sweep_threshold"])
     delay = parse_duration(options["recovery_delay"])
     if threshold.total_seconds() <= 0:
         raise UsageError("--sweep-threshold must be longer than zero.")
     dry_run = options["dry_run"]
-    sweep_options = SweepStaleWorkersOptions(
-        sweep_threshold=threshold,
-        recovery_delay=delay,
-        dry_run=dry_run,
-        include_node_lock_holders=options["include_node_lock_holders"],
-    )
-    result = utils.sweep_stale_workers(sweep_options)
-    parameters = {
-        "sweep_threshold": options["sweep_threshold"],
-        "recovery_delay": options["recovery_delay"],
-        "include_node_lock_holders": options["include_node_lock_holders"],
-    }
-    if not dry_run and not result.lock_busy:
-        record(
-            utils,
-            "sweep",
-            parameters=parameters | {"worker_ids": result.worker_ids},
-            requested_ids=[job.id for job in result.jobs],
-            changed_ids=result.changed_job_ids,
-            summary=result.summary,
-        )
-    jobs = [
-        {
-            "id": job.id,
-            "task_identifier": job.task_identifier,
-            "locked_by": job.locked_by,
-            "locked_at": _iso(job.locked_at),
-            "attempts": job.attempts,
-            "attempts_after": job.attempts_after,
-            "run_at": _iso(job.run_at),
-            "run_at_after": _iso(job.run_at_after),
-            "superseded": job.superseded,
-            "replaced_by": job.replaced_by,
-            "plan": job.plan,
-        }
-        for job in result.jobs
-    ]
-    lines = [f"Sweep: {result.summary}."]
-    lines += [f"  {worker}: {reason}" for worker, reason in result.reasons.items()]
-    lines += [f"  left alone {worker}: {reason}" for worker, reason in result.excluded.items()]
+    include_node = options["include_node_lock_holders"]
+    actor = os_user()
+    reason = options.get("reason") or ""
+    try:
+        shown = sweep_operation.preview(actor, threshold, delay, include_node, reason, utils=utils)
+        result = None
+        if not dry_run:
+            result = sweep_operation.apply(
+                actor, shown.token, via=audit.AuditEntry.Via.CLI, reason_required=False
+            )
+    except Refused as exc:
+        if str(exc) == sweep_operation.LOCK_BUSY:
+            return _lock_busy(dry_run)
+        raise _refused(exc) from None
+    summary = result.summary if result else f"dry run: would {shown.summary}"
+    jobs = _rows(shown)
+    lines = [f"Sweep: {summary}."]
+    lines += [f"  {worker}: {why}" for worker, why in shown.workers]
+    lines += [f"  left alone {worker}: {why}" for worker, why in shown.excluded]
     if jobs:
-        keys = ("id", "task_identifier", "locked_by", "attempts_after", "run_at_after", "plan")
+        keys = ("id", "task_identifier", "locked_by", "plan")
         lines += ["", table(keys, [[job[key] for key in keys] for job in jobs])]
     return {
         "dry_run": dry_run,
-        "lock_busy": result.lock_busy,
-        "worker_ids": list(result.worker_ids),
-        "reasons": dict(result.reasons),
-        "excluded": dict(result.excluded),
-        "recovered_count": result.recovered_count,
-        "superseded_count": result.superseded_count,
+        "lock_busy": False,
+        "worker_ids": result.worker_ids if result else shown.worker_ids,
+        "reasons": dict(shown.workers),
+        "excluded": dict(shown.excluded),
+        "job_count": len(shown.job_ids),
+        "superseded_count": shown.superseded_count,
         "jobs": jobs,
-        "summary": result.summary,
+        "counts_by_task": [list(c) for c in shown.counts],
+        "summary": summary,
         "message": lines[0],
         "text": "\n".join(lines),
+    } | (_released(result) if result else {})
+
+
+def _lock_busy(dry_run: bool) -> dict:
+    message = f"Sweep: {sweep_operation.LOCK_BUSY}"
+    return {
+        "dry_run": dry_run,
+        "lock_busy": True,
+        "worker_ids": [],
+        "summary": sweep_operation.LOCK_BUSY,
+        "message": message,
+        "text": message,
     }
 
 

@@ -10,6 +10,9 @@ their input into the operation's input and render what comes back.
 - `job_actions`: run now, retry, reschedule, complete, permanently fail, remove by key.
 - `add_jobs`: one job, a batch.
 - `cleanup`: permanently failed jobs, unused task identifiers and queues, on pinned targets.
+- `sweep` (with `sweep_finding`): the stale-worker sweep on the jobs and workers its dry run
+  pinned; `force_unlock`: the locks of chosen worker ids; both release through `releasing`.
+- `undo`: an audited action put back from its before-image, skipping jobs changed since.
 - `claims`: the stored, pinned preview that is consumed once, in the database.
 - `job_specs`: the checks on a job to add, shared by every face.
 

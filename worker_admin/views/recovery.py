@@ -1,52 +1,31 @@
 """Recovery from the Maintenance page: the stale-worker sweep (dry run first), force-unlock
-and cleanup. Admins only; each is previewed, confirmed with a one-time token, and audited."""
+and cleanup. Admins only; each is previewed (the operation in worker_admin/operations/ pins
+its targets), confirmed once with the stored confirmation, and audited."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import timedelta
 
 from django import forms
-from django.conf import settings
 from django.contrib import messages
 from django.http import HttpResponseNotAllowed
 from django.shortcuts import redirect, render
+from django.urls import reverse
 
-from worker_admin import audit
-from worker_admin.actions import (
-    ActionRefused,
-    acting_once,
-    issue_token,
-    record_rejection,
-    redeem_token,
-)
-from worker_admin.fleet import FRESH_HEARTBEAT
-from worker_admin.models import Job, JobQueue, Worker
 from worker_admin.operations import cleanup as cleanup_operation
-from worker_admin.operations.errors import Refused
-from worker_admin.recovery import CleanupTask, SweepStaleWorkersOptions
+from worker_admin.operations import force_unlock as force_unlock_operation
+from worker_admin.operations import sweep as sweep_operation
+from worker_admin.operations.errors import AlreadyUsed, Refused
+from worker_admin.operations.rejections import record_rejection
+from worker_admin.recovery import CleanupTask
 from worker_admin.roles import ADMIN, can_run_maintenance
-from worker_admin.stats import database_now
-from worker_admin.utils import WorkerUtils, WorkerUtilsError
 from worker_admin.views.actions import _forbidden
-
-# The dry run's page lists this many of the jobs a sweep would recover (and counts them all).
-DRY_RUN_ROWS = 200
 
 
 class SweepForm(forms.Form):
     threshold_minutes = forms.IntegerField(min_value=1, max_value=24 * 60, initial=5)
     delay_seconds = forms.IntegerField(min_value=0, max_value=24 * 3600, initial=30)
     include_node = forms.BooleanField(required=False)
-
-    def options(self, *, dry_run: bool) -> SweepStaleWorkersOptions:
-        data = self.cleaned_data
-        return SweepStaleWorkersOptions(
-            sweep_threshold=timedelta(minutes=data["threshold_minutes"]),
-            recovery_delay=timedelta(seconds=data["delay_seconds"]),
-            dry_run=dry_run,
-            include_node_lock_holders=data["include_node"],
-        )
 
 
 class ForceUnlockForm(forms.Form):
@@ -57,15 +36,10 @@ class ForceUnlockForm(forms.Form):
     )
 
     def clean_worker_ids(self) -> list[str]:
-        ids = []
-        for line in self.cleaned_data["worker_ids"].replace(",", "\n").splitlines():
-            if line.strip() and line.strip() not in ids:
-                ids.append(line.strip())
-        if not ids:
-            raise forms.ValidationError("Give at least one worker id.")
-        if len(ids) > 1000 or any(len(i) > 1000 for i in ids):
-            raise forms.ValidationError("At most 1,000 worker ids of up to 1,000 characters.")
-        return ids
+        try:  # the operation's own check, so every face refuses the same ids alike
+            return force_unlock_operation.worker_ids(self.cleaned_data["worker_ids"])
+        except Refused as exc:
+            raise forms.ValidationError(str(exc)) from None
 
 
 class CleanupForm(forms.Form):
@@ -97,110 +71,66 @@ def _guard(request, action: str):
     return None
 
 
+def _failed(request, action: str, exc: Refused):
+    """A refused sweep or force-unlock: its sentence; a used confirmation links its entry."""
+    record_rejection(actor=request.user, via="web", action=action, error=str(exc), data={})
+    context = {"title": "Nothing was changed", "message": str(exc)}
+    if isinstance(exc, AlreadyUsed) and exc.entry is not None:
+        context["link"] = reverse("worker_admin:audit") + f"?action={action}"
+        context["link_text"] = f"Audit entry #{exc.entry.pk}"
+    return render(
+        request, "worker_admin/error.html", context, status=403 if exc.status == 403 else 400
+    )
+
+
 def sweep(request):
+    """First post: the dry run (operations/sweep.py pins the jobs and workers); the second,
+    with its token and a reason, releases exactly those once."""
     if (refusal := _guard(request, "sweep")) is not None:
         return refusal
-    form = SweepForm(request.POST)
-    if not form.is_valid():
-        return _refuse(request, "sweep", " ".join(e for es in form.errors.values() for e in es))
-    fingerprint = "sweep:" + ":".join(str(form.cleaned_data[k]) for k in sorted(form.fields))
-    utils = WorkerUtils()
     try:
         if "token" not in request.POST:
-            options = replace(form.options(dry_run=True), list_limit=DRY_RUN_ROWS)
-            result = utils.sweep_stale_workers(options)
-            context = {
-                "active": "maintenance",
-                "title": "Sweep stale workers: dry run",
-                "result": result,
-                "form": form,
-                "token": issue_token(fingerprint, request.session),
-            }
-            return render(request, "worker_admin/sweep_preview.html", context)
-        nonce = redeem_token(request.POST["token"], fingerprint, request.session)
-        # The sweep and its audit entry in one transaction, acted on once per confirmation.
-        with acting_once(nonce, actor=request.user, via="web", action="sweep"):
-            result = utils.sweep_stale_workers(form.options(dry_run=False))
-            audit.record(
-                actor=request.user,
-                via="web",
-                action="sweep",
-                outcome="done",
-                reason=request.POST.get("reason", "").strip()[:2000],
-                parameters=form.cleaned_data
-                | {"worker_ids": result.worker_ids, "confirmation": nonce},
-                requested_ids=[job.id for job in result.jobs],
-                changed_ids=result.changed_job_ids,
-                summary=result.summary,
+            form = SweepForm(request.POST)
+            if not form.is_valid():
+                raise Refused(" ".join(e for es in form.errors.values() for e in es))
+            data = form.cleaned_data
+            shown = sweep_operation.preview(
+                request.user,
+                timedelta(minutes=data["threshold_minutes"]),
+                timedelta(seconds=data["delay_seconds"]),
+                data["include_node"],
             )
-    except (ActionRefused, WorkerUtilsError) as exc:
-        return _refuse(request, "sweep", str(exc))
+            context = {"active": "maintenance", "title": "Sweep stale workers: dry run"}
+            return render(request, "worker_admin/sweep_preview.html", context | {"p": shown})
+        result = sweep_operation.apply(
+            request.user, request.POST["token"], reason=request.POST.get("reason", "")
+        )
+    except Refused as exc:
+        return _failed(request, "sweep", exc)
     messages.success(request, f"Sweep: {result.summary}.")
     return redirect("worker_admin:maintenance")
 
 
 def force_unlock(request):
+    """First post: the preview (the locks pinned, rows, warnings); the second, with its token
+    and a reason, releases exactly those once."""
     if (refusal := _guard(request, "force_unlock")) is not None:
         return refusal
-    form = ForceUnlockForm(request.POST)
-    if not form.is_valid():
-        return _refuse(
-            request, "force_unlock", " ".join(e for es in form.errors.values() for e in es)
-        )
-    ids = form.cleaned_data["worker_ids"]
-    fingerprint = "force_unlock:" + "\n".join(ids)
     try:
         if "token" not in request.POST:
-            return _force_unlock_preview(request, ids, issue_token(fingerprint, request.session))
-        nonce = redeem_token(request.POST["token"], fingerprint, request.session)
-        with acting_once(nonce, actor=request.user, via="web", action="force_unlock"):
-            result = WorkerUtils().force_unlock_workers(ids)
-            audit.record(
-                actor=request.user,
-                via="web",
-                action="force_unlock",
-                outcome="done",
-                reason=request.POST.get("reason", "").strip()[:2000],
-                parameters={
-                    "worker_ids": ids,
-                    "queues_unlocked": result.queues_unlocked,
-                    "confirmation": nonce,
-                },
-                requested_ids=result.jobs_unlocked,
-                changed_ids=result.jobs_unlocked,
-                summary=result.summary,
-            )
-    except (ActionRefused, WorkerUtilsError) as exc:
-        return _refuse(request, "force_unlock", str(exc))
+            form = ForceUnlockForm(request.POST)
+            if not form.is_valid():
+                raise Refused(" ".join(e for es in form.errors.values() for e in es))
+            shown = force_unlock_operation.preview(request.user, form.cleaned_data["worker_ids"])
+            context = {"active": "maintenance", "title": "Force-unlock: preview", "p": shown}
+            return render(request, "worker_admin/force_unlock_preview.html", context)
+        result = force_unlock_operation.apply(
+            request.user, request.POST["token"], reason=request.POST.get("reason", "")
+        )
+    except Refused as exc:
+        return _failed(request, "force_unlock", exc)
     messages.success(request, f"Force-unlock: {result.summary}.")
     return redirect("worker_admin:workers")
-
-
-def _force_unlock_preview(request, ids: list[str], token: str):
-    alias = settings.WORKER_DATABASE
-    now = database_now(alias)
-    fresh = [
-        w.id
-        for w in Worker.objects.using(alias).filter(id__in=ids)
-        if now - w.last_heartbeat_at < FRESH_HEARTBEAT
-    ]
-    context = {
-        "active": "maintenance",
-        "title": "Force-unlock: preview",
-        "ids": ids,
-        "jobs": list(
-            Job.objects.using(alias)
-            .filter(locked_by__in=ids)
-            .select_related("task")
-            .order_by("locked_at")[:200]
-        ),
-        "job_count": Job.objects.using(alias).filter(locked_by__in=ids).count(),
-        "queues": list(JobQueue.objects.using(alias).filter(locked_by__in=ids)),
-        "fresh": fresh,
-        "now": now,
-        "token": token,
-    }
-    return render(request, "worker_admin/force_unlock_preview.html", context)
 
 
 def cleanup(request):

@@ -13,6 +13,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
+from worker_admin.cli import history as history_commands
 from worker_admin.cli import jobs as job_commands
 from worker_admin.cli import recovery as recovery_commands
 from worker_admin.cli.common import record_rejection, require_audit_log, require_usable_schema
@@ -129,6 +130,7 @@ COMMANDS = {
     "sweep-stale-workers": recovery_commands.sweep_stale_workers,
     "queues": recovery_commands.queues,
     "workers": recovery_commands.workers,
+    "record-history": history_commands.record_history,
 }
 
 
@@ -218,6 +220,7 @@ def _add_recovery_parsers(sub) -> None:
 
     unlock = sub.add_parser("force-unlock", help="Release every lock held by dead workers.")
     unlock.add_argument("worker_ids", nargs="*", metavar="WORKER_ID", help="Worker ids.")
+    unlock.add_argument("--reason", help="Why (kept in the audit log).")
 
     sweep = sub.add_parser("sweep-stale-workers", help="Recover the jobs of dead workers.")
     sweep.add_argument(
@@ -232,6 +235,7 @@ def _add_recovery_parsers(sub) -> None:
         action="store_true",
         help="Also recover orphan locks held by Node-looking worker ids.",
     )
+    sweep.add_argument("--reason", help="Why (kept in the audit log).")
 
     sub.add_parser("queues", help="Named queues: job counts and locks.")
 
@@ -293,6 +297,7 @@ class Command(BaseCommand):
         )
         _add_job_parsers(sub)
         _add_recovery_parsers(sub)
+        history_commands.add_parser(sub)
 
     def handle(self, *args, **options) -> None:
         utils = WorkerUtils(schema=options["schema"])

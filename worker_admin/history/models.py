@@ -1,0 +1,56 @@
+"""One row per snapshot of the queue, in the console's own schema."""
+
+from __future__ import annotations
+
+from django.db import models
+
+RAW, MINUTE, HOUR = 0, 60, 3600  # resolution: 0 = as recorded; else the bucket folded into
+
+
+class HistorySnapshot(models.Model):
+    """The queue at `taken_at` (the database's clock), and what changed since the previous row.
+
+    The deltas (added, deleted, updated, failed) cover `interval_seconds` before `taken_at`;
+    None means unknown: the first snapshot, a statistics reset, or a gap in recording. A chart
+    shows unknown as a gap, never as zero. The counts are taken less often than the deltas
+    (HISTORY_COUNTS_INTERVAL_SECONDS), so `counts` is None on most rows.
+    """
+
+    schema = models.CharField(max_length=63)
+    taken_at = models.DateTimeField()
+    resolution = models.PositiveIntegerField(default=RAW)
+    interval_seconds = models.FloatField(null=True)
+    added = models.BigIntegerField(null=True)
+    deleted = models.BigIntegerField(null=True)
+    updated = models.BigIntegerField(null=True)
+    failed = models.BigIntegerField(null=True)
+    # The seconds `failed` covers: this row's interval when the count is cheap enough to take
+    # every time (an index), else the time since the previous counts round.
+    failed_interval_seconds = models.FloatField(null=True)
+    # True when `failed` stopped at the recorder's bound: "at least this many".
+    failed_capped = models.BooleanField(default=False)
+    # The cumulative counters as read, to compute the next row's deltas.
+    stat_inserted = models.BigIntegerField(null=True)
+    stat_deleted = models.BigIntegerField(null=True)
+    stat_updated = models.BigIntegerField(null=True)
+    stats_reset = models.DateTimeField(null=True)
+    # {"ready": n, "scheduled": n, "locked": n, "failed": n, "retrying": n} or None.
+    counts = models.JSONField(null=True)
+    counts_exact = models.BooleanField(null=True)
+    by_task = models.JSONField(null=True)  # {task identifier: jobs}, the largest N only
+    by_queue = models.JSONField(null=True)  # {queue name: jobs}, the largest N only
+    oldest_ready_seconds = models.FloatField(null=True)
+    locks_past_four_hours = models.IntegerField(null=True)
+    registered_workers = models.IntegerField(null=True)
+    stale_workers = models.IntegerField(null=True)
+    duration_ms = models.FloatField(null=True)  # the database time this snapshot took
+
+    class Meta:
+        app_label = "worker_admin"
+        indexes = [
+            models.Index(fields=["schema", "taken_at"], name="wa_history_taken"),
+        ]
+        ordering = ["taken_at"]
+
+    def __str__(self) -> str:
+        return f"{self.schema} at {self.taken_at:%Y-%m-%d %H:%M:%S}"

@@ -1,0 +1,91 @@
+"""One snapshot per interval, shared by every console process and every user.
+
+Twenty people watching the overview during an incident must cost what one does: their tabs poll
+every few seconds, and without sharing each poll would sample the jobs table again, in each
+server process. `shared(name, compute, seconds=...)` keeps the last result of `compute()` in
+Django's database cache (the console's own table, `console_snapshot_cache`, so every process
+and host behind a load balancer sees it) with the time it was taken and a version. A result
+younger than `seconds` is returned as it is. When it is older, one process takes a transaction
+advisory lock and computes the next one while the others keep answering with the previous
+snapshot (up to STALE_FACTOR intervals old), so a slow count is never run twice at once; with
+no usable snapshot at all they wait for the one being taken rather than take their own.
+
+The version is a digest of the value, so a queue where nothing moved keeps it: a polled page's
+ETag is built from the versions of the snapshots it shows, and a refresh of unchanged data is
+answered 304 Not Modified without rendering (see `worker_admin/polling.py`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from django.core.cache import caches
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
+
+T = TypeVar("T")
+CACHE = "snapshots"
+STALE_FACTOR = 5  # a snapshot this many intervals old is recomputed by whoever asks
+
+
+@dataclass(frozen=True)
+class Snapshot(Generic[T]):
+    value: T
+    version: str
+    taken_at: float  # time.time() when compute() returned
+
+    @property
+    def age(self) -> float:
+        return max(0.0, time.time() - self.taken_at)
+
+
+def shared(name: str, compute: Callable[[], T], *, seconds: float) -> Snapshot[T]:
+    """The snapshot `name`, taken at most `seconds` ago (or by whoever is taking the next)."""
+    cache = caches[CACHE]
+    key = "snapshot:" + hashlib.sha256(name.encode()).hexdigest()
+    found = cache.get(key)
+    if found is not None and found.age < seconds:
+        return found
+    with transaction.atomic(using=DEFAULT_DB_ALIAS):
+        if not _lock(key, wait=False):
+            if found is not None and found.age < seconds * STALE_FACTOR:
+                return found  # another process is taking the next one
+            _lock(key, wait=True)  # nothing usable yet: wait for the one being taken
+        found = cache.get(key)  # taken by another process while we asked for the lock
+        if found is not None and found.age < seconds:
+            return found
+        return _take(cache, key, compute, seconds)
+
+
+def _take(cache, key: str, compute: Callable[[], T], seconds: float) -> Snapshot[T]:
+    value = compute()
+    snapshot = Snapshot(value, version_of(value), time.time())
+    cache.set(key, snapshot, timeout=max(60, int(seconds * STALE_FACTOR * 2)))
+    return snapshot
+
+
+def version_of(value) -> str:
+    """Equal values, equal versions: a queue where nothing moved keeps its version (and a
+    polled page its ETag) from one snapshot to the next."""
+    try:
+        blob = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    except (pickle.PicklingError, TypeError, AttributeError):
+        return uuid.uuid4().hex[:16]
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _lock(key: str, *, wait: bool) -> bool:
+    """A transaction advisory lock named after the snapshot (the statement timeout bounds a
+    wait)."""
+    lock_id = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
+    with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
+        if wait:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [lock_id])
+            return True
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [lock_id])
+        return bool(cursor.fetchone()[0])

@@ -1,0 +1,59 @@
+"""Refreshes that cost almost nothing when nothing changed, and once per interval when it did.
+
+Open tabs poll their page's live part (htmx, `hx-trigger="every Ns"`). `live_fragment()` answers
+such a poll from the shared snapshots the part shows (worker_admin/snapshots.py):
+
+- its ETag is a digest of those snapshots' versions, the request's path and query, the template
+  and what the viewer's role changes in it. A browser sends it back (If-None-Match) on the next
+  poll; if the data has not changed, the answer is 304 Not Modified, with no rendering and no
+  counting (the browser hands htmx its stored copy);
+- otherwise the rendered part is itself kept in the shared cache under that ETag, so twenty
+  people watching the same page get one rendering per interval between them.
+
+Only live parts qualify: they carry no CSRF token, user name or flash message (a full page does),
+so one rendering is right for everyone with the same role and filters.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from django.core.cache import caches
+from django.http import HttpResponse, HttpResponseNotModified
+from django.shortcuts import render
+from django.utils import timezone
+from django.utils.cache import patch_cache_control
+
+from worker_admin.roles import role_of
+from worker_admin.snapshots import CACHE
+
+FRAGMENT_SECONDS = 120
+
+
+def etag_for(request, template: str, versions: list[str]) -> str:
+    viewer = [role_of(request.user), timezone.get_current_timezone_name()]
+    text = "|".join([template, request.get_full_path(), *viewer, *versions])
+    return '"' + hashlib.sha256(text.encode()).hexdigest()[:32] + '"'
+
+
+def live_fragment(request, template: str, context: dict, versions: list[str]) -> HttpResponse:
+    """Render `template` (a partial) for a poll, or answer 304 / a shared rendering."""
+    etag = etag_for(request, template, versions)
+    if etag in _sent_etags(request):
+        response = HttpResponseNotModified()
+    else:
+        cache = caches[CACHE]
+        body = cache.get("fragment:" + etag)
+        if body is None:
+            body = render(request, template, context).content
+            cache.set("fragment:" + etag, body, timeout=FRAGMENT_SECONDS)
+        response = HttpResponse(body)
+    response["ETag"] = etag
+    patch_cache_control(response, private=True, no_cache=True)
+    response["Vary"] = "HX-Request, Cookie"
+    return response
+
+
+def _sent_etags(request) -> set[str]:
+    header = request.META.get("HTTP_IF_NONE_MATCH", "")
+    return {part.strip().removeprefix("W/") for part in header.split(",") if part.strip()}
