@@ -411,6 +411,7 @@ def test_stats(jobs):
         "exact",
         "sampled_fraction",
         "counts",
+        "estimates",
         "oldest_ready_at",
         "oldest_lock_at",
         "by_task",

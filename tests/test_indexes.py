@@ -139,3 +139,55 @@ def test_overview_counts_locked_jobs_exactly_once_the_locked_index_exists(
         f"SELECT min(locked_at) FROM {settings.GRAPHILE_WORKER_SCHEMA}._private_jobs"
     )[0]
     assert counted.oldest_lock_at == oldest
+
+
+def test_locked_and_failing_counts_are_exact_and_the_same_everywhere(
+    clean_indexes, monkeypatch, client, django_user_model
+):
+    """With console_jobs_locked and console_jobs_failing, the sampled overview shows locked,
+    failed and retrying jobs exactly, and the jobs tabs and the API show the same numbers;
+    every queue is listed, seen by the sample or not."""
+    from django.urls import reverse
+
+    from tests.factories import JobFactory
+    from worker_admin import stats
+    from worker_admin.utils import RawJobSpec, WorkerUtils
+
+    utils = WorkerUtils()
+    jobs = JobFactory(utils)
+    utils.add_raw_jobs([RawJobSpec("t", {"i": i}) for i in range(400)])
+    for n in range(5):
+        jobs.locked(by=f"graphile_worker_{n}")
+    for _ in range(3):
+        jobs.failed("t")
+    jobs.retrying("t")
+    jobs.add("t", queue_name="rare")  # one job: a sample of 2 blocks rarely sees it
+    jobs.sql(f"ANALYZE {settings.GRAPHILE_WORKER_SCHEMA}._private_jobs")
+    monkeypatch.setattr(stats, "EXACT_ROW_LIMIT", 100)
+    monkeypatch.setattr(stats, "SAMPLE_ROWS", 40)
+    monkeypatch.setattr(stats, "SAMPLE_WINDOWS", 4)
+    monkeypatch.setattr(stats, "SAMPLE_REUSE_SECONDS", 0)
+    _run("create", "console_jobs_locked")
+    _run("create", "console_jobs_failing")
+    from tests.test_api import Api, user_with_token
+
+    user, secret = user_with_token(django_user_model, "viewer", "oncall")
+    client.force_login(user)
+
+    overview = client.get(reverse("worker_admin:overview")).context["stats"]
+    assert not overview.exact
+    for name, want in (("locked", 5), ("failed", 3), ("retrying", 1)):
+        assert overview.counts.estimate(name) == stats.Estimate.exact_count(want)
+    assert [group.name for group in overview.by_queue] == ["rare"]
+    tabs = {t.key: t.count for t in client.get(reverse("worker_admin:jobs")).context["tabs"]}
+    assert tabs["locked"].display == "5" and tabs["failed"].display == "3"
+    api = Api(client, secret).get("/api/stats").json()
+    assert api["estimates"]["locked"] == {
+        "value": 5,
+        "low": 5,
+        "high": 5,
+        "exact": True,
+        "method": "exact",
+    }
+    assert not api["estimates"]["total"]["exact"]
+    assert api["estimates"]["total"]["low"] <= 410 <= api["estimates"]["total"]["high"]

@@ -7,6 +7,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 
 from worker_admin.counting import CountValue, bounded_count
+from worker_admin.estimates import Estimate
 from worker_admin.filters import make_cursor
 from worker_admin.models import Job
 from worker_admin.utils import RawJobSpec
@@ -333,7 +334,53 @@ def test_jobs__unfiltered_tabs_on_a_large_table_are_estimates(console, utils, jo
     monkeypatch.setattr(stats, "SAMPLE_ROWS", 150)
     monkeypatch.setattr(stats, "SAMPLE_WINDOWS", 5)
     tabs = {tab.key: tab.count for tab in console.get(URL).context["tabs"]}
-    assert tabs["ready"].kind == "estimate" and tabs["ready"].display.startswith("~")
-    assert 200 <= tabs["ready"].value <= 400
+    ready = tabs["ready"]
+    assert not ready.exact and ready.low <= 300 <= ready.high  # its 95 % interval holds it
+    assert ready.display != "300" and ready.explanation.startswith(("Estimated", "Too rare"))
     filtered = {t.key: t.count for t in console.get(URL, {"task": "t"}).context["tabs"]}
-    assert filtered["ready"] == CountValue(300, "exact")
+    assert filtered["ready"] == Estimate.exact_count(300)
+
+
+def test_jobs__filtered_tabs_on_a_large_table_never_make_up_a_number(
+    console, utils, jobs, monkeypatch
+):
+    """A filter matching more than the pass bound: each state comes from a random sample of the
+    filter's rows with its interval, and a state too rare in it for that (2 locked jobs) is
+    counted up to the bound instead, exactly."""
+    from worker_admin import stats
+    from worker_admin.views import jobs as jobs_view
+
+    utils.add_raw_jobs([RawJobSpec("t", {"i": i}) for i in range(300)])
+    for n in range(2):
+        jobs.locked(by=f"graphile_worker_{n}", identifier="t")
+    jobs.sql("ANALYZE graphile_worker._private_jobs")
+    monkeypatch.setattr(stats, "EXACT_ROW_LIMIT", 100)
+    monkeypatch.setattr(stats, "SAMPLE_ROWS", 20)
+    monkeypatch.setattr(stats, "SAMPLE_WINDOWS", 4)
+    monkeypatch.setattr(jobs_view, "PASS_BOUND", 50)
+    tabs = {t.key: t.count for t in console.get(URL, {"task": "t"}).context["tabs"]}
+    assert tabs["locked"].display == "2" and tabs["locked"].exact
+    assert tabs["failed"].display == "0"
+    for key, true in (("all", 302), ("ready", 300)):
+        count = tabs[key]
+        assert not count.exact and count.low <= true
+        assert count.high is None or true <= count.high
+        assert count.low > 50  # the pass saw more than its bound
+
+
+def test_bounded_count_within__gives_up_past_its_budget_and_restores_the_timeout(jobs):
+    from django.db import connections
+
+    from worker_admin.counting import bounded_count_within
+
+    jobs.ready()
+    alias = jobs.utils.alias
+    with connections[alias].cursor() as cursor:
+        cursor.execute("SELECT current_setting('statement_timeout')")
+        before = cursor.fetchone()[0]
+    slow = Job.objects.using(alias).extra(where=["pg_sleep(0.2) IS NOT NULL"])
+    assert bounded_count_within(slow, 10, budget_ms=20) is None
+    assert bounded_count_within(Job.objects.using(alias), 10, budget_ms=5_000) == 1
+    with connections[alias].cursor() as cursor:
+        cursor.execute("SELECT current_setting('statement_timeout')")
+        assert cursor.fetchone()[0] == before

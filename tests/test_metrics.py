@@ -286,13 +286,19 @@ def test_metrics__large_table_counts_are_the_overviews_estimates(
     )
     assert 0 < overview.sampled_fraction < 1
     # The states are the overview's estimates, except locked: the lock pass counts it exactly
-    # (a sample of id windows can miss every locked job, as it does here).
+    # (a sample of id blocks can miss every locked job).
     exact_locked = jobs.sql(f"SELECT count(*) FROM {jobs.q}._private_jobs WHERE {LOCKED}")[0][0]
     assert exact_locked == 1
     assert by_label(got, "graphile_worker_jobs", "state") == {
         state: exact_locked if state == "locked" else getattr(overview.counts, state)
         for state in STATES
     }
+    # Each estimate's 95 % interval is there too; locked, counted exactly, has low = high.
+    lows = by_label(got, "graphile_worker_jobs_interval", "state", bound="low")
+    highs = by_label(got, "graphile_worker_jobs_interval", "state", bound="high")
+    assert lows["locked"] == highs["locked"] == 1
+    assert lows["total"] <= 401 <= highs.get("total", float("inf"))
+    assert set(lows) == {*STATES, "retrying", "total"}
     exact_age = jobs.sql(
         f"SELECT extract(epoch FROM now() - min(run_at)) FROM {jobs.q}._private_jobs WHERE {READY}"
     )[0][0]

@@ -138,7 +138,7 @@ def test_job_detail__lock_past_four_hours_is_explained(console, jobs):
 
 
 def test_overview__large_table_counts_are_sampled_estimates(console, utils, jobs, monkeypatch):
-    """Above the exact limit the overview reads id windows and scales; it says so."""
+    """Above the exact limit the overview reads random id blocks and scales; it says so."""
     from worker_admin import stats
     from worker_admin.utils import RawJobSpec
 
@@ -154,7 +154,7 @@ def test_overview__large_table_counts_are_sampled_estimates(console, utils, jobs
     assert 300 <= result.counts.total <= 500  # scaled back to the table's size
     assert result.oldest_ready_at is not None  # exact, through the index walk
     text = _text(response)
-    assert "Counts marked ~ are estimates" in text and "~" in text
+    assert "estimated from a random" in text and "95 % error" in text
     assert failed.id  # the sample may or may not include it; the page never claims exactness
 
 

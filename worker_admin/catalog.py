@@ -7,13 +7,14 @@ worker_admin.states; `_through()` only re-anchors them on the jobs relation.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db.models import Count, F, Min, Q
 
 from worker_admin import indexes
+from worker_admin.estimates import Estimate
 from worker_admin.models import Job, JobQueue, Task
 from worker_admin.states import RETRYING, STATE_PREDICATES, JobState
 from worker_admin.stats import SampledGroups, StateCounts, database_now, sampled_groups
@@ -126,8 +127,9 @@ class QueueReport:
 def queue_report(alias: str, *, name_contains: str = "", limit: int = 500) -> QueueReport:
     """Every queue row (locked ones first, oldest lock first, then by name), counted by state.
 
-    On a large table the counts come from the overview's sample (one read of ~20,000 rows
-    instead of a grouped pass over every job) and are marked as estimates.
+    On a large table the counts come from the overview's random sample (one read of ~20,000
+    rows instead of a grouped pass over every job), each with its 95 % interval; a queue the
+    sample did not see shows an upper bound.
     """
     queues = JobQueue.objects.using(alias)
     if name_contains:
@@ -161,9 +163,9 @@ def _sampled_queue_report(alias: str, queues, sampled: SampledGroups, limit: int
     locked = _locked_jobs_by_queue(alias, [row.id for row in rows[:limit] if row.locked_at])
     result = []
     for row in rows[:limit]:
-        counts = sampled.by_queue.get(row.id, StateCounts())
+        counts = sampled.of_queue(row.id)
         if locked is not None and row.locked_at is not None:
-            counts = replace(counts, locked=locked.get(row.id, 0))
+            counts = counts.replaced("locked", Estimate.exact_count(locked.get(row.id, 0)))
         result.append(
             QueueRow(
                 name=row.queue_name,
@@ -225,10 +227,7 @@ def task_report(alias: str) -> TaskReport:
         tasks = Task.objects.using(alias).order_by("identifier")
         return TaskReport(
             now=database_now(alias),
-            tasks=[
-                TaskRow(task.identifier, sampled.by_task.get(task.id, StateCounts()), None)
-                for task in tasks
-            ],
+            tasks=[TaskRow(task.identifier, sampled.of_task(task.id), None) for task in tasks],
             sampled_fraction=sampled.fraction,
         )
     rows = list(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.db import connections
+from django.db import OperationalError, connections, transaction
 from django.db.models import Count, QuerySet
 
 COUNT_BOUND = 10_000
@@ -39,8 +39,8 @@ class CountValue:
             )
         if self.kind == "estimate":
             return (
-                "An estimate: the table is large, so this comes from PostgreSQL's statistics or "
-                "an evenly spread sample of it rather than reading every row."
+                "An estimate: the table is large, so this comes from PostgreSQL's statistics "
+                "rather than reading every row."
             )
         if self.kind == "not_counted":
             return (
@@ -64,6 +64,31 @@ def bounded_count(queryset: QuerySet, bound: int = COUNT_BOUND) -> CountValue:
     """COUNT over at most bound + 1 rows: exact below the bound, "bound+" above it."""
     n = queryset.order_by().values("pk")[: bound + 1].count()
     return CountValue(bound, "at_least") if n > bound else CountValue(n, "exact")
+
+
+QUERY_CANCELED = "57014"  # SQLSTATE of a statement cut by statement_timeout
+
+
+def bounded_count_within(queryset: QuerySet, bound: int, budget_ms: int) -> int | None:
+    """Up to bound + 1 matching rows counted, or None when that takes more than budget_ms.
+
+    For a rare state of a filter that no index serves: finding that a 10M-row table holds 2
+    such jobs reads all of it. The budget applies to this statement only (a savepoint: a
+    cancelled count leaves the page's connection usable, and the timeout is restored after).
+    """
+    alias = queryset.db
+    try:
+        with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
+            cursor.execute("SELECT current_setting('statement_timeout')")
+            previous = cursor.fetchone()[0]
+            cursor.execute("SELECT set_config('statement_timeout', %s, true)", [str(budget_ms)])
+            n = queryset.order_by().values("pk")[: bound + 1].count()
+            cursor.execute("SELECT set_config('statement_timeout', %s, true)", [previous])
+            return n
+    except OperationalError as error:
+        if getattr(error.__cause__, "sqlstate", None) == QUERY_CANCELED:
+            return None
+        raise
 
 
 def table_estimate(alias: str, db_table: str) -> int:

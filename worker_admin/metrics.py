@@ -4,13 +4,14 @@ A custom prometheus_client collector: every scrape reads the numbers the overvie
 workers page show, through the same code where it fits (stats.queue_stats, the state
 predicates, the Worker model's staleness rule), so a dashboard and an alert never disagree with
 the console. On a large jobs table the counts per state, task and queue are the overview's
-estimates from an evenly spread sample, and graphile_console_counts_estimated says so.
+estimates from a random sample, graphile_console_counts_estimated says so and
+graphile_worker_jobs_interval gives each state's 95 % interval.
 
 The lock and worker facts are exact at any size, from one grouped pass over the locked jobs.
 fleet.fleet() would give the holders too, but it is a pass of its own, and no index serves
 either (unless the opt-in console_jobs_locked index is there): on 10M jobs each pass took
 2-3 s, so one pass gives everything here, the exact number of locked jobs included, which a
-sample of id windows can miss entirely.
+sample of id blocks can miss entirely.
 
 Nothing here is stored between scrapes except the capabilities cache; the console's own request
 and query timings are in worker_admin.instrumentation.
@@ -195,6 +196,24 @@ def _grouped(kind: str, groups: list[GroupCounts]) -> Iterator[Metric]:
     yield retrying
 
 
+def _intervals(stats: QueueStats, locked: int) -> Metric:
+    """The 95 % interval of each estimated count, as the overview shows it on hover."""
+    family = GaugeMetricFamily(
+        "graphile_worker_jobs_interval",
+        "95 % interval of each state's job count (and retrying, total) when the counts are "
+        "estimated from a random sample: bound is low or high (high absent when unbounded). "
+        "Exact counts have low = high.",
+        labels=["state", "bound"],
+    )
+    for name in (*STATES, "retrying", "total"):
+        value = stats.counts.estimate(name)
+        low, high = (locked, locked) if name == JobState.LOCKED.value else (value.low, value.high)
+        family.add_metric([name, "low"], low)
+        if high is not None:
+            family.add_metric([name, "high"], high)
+    return family
+
+
 def queue_families(snapshot: Snapshot) -> Iterator[Metric]:
     stats, locks = snapshot.stats, snapshot.locks
     jobs = GaugeMetricFamily(
@@ -208,6 +227,8 @@ def queue_families(snapshot: Snapshot) -> Iterator[Metric]:
         exact_locked = state == JobState.LOCKED.value
         jobs.add_metric([state], locks.locked if exact_locked else getattr(stats.counts, state))
     yield jobs
+    if not stats.exact:
+        yield _intervals(stats, locks.locked)
     yield _gauge(
         "graphile_worker_jobs_retrying",
         "Jobs that failed at least once and will run again (also counted as ready or scheduled).",
@@ -271,8 +292,9 @@ def console_families(snapshot: Snapshot, threshold: timedelta) -> Iterator[Metri
         stats = snapshot.stats
         yield _gauge(
             "graphile_console_counts_estimated",
-            "1 when the job counts per state, task and queue are estimates from a sample of a "
-            "large jobs table (as on the overview), 0 when every row was counted.",
+            "1 when the job counts per state, task and queue are estimates from a random sample "
+            "of a large jobs table (as on the overview; graphile_worker_jobs_interval gives "
+            "their 95 % intervals), 0 when every row was counted.",
             0 if stats.exact else 1,
         )
         yield _gauge(

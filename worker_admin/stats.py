@@ -3,9 +3,11 @@
 One pass per grouping, with a FILTER per state: the predicates come from worker_admin.states,
 so every face of the console counts the same way. On a small table the pass reads every row and
 the counts are exact. On a large one (more than EXACT_ROW_LIMIT rows by the planner's estimate)
-it reads an evenly spread sample of id ranges through the primary key, about SAMPLE_ROWS rows,
-and scales the counts to the table's size: the page says they are estimates. The sample is the
-same on every refresh, so the numbers do not jitter while nothing changes.
+it reads a random sample of id blocks through the primary key (SAMPLE_WINDOWS blocks, about
+SAMPLE_ROWS ids; worker_admin.sampling), drawn afresh for each snapshot, and estimates each count
+without bias with a 95 % interval (worker_admin.estimates). A random draw cannot fall in step
+with a periodic pattern in the ids the way evenly spaced windows did (whole states or queues
+never read). Counts an opt-in index makes cheap (locked, failed, retrying) are exact instead.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connections
-from django.db.models import Count, Max, Min, Q
+from django.db.models import Count, Min
 
-from worker_admin import indexes
-from worker_admin.counting import table_estimate
+from worker_admin import indexes, sampling
+from worker_admin.counting import bounded_count_within, table_estimate
+from worker_admin.estimates import Estimate, bounded
 from worker_admin.installer import quote_schema
 from worker_admin.models import Job, JobQueue, Task
 from worker_admin.states import RETRYING, STATE_PREDICATES, JobState
@@ -32,10 +35,30 @@ class StateCounts:
     locked: int = 0
     failed: int = 0
     retrying: int = 0
+    # On a large table: each count's estimate with its interval (and "total"); None when every
+    # row was counted. The ints above are then the estimates' values.
+    estimates: dict[str, Estimate] | None = field(default=None, compare=False)
 
     @property
     def total(self) -> int:
+        if self.estimates is not None and "total" in self.estimates:
+            return self.estimates["total"].value
         return self.ready + self.scheduled + self.locked + self.failed
+
+    @property
+    def exact(self) -> bool:
+        return self.estimates is None or all(e.exact for e in self.estimates.values())
+
+    def estimate(self, name: str) -> Estimate:
+        """The count `name` ("total", a state or "retrying") with its interval."""
+        if self.estimates is not None and name in self.estimates:
+            return self.estimates[name]
+        return Estimate.exact_count(self.total if name in ("total", "all") else getattr(self, name))
+
+    @classmethod
+    def from_estimates(cls, estimates: dict[str, Estimate]) -> StateCounts:
+        names = ("ready", "scheduled", "locked", "failed", "retrying")
+        return cls(**{n: estimates[n].value for n in names}, estimates=dict(estimates))
 
     def of(self, state: JobState) -> int:
         return getattr(self, state.value)
@@ -43,6 +66,12 @@ class StateCounts:
     def of_tab(self, key: str) -> int:
         """The count behind a jobs-list tab: "all", a state, or "retrying"."""
         return self.total if key == "all" else getattr(self, key)
+
+    def replaced(self, name: str, value: Estimate) -> StateCounts:
+        estimates = dict(self.estimates or {}) | {name: value}
+        if name == "total":
+            return replace(self, estimates=estimates)
+        return replace(self, **{name: value.value}, estimates=estimates)
 
 
 @dataclass(frozen=True)
@@ -55,12 +84,17 @@ class GroupCounts:
 
 
 EXACT_ROW_LIMIT = 200_000
-SAMPLE_ROWS = 20_000  # 200 windows of 100 ids: ~10-20 ms at 10M rows
+SAMPLE_ROWS = 20_000  # 200 random blocks of 100 ids: ~10-20 ms at 10M rows
 SAMPLE_WINDOWS = 200
+# A bounded count reads at most this many rows through an opt-in index (failing jobs).
+INDEXED_COUNT_BOUND = 10_000
+INDEXED_COUNT_BUDGET_MS = 150
 # Open tabs poll every few seconds: within this many seconds, requests in the same process share
 # one read of the sample (the numbers are estimates anyway; see _shared).
 SAMPLE_REUSE_SECONDS = 2.0
 _reused: dict[tuple, tuple[float, object]] = {}
+# The overview lists at most this many tasks and queues (the queues page pages through more).
+GROUP_LIMIT = 500
 
 
 @dataclass(frozen=True)
@@ -105,19 +139,27 @@ def state_aggregates() -> dict:
     return _state_aggregates()
 
 
-def _counts(row: dict, scale: float = 1.0) -> StateCounts:
+def _counts(row: dict) -> StateCounts:
     names = ("ready", "scheduled", "locked", "failed", "retrying")
-    return StateCounts(**{name: round(row[name] * scale) for name in names})
+    return StateCounts(**{name: row[name] for name in names})
 
 
 @dataclass(frozen=True)
 class SampledGroups:
-    """State counts per task id and per queue id, scaled from the id-window sample."""
+    """State counts (with intervals) for the table, per task id and per queue id, from one
+    random sample of id blocks (worker_admin.sampling)."""
 
     totals: StateCounts
     by_task: dict[int, StateCounts]
     by_queue: dict[int, StateCounts]
-    fraction: float  # the share of the table that was read
+    fraction: float  # the share of the id range that was read
+    unseen: StateCounts  # the counts of a task or queue the sample did not see: upper bounds
+
+    def of_task(self, task_id: int) -> StateCounts:
+        return self.by_task.get(task_id, self.unseen)
+
+    def of_queue(self, queue_id: int) -> StateCounts:
+        return self.by_queue.get(queue_id, self.unseen)
 
 
 def _shared(name: str, alias: str, compute):
@@ -145,38 +187,62 @@ def _shared(name: str, alias: str, compute):
 
 
 def sampled_groups(alias: str) -> SampledGroups | None:
-    """One read of the sample, grouped by (task, queue); None on a table small enough to count.
-
-    The totals, the per-task and the per-queue counts are sums of those groups, so the overview,
-    the queues page and the tasks page each read the sample once, not once per grouping.
-    """
+    """One read of the sample, grouped by task and by queue; None on a table small enough to
+    count. The overview, the queues page, the tasks page and the jobs tabs share it (and its
+    exact locked/failing counts), so they show the same numbers within a refresh interval."""
     if not is_large(alias):
         return None
     return _shared("groups", alias, lambda: _sampled_groups(alias))
 
 
+def _draw(alias: str, narrowed=None, dimensions=sampling.DIMENSIONS) -> sampling.Sample | None:
+    width = max(1, SAMPLE_ROWS // SAMPLE_WINDOWS)
+    return sampling.draw(alias, SAMPLE_WINDOWS, width, narrowed, dimensions)
+
+
 def _sampled_groups(alias: str) -> SampledGroups | None:
-    jobs = Job.objects.using(alias)
-    sample, _ = _sample(jobs, alias)
+    sample = _draw(alias)
     if sample is None:
         return None
-    groups = list(
-        jobs.filter(sample)
-        .values("task_id", "job_queue_id")
-        .annotate(**_state_aggregates(), n=Count("id"))
-        .order_by()
-    )
-    sampled_rows = sum(row["n"] for row in groups)
-    total = table_estimate(alias, Job._meta.db_table)
-    scale = total / sampled_rows if sampled_rows else 1.0
-    names = ("ready", "scheduled", "locked", "failed", "retrying")
-    totals, by_task, by_queue = _summed(groups, names)
+    totals = _exact_where_indexed(alias, StateCounts.from_estimates(sample.estimates("all")))
+
+    def counts(dimension: str, key: int) -> StateCounts:
+        return StateCounts.from_estimates(sample.estimates(dimension, key))
+
     return SampledGroups(
-        totals=_counts(totals, scale),
-        by_task={tid: _counts(row, scale) for tid, row in by_task.items()},
-        by_queue={qid: _counts(row, scale) for qid, row in by_queue.items()},
-        fraction=1 / scale,
+        totals=totals,
+        by_task={key: counts("task", key) for key in sample.keys("task")},
+        by_queue={key: counts("queue", key) for key in sample.keys("queue")},
+        fraction=sample.design.fraction,
+        unseen=counts("none", -1),
     )
+
+
+def _exact_where_indexed(alias: str, counts: StateCounts) -> StateCounts:
+    """The sampled totals, with the counts an opt-in index makes cheap replaced by exact ones:
+    locked jobs (console_jobs_locked, all of them) and failed/retrying jobs (console_jobs_failing,
+    up to INDEXED_COUNT_BOUND rows, beyond which the sample's interval stays)."""
+    schema = settings.GRAPHILE_WORKER_SCHEMA
+    jobs = Job.objects.using(alias)
+    if indexes.present(alias, schema, "console_jobs_locked"):
+        n = jobs.filter(locked_by__isnull=False).count()
+        counts = counts.replaced("locked", Estimate.exact_count(n))
+    if indexes.present(alias, schema, "console_jobs_failing"):
+        failing = jobs.filter(attempts__gt=0, locked_at__isnull=True)
+        for name, predicate in (
+            ("failed", STATE_PREDICATES[JobState.FAILED]),
+            ("retrying", RETRYING),
+        ):
+            # Bounded in rows and in time: many retrying jobs among few failed ones would make
+            # the failed count read them all (then the sample's interval stays).
+            found = bounded_count_within(
+                failing.filter(predicate), INDEXED_COUNT_BOUND, INDEXED_COUNT_BUDGET_MS
+            )
+            if found is not None:
+                counts = counts.replaced(
+                    name, bounded(found, INDEXED_COUNT_BOUND, counts.estimate(name))
+                )
+    return counts
 
 
 def queue_stats(alias: str) -> QueueStats:
@@ -184,77 +250,32 @@ def queue_stats(alias: str) -> QueueStats:
     sampled = sampled_groups(alias)
     if sampled is None:
         return _exact_queue_stats(jobs, alias)
-    task_names = dict(
-        Task.objects.using(alias).filter(id__in=sampled.by_task).values_list("id", "identifier")
-    )
-    queues = {
-        q["id"]: q
-        for q in JobQueue.objects.using(alias)
-        .filter(id__in=list(sampled.by_queue))
-        .values("id", "queue_name", "locked_by", "locked_at")
-    }
-    counts, oldest_lock_at, locked_exact = _locked_exactly_if_indexed(alias, sampled.totals)
+    # Every task and queue is listed, seen by the sample or not (tables of tens to hundreds of
+    # rows): one the sample missed shows an upper bound, never a silent absence.
+    tasks = Task.objects.using(alias).order_by("identifier").values_list("id", "identifier")
+    queues = JobQueue.objects.using(alias).order_by("queue_name")
+    locked_exact = sampled.totals.estimate("locked").exact
     return QueueStats(
         now=database_now(alias),
-        counts=counts,
+        counts=sampled.totals,
         oldest_ready_at=oldest_ready_at(alias),
-        oldest_lock_at=oldest_lock_at,  # None from a sample: only an index walk can tell it
+        oldest_lock_at=_oldest_lock_at(alias) if locked_exact else None,
         locked_exact=locked_exact,
-        by_task=sorted(
-            (
-                GroupCounts(task_names.get(tid, f"#{tid}"), counts)
-                for tid, counts in sampled.by_task.items()
-            ),
-            key=lambda g: g.name or "",
-        ),
-        by_queue=sorted(
-            (
-                GroupCounts(
-                    queues[qid]["queue_name"],
-                    counts,
-                    locked_by=queues[qid]["locked_by"],
-                    locked_at=queues[qid]["locked_at"],
-                )
-                for qid, counts in sampled.by_queue.items()
-                if qid in queues
-            ),
-            key=lambda g: g.name or "",
-        ),
+        by_task=[GroupCounts(name, sampled.of_task(tid)) for tid, name in tasks[:GROUP_LIMIT]],
+        by_queue=[
+            GroupCounts(
+                q.queue_name, sampled.of_queue(q.id), locked_by=q.locked_by, locked_at=q.locked_at
+            )
+            for q in queues[:GROUP_LIMIT]
+        ],
         sampled_fraction=sampled.fraction,
     )
 
 
-def _locked_exactly_if_indexed(
-    alias: str, sampled: StateCounts
-) -> tuple[StateCounts, datetime | None, bool]:
-    """The sampled counts with the locked count made exact, and the oldest lock, when the opt-in
-    console_jobs_locked index exists (an index-only read of the running jobs); else as sampled."""
-    if not indexes.present(alias, settings.GRAPHILE_WORKER_SCHEMA, "console_jobs_locked"):
-        return sampled, None, False
-    locked = (
-        Job.objects.using(alias)
-        .filter(locked_by__isnull=False)
-        .aggregate(n=Count("id"), oldest=Min("locked_at"))
-    )
-    return replace(sampled, locked=locked["n"]), locked["oldest"], True
-
-
-def _summed(groups: list[dict], names: tuple[str, ...]) -> tuple[dict, dict, dict]:
-    """Totals, per-task and per-queue sums of (task, queue) group rows."""
-    totals = dict.fromkeys(names, 0)
-    by_task: dict = {}
-    by_queue: dict = {}
-    for row in groups:
-        for name in names:
-            totals[name] += row[name]
-        task = by_task.setdefault(row["task_id"], dict.fromkeys(names, 0))
-        for name in names:
-            task[name] += row[name]
-        if row["job_queue_id"] is not None:
-            queue = by_queue.setdefault(row["job_queue_id"], dict.fromkeys(names, 0))
-            for name in names:
-                queue[name] += row[name]
-    return totals, by_task, by_queue
+def _oldest_lock_at(alias: str) -> datetime | None:
+    """The oldest lock, through the opt-in console_jobs_locked index (only called with it)."""
+    jobs = Job.objects.using(alias).filter(locked_by__isnull=False)
+    return jobs.aggregate(oldest=Min("locked_at"))["oldest"]
 
 
 def _exact_queue_stats(jobs, alias: str) -> QueueStats:
@@ -293,23 +314,19 @@ def _exact_queue_stats(jobs, alias: str) -> QueueStats:
 
 
 def sampled_state_counts(alias: str, narrowed=None) -> StateCounts | None:
-    """Counts per state estimated from the id-window sample; None on a table small enough to
-    count exactly (then callers count for real). `narrowed` (a Job queryset) restricts the
-    sample to a filter's rows; the scale stays the whole table's."""
+    """Counts per state, with intervals, from a random sample of id blocks; None on a table
+    small enough to count exactly (then callers count for real). Unfiltered, they are the
+    overview's (the same read, the same exact locked count). `narrowed` (a Job queryset)
+    counts a filter's rows in a fresh sample."""
     if not is_large(alias):
         return None
     if narrowed is None:
-        return _shared("states", alias, lambda: _sampled_state_counts(alias, None))
-    return _sampled_state_counts(alias, narrowed)
-
-
-def _sampled_state_counts(alias: str, narrowed) -> StateCounts | None:
-    jobs = Job.objects.using(alias)
-    sample, scale = _sample(jobs, alias)
+        sampled = sampled_groups(alias)
+        return sampled.totals if sampled is not None else None
+    sample = _draw(alias, narrowed, ("all",))
     if sample is None:
         return None
-    base = narrowed if narrowed is not None else jobs
-    return _counts(base.filter(sample).aggregate(**_state_aggregates()), scale)
+    return StateCounts.from_estimates(sample.estimates("all"))
 
 
 def is_large(alias: str) -> bool:
@@ -319,32 +336,6 @@ def is_large(alias: str) -> bool:
 
 def _oldest_ready():
     return Min("run_at", filter=STATE_PREDICATES[JobState.READY])
-
-
-def _sample(jobs, alias: str) -> tuple[Q | None, float]:
-    """A Q selecting evenly spaced id windows (~SAMPLE_ROWS rows), and the factor to scale by.
-
-    Returns (None, 1.0) when the table is small enough to count exactly. The factor assumes the
-    windows are full (ids are dense: completed jobs leave gaps, so it may overstate a little);
-    queue_stats recomputes it from the rows it actually read.
-    """
-    total = table_estimate(alias, Job._meta.db_table)
-    if total <= EXACT_ROW_LIMIT:
-        return None, 1.0
-    bounds = jobs.aggregate(low=Min("id"), high=Max("id"))  # both read from the primary key
-    low, high = bounds["low"], bounds["high"]
-    if low is None or high - low + 1 <= SAMPLE_ROWS:
-        return None, 1.0
-    step = (high - low + 1) // SAMPLE_WINDOWS
-    width = max(1, SAMPLE_ROWS // SAMPLE_WINDOWS)
-    windows = Q()
-    for k in range(SAMPLE_WINDOWS):
-        start = low + k * step
-        windows |= Q(id__gte=start, id__lt=start + width)
-    # Ids are dense in a busy table, so the windows hold about SAMPLE_ROWS of the total rows.
-    density = total / (high - low + 1)
-    sampled = max(1.0, SAMPLE_WINDOWS * width * min(1.0, density))
-    return windows, total / sampled
 
 
 def oldest_ready_at(alias: str) -> datetime | None:

@@ -136,6 +136,7 @@ def stats(request):
         "exact": value.exact,
         "sampled_fraction": value.sampled_fraction,
         "counts": serialize.counts(value.counts),
+        "estimates": serialize.estimates(value.counts),
         "oldest_ready_at": value.oldest_ready_at,
         "oldest_ready_age_seconds": serialize.seconds(value.oldest_ready_age),
         "oldest_lock_at": value.oldest_lock_at,
@@ -144,6 +145,7 @@ def stats(request):
             {
                 "task": group.name,
                 "counts": serialize.counts(group.counts),
+                "estimates": serialize.estimates(group.counts),
                 "oldest_ready_at": group.oldest_ready_at,
             }
             for group in value.by_task
@@ -152,6 +154,7 @@ def stats(request):
             {
                 "queue": group.name,
                 "counts": serialize.counts(group.counts),
+                "estimates": serialize.estimates(group.counts),
                 "locked_by": group.locked_by,
                 "locked_at": group.locked_at,
             }
@@ -176,6 +179,7 @@ def queues(request, query: Query[QueueQuery]):
             {
                 "name": row.name,
                 "counts": serialize.counts(row.counts),
+                "estimates": serialize.estimates(row.counts),
                 "oldest_ready_age_seconds": serialize.seconds(row.oldest_ready_age),
                 "locked_by": row.locked_by,
                 "locked_at": row.locked_at,
@@ -198,6 +202,7 @@ def tasks(request):
             {
                 "identifier": row.identifier,
                 "counts": serialize.counts(row.counts),
+                "estimates": serialize.estimates(row.counts),
                 "oldest_ready_age_seconds": serialize.seconds(row.oldest_ready_age),
             }
             for row in report.tasks

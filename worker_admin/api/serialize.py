@@ -49,6 +49,12 @@ def counts(value) -> dict[str, int]:
     }
 
 
+def estimates(value) -> dict[str, dict]:
+    """Each count with its 95 % interval: value, low, high (null: unbounded), exact, method."""
+    names = ("total", "ready", "scheduled", "locked", "failed", "retrying")
+    return {name: value.estimate(name).as_dict() for name in names}
+
+
 def audit_entry(request, entry) -> dict[str, Any]:
     data = {name: getattr(entry, name) for name in EXPORT_FIELDS}
     data["parameters"] = audit_parameters_for(request, entry.parameters)

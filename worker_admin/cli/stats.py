@@ -31,10 +31,14 @@ def stats(command: BaseCommand, utils: WorkerUtils, options: dict) -> dict:
         {"queue_name": g.name, **_counts(g.counts), "locked_by": g.locked_by}
         for g in result.by_queue
     ]
-    header = "Jobs" if result.exact else f"Jobs (estimated from {result.sampled_fraction:.0%})"
+    header = (
+        "Jobs"
+        if result.exact
+        else f"Jobs (estimated from a random {result.sampled_fraction:.1%} sample, 95 % error)"
+    )
     sections = [
         header,
-        table(COUNT_KEYS, [[getattr(result.counts, key) for key in COUNT_KEYS]]),
+        table(COUNT_KEYS, [[result.counts.estimate(key).display for key in COUNT_KEYS]]),
         f"Oldest ready job since: {_iso(result.oldest_ready_at) or '-'}",
         "",
         "By task",
@@ -55,6 +59,7 @@ def stats(command: BaseCommand, utils: WorkerUtils, options: dict) -> dict:
         "exact": result.exact,
         "sampled_fraction": result.sampled_fraction,
         "counts": _counts(result.counts),
+        "estimates": {key: result.counts.estimate(key).as_dict() for key in COUNT_KEYS},
         "oldest_ready_at": _iso(result.oldest_ready_at),
         "oldest_lock_at": _iso(result.oldest_lock_at),
         "by_task": by_task,

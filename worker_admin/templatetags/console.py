@@ -84,3 +84,17 @@ def utc_iso(moment: datetime | None) -> str:
     from worker_admin.forms_actions import utc_iso as to_utc_iso
 
     return to_utc_iso(moment) if moment else "—"
+
+
+@register.filter
+def estimate(counts, name) -> str:
+    """A count as the console knows it: "1,234" when exact, "~3.7M ± 4 %" (or "fewer than
+    150k", "more than 10,000") when estimated, with its 95 % interval in the title."""
+    from django.utils.html import format_html
+
+    value = counts.estimate(str(name))
+    if value.exact:
+        return format_html("{}", f"{value.value:,}")
+    return format_html(
+        '<span class="estimate" title="{}">{}</span>', value.explanation, value.display
+    )

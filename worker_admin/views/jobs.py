@@ -20,10 +20,10 @@ from worker_admin.counting import (
     COUNT_BOUND,
     NOT_COUNTED,
     CountValue,
-    bounded_count,
+    bounded_count_within,
     bounded_state_counts,
-    total_count,
 )
+from worker_admin.estimates import Estimate, at_least, bounded
 from worker_admin.filters import (
     LOCKED_ONLY_SORTS,
     PAGE_SIZES,
@@ -52,6 +52,8 @@ from worker_admin.stats import (
 )
 
 PASS_BOUND = 1_000  # matching rows the tabs' one counting pass reads on a large table
+# A tab's count of a state too rare in the sample gives up after this long (then a range).
+RARE_COUNT_BUDGET_MS = 150
 TAB_LABELS = {"all": "All", "retrying": "Retrying"} | {s: s.capitalize() for s in STATE_TABS[1:5]}
 LARGE_PAYLOAD_BYTES = 64 * 1024
 
@@ -89,7 +91,7 @@ def lock_standing(locked_at: datetime | None, now: datetime) -> LockStanding | N
 class Tab:
     key: str
     label: str
-    count: CountValue
+    count: Estimate | CountValue
     url: str
 
 
@@ -115,23 +117,23 @@ def _tabs(filters: JobFilters) -> list[Tab]:
     return tabs
 
 
-def _tab_counts(narrowed, filters: JobFilters, alias: str) -> dict[str, CountValue]:
+def _tab_counts(narrowed, filters: JobFilters, alias: str) -> dict[str, Estimate | CountValue]:
     """Each tab's count, at a cost that does not grow with the table.
 
-    Unfiltered on a large table: per-state estimates from the overview's sample (an exact
-    count of a rare state, locked, reads the whole table). Filtered: one pass over at most
-    COUNT_BOUND + 1 (PASS_BOUND + 1 on a large table) matching rows gives every state at
-    once, exact when the filter matches fewer; when it matches more, the sample (narrowed by
-    the filter) estimates each state, never below what the pass saw. A text search on a large
-    table is not counted: it would read every error and payload again just for the numbers.
+    Unfiltered on a large table: the overview's estimates (the same random sample, the same
+    exact locked count with the opt-in index), each with its interval. Filtered: one pass over
+    at most COUNT_BOUND + 1 (PASS_BOUND + 1 on a large table) matching rows gives every state
+    at once, exact when the filter matches fewer; when it matches more, a fresh random sample
+    narrowed by the filter estimates each state, and a state too rare in it for a useful
+    interval is counted up to the bound instead ("more than 1,000" past it). A text search on
+    a large table is not counted: it would read every error and payload again for the numbers.
     """
     large = is_large(alias)
     if not filters.active():
-        estimates = sampled_state_counts(alias)
+        estimates = sampled_state_counts(alias) if large else None
         if estimates is not None:
-            states = {key: CountValue(estimates.of_tab(key), "estimate") for key in STATE_TABS}
-            return states | {"all": total_count(_jobs(), alias)}
-        return {key: bounded_count(filter_state(narrowed, key)) for key in STATE_TABS}
+            return {key: estimates.estimate(_name(key)) for key in STATE_TABS}
+        return {key: _bounded(filter_state(narrowed, key)) for key in STATE_TABS}
     if large and is_text_search(filters):
         return dict.fromkeys(STATE_TABS, NOT_COUNTED)
     # On a large table the pass stops early (PASS_BOUND rows): a hot filter's counts are
@@ -139,15 +141,29 @@ def _tab_counts(narrowed, filters: JobFilters, alias: str) -> dict[str, CountVal
     bound = PASS_BOUND if large else COUNT_BOUND
     seen, reached = bounded_state_counts(narrowed, state_aggregates(), bound)
     if not reached:
-        return {key: CountValue(seen[key], "exact") for key in STATE_TABS}
+        return {key: Estimate.exact_count(seen[key]) for key in STATE_TABS}
     if not large:
-        return {key: bounded_count(filter_state(narrowed, key)) for key in STATE_TABS}
-    estimates = sampled_state_counts(alias, narrowed)
-    counts = {
-        key: CountValue(max(seen[key], estimates.of_tab(key)), "estimate") for key in STATE_TABS[1:]
-    }
-    counts["all"] = CountValue(max(estimates.total, bound + 1), "estimate")
+        return {key: _bounded(filter_state(narrowed, key)) for key in STATE_TABS}
+    sampled = sampled_state_counts(alias, narrowed)
+    counts = {"all": at_least(sampled.estimate("total"), bound + 1)}
+    for key in STATE_TABS[1:]:
+        value = sampled.estimate(key)
+        if value.method != "sampled":
+            # Too rare in the sample to help: count it, unless that alone would read too much
+            # of the table (no index serves this filter); then the sample's range stays.
+            found = bounded_count_within(filter_state(narrowed, key), bound, RARE_COUNT_BUDGET_MS)
+            value = value if found is None else bounded(found, bound, value)
+        counts[key] = at_least(value, seen[key])  # the pass saw that many: never below
     return counts
+
+
+def _name(tab: str) -> str:
+    return "total" if tab == "all" else tab
+
+
+def _bounded(jobs, bound: int = COUNT_BOUND, sampled: Estimate | None = None) -> Estimate:
+    """Up to bound + 1 rows counted: exact below the bound, else "more than bound"."""
+    return bounded(jobs.order_by().values("pk")[: bound + 1].count(), bound, sampled)
 
 
 def is_text_search(filters: JobFilters) -> bool:
