@@ -9,35 +9,9 @@ import time
 
 import pytest
 from django.core.cache import caches
-from django.db import connections
 
+from tests.test_operations_guarantees import _all_at_once
 from worker_admin import snapshots
-
-THREADS = 8
-
-
-def _together(send, count: int = THREADS) -> list:
-    barrier = threading.Barrier(count)
-    out: list = [None] * count
-
-    def run(i: int) -> None:
-        try:
-            barrier.wait(timeout=30)
-            out[i] = send()
-        except BaseException as exc:
-            out[i] = exc
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    for item in out:
-        if isinstance(item, BaseException):
-            raise item
-    return out
 
 
 @pytest.fixture
@@ -59,7 +33,7 @@ def _counting_compute(calls: list, delay: float = 0.3):
 def test_a_cold_start_asked_by_many_at_once_computes_once(empty_cache):
     calls: list = []
     compute = _counting_compute(calls)
-    got = _together(lambda: snapshots.shared("overview", compute, seconds=10))
+    got = _all_at_once(lambda: snapshots.shared("overview", compute, seconds=10))
     assert len(calls) == 1
     assert {snap.version for snap in got} == {got[0].version}
     assert all(snap.value == {"ready": 1} for snap in got)
@@ -70,7 +44,7 @@ def test_an_expired_snapshot_is_renewed_once_while_the_others_keep_the_old(empty
     compute = _counting_compute(calls)
     first = snapshots.shared("overview", compute, seconds=0.2)
     time.sleep(0.3)  # expired, still usable while the next one is taken
-    got = _together(lambda: snapshots.shared("overview", compute, seconds=0.2))
+    got = _all_at_once(lambda: snapshots.shared("overview", compute, seconds=0.2))
     assert len(calls) == 2  # the first, and exactly one renewal
     versions = {snap.version for snap in got}
     assert versions <= {first.version, next(s.version for s in got if s.value == {"ready": 2})}

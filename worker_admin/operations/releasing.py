@@ -246,5 +246,19 @@ def pin_queues(cursor, q: str, holders: list[str]) -> list[list]:
     return [[name, by, at and at.isoformat()] for name, by, at in cursor.fetchall()]
 
 
+def claim_with_reason(
+    confirmation: str, kind: str, actor, digest: str | None, reason: str, needed: str | None
+):
+    """Claim an unused confirmation (inside the caller's transaction) and settle its reason:
+    the one given at apply, else the preview's; `needed` is the refusal when both are empty
+    (None where the face allows no reason). Returns (row, reason)."""
+    row = claims.claim(confirmation, kind, actor, digest)
+    claims.refuse_if_used(row)
+    reason = reason or row.request.get("reason", "")
+    if needed and not reason:
+        raise Refused(needed)
+    return row, reason
+
+
 def digest(values: dict) -> str:
     return claims.fingerprint(values)

@@ -213,11 +213,8 @@ def apply(
     rel.require_admin(actor)
     reason = rel.clean_reason(reason)
     with transaction.atomic(using=DEFAULT_DB_ALIAS):
-        row = claims.claim(confirmation, KIND, actor, digest)
-        claims.refuse_if_used(row)
-        reason = reason or row.request.get("reason", "")
-        if reason_required and not reason:
-            raise Refused(REASON_NEEDED)
+        needed = REASON_NEEDED if reason_required else None
+        row, reason = rel.claim_with_reason(confirmation, KIND, actor, digest, reason, needed)
         pinned = row.pinned[0]
         utils = WorkerUtils(pinned["alias"], pinned["schema"])
         q = quote_schema(utils.schema)
