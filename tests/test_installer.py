@@ -35,6 +35,7 @@ from psycopg.rows import dict_row
 
 from tests.nodejs import install_real_schema, postgres_url, run_graphile_worker
 from worker_admin import installer
+from worker_admin.catalog_snapshot import catalog_snapshot
 from worker_admin.installer import (
     MIGRATE_LOCK_KEYS,
     RECOVERY_FUNCTIONS,
@@ -45,7 +46,6 @@ from worker_admin.installer import (
     TransactionRequiredError,
     UnsupportedSchemaError,
     add_recovery,
-    catalog_snapshot,
     detect_flavour,
     migrate,
     quote_schema,
