@@ -14,6 +14,8 @@ from pathlib import Path
 from django.core.exceptions import ImproperlyConfigured
 
 from dashboard.env import env_bool, env_int, env_list, env_str, parse_database_url
+from dashboard.worker_databases import check_name
+from dashboard.worker_databases import parse as parse_worker_databases
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -96,8 +98,8 @@ HISTORY_KEEP_MINUTES_DAYS = env_int("HISTORY_KEEP_MINUTES_DAYS", 7, minimum=1)
 HISTORY_KEEP_HOURS_DAYS = env_int("HISTORY_KEEP_HOURS_DAYS", 90, minimum=1)
 
 
-def _database(url: str, *, search_path: str | None) -> dict:
-    config = parse_database_url(url)
+def _database(url: str, *, search_path: str | None, variable: str = "DATABASE_URL") -> dict:
+    config = parse_database_url(url, variable)
     # jit=off: the console's queries are short; on a large jobs table their planner cost passes
     # the JIT threshold and compiling took longer than running (bench/README.md: 1.65 s → 0.4 s).
     options = [f"-c statement_timeout={READ_STATEMENT_TIMEOUT_MS}", "-c jit=off"]
@@ -131,6 +133,33 @@ WORKER_DATABASE = "default"
 if CONSOLE_DATABASE_URL:
     DATABASES["worker"] = _database(DATABASE_URL, search_path=None)
     WORKER_DATABASE = "worker"
+
+# Several Graphile Worker databases in one console (dashboard/worker_databases.py): DATABASE_URL's
+# is called GRAPHILE_WORKER_NAME; GRAPHILE_WORKER_DATABASES adds more, each on its own alias.
+# Pages of another database live under /db/<name>/ (worker_admin/databases.py).
+GRAPHILE_WORKER_NAME = check_name(env_str("GRAPHILE_WORKER_NAME", "main"), "GRAPHILE_WORKER_NAME")
+WORKER_DATABASES = {
+    GRAPHILE_WORKER_NAME: {
+        "alias": WORKER_DATABASE,
+        "schema": GRAPHILE_WORKER_SCHEMA,
+        "max_role": "admin",
+        "groups": (),
+    }
+}
+for _entry in parse_worker_databases(
+    env_str("GRAPHILE_WORKER_DATABASES", ""),
+    main=GRAPHILE_WORKER_NAME,
+    default_schema=GRAPHILE_WORKER_SCHEMA,
+):
+    DATABASES["gw:" + _entry.name] = _database(
+        _entry.url, search_path=None, variable=f"GRAPHILE_WORKER_DATABASES[{_entry.name!r}]"
+    )
+    WORKER_DATABASES[_entry.name] = {
+        "alias": "gw:" + _entry.name,
+        "schema": _entry.schema,
+        "max_role": _entry.max_role,
+        "groups": _entry.groups,
+    }
 DATABASE_ROUTERS = ["worker_admin.routers.WorkerSchemaRouter"]
 
 # Snapshots shared by every console process (worker_admin/snapshots.py): Django's database cache,
@@ -163,6 +192,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # /db/<name>/…: which worker database the request is about; before anything reads the path.
+    "worker_admin.databases.DatabasePrefix",
     "worker_admin.instrumentation.RequestMetricsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -219,7 +250,9 @@ TIME_ZONE = env_str("TIME_ZONE", "UTC")
 USE_I18N = False
 USE_TZ = True
 
-STATIC_URL = "static/"
+# Absolute: a relative STATIC_URL would take the /db/<name>/ prefix of whichever request
+# read it first (Django caches it), and every other database's pages would miss their CSS.
+STATIC_URL = "/static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STORAGES = {

@@ -28,12 +28,23 @@ ROLE_PERMISSIONS = {
 }
 
 
+RANK = {VIEWER: 0, OPERATOR: 1, ADMIN: 2}
+
+
+def database_allows(role: str) -> bool:
+    """Whether the current worker database lets anyone act with `role` (its `max_role` in
+    GRAPHILE_WORKER_DATABASES: a database that operators may only read says "viewer")."""
+    from worker_admin.databases import current
+
+    return RANK[current().max_role] >= RANK[role]
+
+
 def can_act_on_jobs(user) -> bool:
-    return not settings.READ_ONLY and user.has_perm(ACT_ON_JOBS)
+    return not settings.READ_ONLY and user.has_perm(ACT_ON_JOBS) and database_allows(OPERATOR)
 
 
 def can_run_maintenance(user) -> bool:
-    return not settings.READ_ONLY and user.has_perm(RUN_MAINTENANCE)
+    return not settings.READ_ONLY and user.has_perm(RUN_MAINTENANCE) and database_allows(ADMIN)
 
 
 READ_ONLY_REFUSAL = (
@@ -46,6 +57,13 @@ def refusal(user, *, needs: str, doing: str) -> str:
     mode, or "Running maintenance needs the admin role; you are … with the operator role"."""
     if settings.READ_ONLY:
         return READ_ONLY_REFUSAL
+    if RANK[role_of(user)] >= RANK[needs] and not database_allows(needs):
+        from worker_admin.databases import current
+
+        return (
+            f"{doing[:1].upper()}{doing[1:]} needs the {needs} role; the worker database "
+            f"{current().name!r} allows at most the {current().max_role} role (its max_role)."
+        )
     return (
         f"{doing[:1].upper()}{doing[1:]} needs the {needs} role; you are signed in as "
         f"{user.get_username()} with the {role_of(user)} role. Ask an admin."
@@ -57,6 +75,14 @@ def may_manage_users(user) -> bool:
     permissions). Read-only mode does not hide the link: the admin site writes console users,
     never jobs."""
     return user.is_active and user.is_staff and role_of(user) == ADMIN
+
+
+def role_here(user) -> str:
+    """`role_of(user)`, capped by the current worker database's `max_role`."""
+    from worker_admin.databases import current
+
+    role, cap = role_of(user), current().max_role
+    return role if RANK[role] <= RANK[cap] else cap
 
 
 def role_of(user) -> str:

@@ -27,7 +27,7 @@ from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections, transaction
 from worker_admin import audit, indexes
 from worker_admin.operations import claims
 from worker_admin.operations.errors import Refused
-from worker_admin.operations.permissions import require_admin
+from worker_admin.operations.permissions import require_maintenance
 from worker_admin.utils import WorkerUtils
 
 KIND = "index"
@@ -98,7 +98,7 @@ def _request(name: str, action: str) -> dict:
 def preview(actor, name: str, action: str = "create", *, utils: WorkerUtils | None = None):
     """Read-only: the SQL, the estimated size and the write cost, stored as a confirmation."""
     request = _request(name, action)
-    require_admin(actor, _doing(action))
+    require_maintenance(actor, _doing(action))
     utils = utils or WorkerUtils()
     before = _state(utils, request["name"])
     if action == "create" and before == "present":
@@ -150,7 +150,8 @@ def apply(
     reason = (reason or "").strip()
     if len(reason) > REASON_MAX:
         raise Refused(f"The reason is longer than {REASON_MAX:,} characters.")
-    require_admin(actor, "creating or dropping an index")  # first: a viewer's forgery is a 403
+    # First: a viewer's forgery is a 403.
+    require_maintenance(actor, "creating or dropping an index")
     if any(connection.in_atomic_block for connection in connections.all(initialized_only=True)):
         raise Refused(
             "CREATE/DROP INDEX CONCURRENTLY cannot run inside a transaction; nothing was changed."
@@ -159,7 +160,7 @@ def apply(
         row = claims.claim(confirmation, KIND, actor, digest)
         claims.refuse_if_used(row)
         name, action = row.request["name"], row.request["action"]
-        require_admin(actor, _doing(action))
+        require_maintenance(actor, _doing(action))
         pinned = row.pinned[0]
         parameters = {
             "index": name,

@@ -12,7 +12,13 @@ from __future__ import annotations
 from django.conf import settings
 
 from worker_admin.operations.errors import Refused
-from worker_admin.roles import ADMIN, READ_ONLY_REFUSAL, RUN_MAINTENANCE, refusal
+from worker_admin.roles import (
+    ADMIN,
+    READ_ONLY_REFUSAL,
+    RUN_MAINTENANCE,
+    database_allows,
+    refusal,
+)
 
 
 class Forbidden(Refused):
@@ -33,6 +39,13 @@ def require_admin(actor, doing: str) -> None:
     if settings.READ_ONLY:
         raise Forbidden(READ_ONLY_REFUSAL)
     if not actor.is_active or not actor.has_perm(RUN_MAINTENANCE):
+        raise Forbidden(refusal(actor, needs=ADMIN, doing=doing))
+
+
+def require_maintenance(actor, doing: str) -> None:
+    """`require_admin`, and the current worker database must allow the admin role (max_role)."""
+    require_admin(actor, doing)
+    if not is_shell(actor) and not database_allows(ADMIN):
         raise Forbidden(refusal(actor, needs=ADMIN, doing=doing))
 
 

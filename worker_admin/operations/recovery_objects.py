@@ -20,7 +20,7 @@ from worker_admin import audit, installer
 from worker_admin.installer import RECOVERY_FUNCTIONS, Flavour, UnsupportedSchemaError
 from worker_admin.operations import claims
 from worker_admin.operations.errors import Refused
-from worker_admin.operations.permissions import require_admin
+from worker_admin.operations.permissions import require_maintenance
 from worker_admin.schema import clear_capabilities_cache
 from worker_admin.utils import WorkerUtils
 
@@ -91,7 +91,7 @@ def _checked(utils: WorkerUtils) -> None:
 
 def preview(actor, *, utils: WorkerUtils | None = None) -> Preview:
     """Read-only: what adding the recovery objects will create, stored as a confirmation."""
-    require_admin(actor, DOING)
+    require_maintenance(actor, DOING)
     utils = utils or WorkerUtils()
     _checked(utils)
     shown = objects(utils.schema)
@@ -110,11 +110,11 @@ def apply(actor, confirmation: str, *, via: str = "web", reason: str = "") -> Re
     reason = (reason or "").strip()
     if len(reason) > REASON_MAX:
         raise Refused(f"The reason is longer than {REASON_MAX:,} characters.")
-    require_admin(actor, DOING)  # the role first: a forged token from a viewer is a 403
+    require_maintenance(actor, DOING)  # the role first: a forged token from a viewer is a 403
     with transaction.atomic(using=DEFAULT_DB_ALIAS):
         row = claims.claim(confirmation, KIND, actor)
         claims.refuse_if_used(row)
-        require_admin(actor, DOING)  # the role may have been taken away since the preview
+        require_maintenance(actor, DOING)  # the role may have been taken away since the preview
         pinned = row.pinned[0]
         utils = WorkerUtils(pinned["alias"], pinned["schema"])
         try:

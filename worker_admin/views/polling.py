@@ -24,14 +24,14 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.utils.cache import patch_cache_control
 
-from worker_admin.roles import role_of
+from worker_admin.roles import role_here
 from worker_admin.snapshots import CACHE
 
 FRAGMENT_SECONDS = 120
 
 
 def etag_for(request, template: str, versions: list[str]) -> str:
-    viewer = [role_of(request.user), timezone.get_current_timezone_name()]
+    viewer = [role_here(request.user), timezone.get_current_timezone_name()]
     text = "|".join([template, request.get_full_path(), *viewer, *versions])
     return '"' + hashlib.sha256(text.encode()).hexdigest()[:32] + '"'
 
