@@ -5,12 +5,13 @@ database, called GRAPHILE_WORKER_NAME ("main"). GRAPHILE_WORKER_DATABASES adds m
 object from a name to a URL, or to an object:
 
     {"billing": "postgresql://console@billing-db/app",
-     "search": {"url": "postgresql://console@search-db/app", "schema": "jobs",
+     "search": {"url": "postgresql://console@search-db/app",
                 "max_role": "viewer", "groups": ["search-oncall"]}}
 
-`schema` defaults to GRAPHILE_WORKER_SCHEMA; `max_role` caps what anyone may do there (a
-database operators may only read: "viewer"); `groups`, when given, limits who may open it to
-members of those Django groups (superusers always may). Names appear in URLs (/db/<name>/…), the
+`max_role` caps what anyone may do there (a database operators may only read: "viewer");
+`groups`, when given, limits who may open it to members of those Django groups (superusers
+always may). `schema`, if given, must be GRAPHILE_WORKER_SCHEMA: one schema name for all, for
+now. Names appear in URLs (/db/<name>/…), the
 audit log, metrics labels and the CLI's --database, so they are short slugs.
 
 Plain Python: settings.py calls `parse()` before Django is set up, and a mistake stops the
@@ -88,8 +89,13 @@ def _entry(name: str, value, default_schema: str) -> DatabaseEntry:
     if not isinstance(url, str) or not url.strip():
         raise ImproperlyConfigured(f"{where} needs a 'url' (a libpq URL or key=value string).")
     schema = value.get("schema", default_schema)
-    if not isinstance(schema, str) or not schema:
-        raise ImproperlyConfigured(f"{where}: 'schema' must be a schema name.")
+    if schema != default_schema:
+        # The console's models and SQL are bound to one schema name at start; a schema per
+        # database would need them rebuilt per request. Refuse rather than read the wrong one.
+        raise ImproperlyConfigured(
+            f"{where}: every worker database must use the schema GRAPHILE_WORKER_SCHEMA "
+            f"({default_schema!r}); a different schema per database is not supported yet."
+        )
     max_role = value.get("max_role", "admin")
     if max_role not in ROLES:
         raise ImproperlyConfigured(f"{where}: 'max_role' must be one of {', '.join(ROLES)}.")
