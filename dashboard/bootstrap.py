@@ -58,6 +58,8 @@ def prepare(argv: list[str]) -> None:
     used = embedded.acquire(keep=keep)
     print(embedded.describe(used), file=sys.stderr)
     os.environ["DATABASE_URL"] = used.conninfo
+    # The demo shows two worker databases (`demo` creates the second on the same server).
+    os.environ.setdefault("GRAPHILE_WORKER_DATABASES", embedded.demo_databases(used.conninfo))
 
 
 def _take_keep_flag(argv: list[str]) -> bool:

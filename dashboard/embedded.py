@@ -64,6 +64,19 @@ def placeholder_conninfo(data_dir: Path = DEMO_DATA_DIR) -> str:
     return f"host={data_dir} user={USER} dbname={DATABASE}"
 
 
+# The demo's second worker database, on the same embedded server (GRAPHILE_WORKER_DATABASES).
+DEMO_SECOND_DATABASE = "billing"
+
+
+def demo_databases(conninfo: str) -> str:
+    """GRAPHILE_WORKER_DATABASES for the embedded demo: a second database beside the first."""
+    import json
+
+    from psycopg.conninfo import make_conninfo
+
+    return json.dumps({DEMO_SECOND_DATABASE: make_conninfo(conninfo, dbname=DEMO_SECOND_DATABASE)})
+
+
 def acquire(data_dir: Path = DEMO_DATA_DIR, *, keep: bool = False, tests: bool = False) -> Embedded:
     """Start the cluster unless it runs, register this process, and stop it again when this
     process ends as the last user (unless `keep`)."""

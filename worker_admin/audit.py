@@ -26,7 +26,9 @@ class AuditQuerySet(models.QuerySet):
         raise AppendOnlyError("The audit log is append-only.")
 
     def for_job(self, job_id: int) -> AuditQuerySet:
-        return self.filter(
+        """Entries that named job `job_id` of the current worker database (ids are per
+        database: job 7 of another database is another job)."""
+        return self.filter(worker_database=current_database_name()).filter(
             models.Q(requested_ids__contains=[job_id]) | models.Q(changed_ids__contains=[job_id])
         )
 
@@ -44,6 +46,7 @@ EXPORT_FIELDS = (
     "summary",
     "error",
     "worker_schema",
+    "worker_database",
     "parameters",
     "filter",
     "requested_ids",
@@ -52,6 +55,12 @@ EXPORT_FIELDS = (
     "missing_ids",
     "undo_of_id",
 )
+
+
+def current_database_name() -> str:
+    from worker_admin.databases import current
+
+    return current().name
 
 
 class AuditEntry(models.Model):
@@ -79,6 +88,8 @@ class AuditEntry(models.Model):
     action = models.CharField(max_length=40, db_index=True)
     reason = models.TextField(blank=True)
     worker_schema = models.CharField(max_length=63)
+    # Which worker database (GRAPHILE_WORKER_DATABASES); the one the request or command was on.
+    worker_database = models.CharField(max_length=40, default=current_database_name)
     parameters = models.JSONField(default=dict, blank=True)
     filter = models.JSONField(null=True, blank=True, help_text="The job filter a bulk action used.")
     requested_ids = models.JSONField(default=list, blank=True)

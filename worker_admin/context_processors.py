@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import DatabaseError
+from django.urls import get_script_prefix, reverse
 from django.utils.functional import SimpleLazyObject
 
+from worker_admin import databases
 from worker_admin.roles import can_act_on_jobs, may_manage_users
 from worker_admin.schema import capabilities
 
@@ -29,9 +31,23 @@ def _capabilities_or_none():
         return None  # the page itself reports the database error
 
 
+def database_switcher(request, active: str | None) -> list[dict]:
+    """The header's database selector (worker_admin/templatetags/console_layout.py)."""
+    if not databases.several() or not getattr(request, "user", None):
+        return []
+    section = {key: url_name for key, _label, url_name in NAVIGATION}.get(active or "")
+    path = "/"
+    if section:
+        # The section's list in this database, without the /db/<name>/ prefix.
+        path = "/" + reverse(section)[len(get_script_prefix()) :]
+    return databases.switcher(request, path)
+
+
 def console(request) -> dict:
     user = getattr(request, "user", None)
     return {
+        "worker_database": databases.current(),
+        "several_databases": databases.several(),
         # Lazy: permission checks query the database, and error pages must render without it.
         "can_act": SimpleLazyObject(
             lambda: bool(user and user.is_authenticated and can_act_on_jobs(user))

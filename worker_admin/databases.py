@@ -98,11 +98,28 @@ def may_open(user, database: WorkerDatabase) -> bool:
     return user.groups.filter(name__in=database.groups).exists()
 
 
-def path_in(database: WorkerDatabase, path_info: str) -> str:
-    """The URL of the same page in `database` (for the header's database selector)."""
+def url_in(request, database: WorkerDatabase, path_info: str) -> str:
+    """The URL of `path_info` (a path without any /db/ prefix) in `database`."""
+    root = getattr(request, "console_script_prefix", "/")
     if not several():
-        return path_info
-    return f"/{URL_PREFIX}{database.name}{path_info}"
+        return root.rstrip("/") + path_info
+    return f"{root}{URL_PREFIX}{database.name}{path_info}"
+
+
+def switcher(request, section_path: str) -> list[dict]:
+    """The header's database selector: each database this user may open, with the URL of the
+    same section there (a job id means nothing in another database, so the section's list)."""
+    user = request.user
+    return [
+        {
+            "name": database.name,
+            "url": url_in(request, database, section_path),
+            "current": database.name == current().name,
+            "max_role": database.max_role,
+        }
+        for database in every()
+        if may_open(user, database)
+    ]
 
 
 def _split(path_info: str) -> tuple[str | None, str]:
@@ -133,6 +150,7 @@ class DatabasePrefix:
                 )
             request.path_info = rest
         saved_prefix = get_script_prefix()
+        request.console_script_prefix = saved_prefix
         if several():
             set_script_prefix(f"{saved_prefix}{URL_PREFIX}{database.name}/")
         request.worker_database = database

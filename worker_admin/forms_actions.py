@@ -9,9 +9,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from django import forms
-from django.conf import settings
 from django.utils import timezone
 
+from worker_admin import databases
 from worker_admin.models import Job
 from worker_admin.utils import SMALLINT_MAX, RescheduleJobOptions
 
@@ -113,7 +113,7 @@ def reschedule_form(data, ids: list[int]) -> RescheduleForm:
     if data.get("has_options"):
         return RescheduleForm(data)
     if len(ids) == 1:
-        job = Job.objects.using(settings.WORKER_DATABASE).filter(id=ids[0]).first()
+        job = Job.objects.using(databases.current().alias).filter(id=ids[0]).first()
         if job is not None:
             return RescheduleForm.for_job(job)
     return RescheduleForm()

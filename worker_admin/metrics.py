@@ -32,7 +32,7 @@ from django.db.models.functions import Now
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
 
-from worker_admin import crons
+from worker_admin import crons, databases
 from worker_admin.audit import AuditEntry
 from worker_admin.fleet import DEFAULT_THRESHOLD
 from worker_admin.models import Job, JobQueue, Worker
@@ -344,7 +344,7 @@ class WorkerQueueCollector:
     """Reads the worker schema when scraped. Register it in a registry built for one scrape."""
 
     def __init__(self, alias: str | None = None, threshold: timedelta | None = None) -> None:
-        self.alias = alias or settings.WORKER_DATABASE
+        self.alias = alias or databases.current().alias
         self.threshold = threshold or stale_worker_threshold()
 
     def describe(self) -> list[Metric]:
@@ -372,11 +372,33 @@ class WorkerQueueCollector:
         )
 
 
+class EveryDatabaseCollector:
+    """With several worker databases: each one's families, every sample labelled `database`,
+    one family per name (a family may appear only once in an exposition)."""
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        families: dict[str, Metric] = {}
+        for database in databases.every():
+            with databases.using(database.name):
+                for family in WorkerQueueCollector().collect():
+                    merged = families.setdefault(
+                        family.name, Metric(family.name, family.documentation, family.type)
+                    )
+                    merged.samples.extend(
+                        sample._replace(labels={**sample.labels, "database": database.name})
+                        for sample in family.samples
+                    )
+        yield from families.values()
+
+
 def scrape_registry() -> CollectorRegistry:
     """A registry for one scrape: the queue collector plus the console's own timings."""
     from worker_admin.instrumentation import register_timings
 
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(WorkerQueueCollector())
+    registry.register(EveryDatabaseCollector() if databases.several() else WorkerQueueCollector())
     register_timings(registry)
     return registry

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.conf import settings
+from worker_admin import databases
 
 
 def _is_worker_model(model) -> bool:
@@ -11,10 +11,10 @@ def _is_worker_model(model) -> bool:
 
 class WorkerSchemaRouter:
     def db_for_read(self, model, **hints):
-        return settings.WORKER_DATABASE if _is_worker_model(model) else "default"
+        return databases.current().alias if _is_worker_model(model) else "default"
 
     def db_for_write(self, model, **hints):
-        return settings.WORKER_DATABASE if _is_worker_model(model) else "default"
+        return databases.current().alias if _is_worker_model(model) else "default"
 
     def allow_relation(self, obj1, obj2, **hints):
         return None

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.db import connections
 
+from worker_admin import databases
 from worker_admin.installer import RECOVERY_FUNCTIONS, Flavour, detect_flavour, quote_schema
 
 CACHE_SECONDS = 30.0
@@ -95,7 +96,7 @@ _cache: dict[tuple[str, str], _Cached] = {}
 
 
 def capabilities(alias: str | None = None, schema: str | None = None) -> Capabilities:
-    alias = alias or settings.WORKER_DATABASE
+    alias = alias or databases.current().alias
     schema = schema or settings.GRAPHILE_WORKER_SCHEMA
     cached = _cache.get((alias, schema))
     now = time.monotonic()

@@ -15,6 +15,7 @@ from datetime import datetime
 
 from django.conf import settings
 
+from worker_admin import databases
 from worker_admin.audit import AuditEntry
 from worker_admin.models import Job
 from worker_admin.utils import JobSpec, RawJobSpec
@@ -60,9 +61,14 @@ def plan(entry: AuditEntry) -> UndoPlan:
         raise CannotUndo("This action was already undone.")
     if entry.worker_schema != settings.GRAPHILE_WORKER_SCHEMA:
         raise CannotUndo(f"This action changed schema {entry.worker_schema}, not this one.")
+    if entry.worker_database != databases.current().name:
+        raise CannotUndo(
+            f"This action changed the worker database {entry.worker_database!r}, not "
+            f"{databases.current().name!r}: undo it from that database's audit entry."
+        )
     images = list(entry.before_image)
     ids = [image["id"] for image in images]
-    present = Job.objects.using(settings.WORKER_DATABASE).filter(id__in=ids).count()
+    present = Job.objects.using(databases.current().alias).filter(id__in=ids).count()
     if entry.action in RESTORE_ACTIONS and present == 0:
         raise CannotUndo("None of these jobs exists any more (completed jobs are deleted).")
     return UndoPlan(entry, images, present)

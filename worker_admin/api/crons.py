@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from django.conf import settings
 from ninja import Router
 
-from worker_admin import crons
+from worker_admin import crons, databases
 from worker_admin.api import serialize
 from worker_admin.api.common import _payload_for, require_schema
 from worker_admin.api.reads import known_parameters
@@ -38,7 +37,7 @@ def _item(request, item) -> dict | None:
 def cron_items(request):
     known_parameters(request)
     require_schema()
-    report = crons.cron_report(settings.WORKER_DATABASE)
+    report = crons.cron_report(databases.current().alias)
     crontab = report.crontab
     return {
         "now": report.now,

@@ -7,11 +7,10 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated, Literal
 
-from django.conf import settings
 from ninja import Field, Path, Query, Router, Schema
 from ninja.errors import HttpError
 
-from worker_admin import catalog, failures
+from worker_admin import catalog, databases, failures
 from worker_admin.api import serialize
 from worker_admin.api.common import require_schema
 from worker_admin.api.schemas import JobFilter, JobId, JobListQuery, Moment, text
@@ -37,7 +36,7 @@ router = Router(tags=["reads"])
 
 
 def _jobs():
-    return Job.objects.using(settings.WORKER_DATABASE)
+    return Job.objects.using(databases.current().alias)
 
 
 def known_parameters(request, schema: type[Schema] | None = None) -> None:
@@ -130,7 +129,7 @@ def get_job(request, job_id: Annotated[int, Path(ge=1, le=BIGINT_MAX)]):
 def stats(request):
     known_parameters(request)
     require_schema()
-    value = queue_stats(settings.WORKER_DATABASE)
+    value = queue_stats(databases.current().alias)
     return {
         "now": value.now,
         "exact": value.exact,
@@ -171,7 +170,7 @@ class QueueQuery(Schema):
 def queues(request, query: Query[QueueQuery]):
     known_parameters(request, QueueQuery)
     require_schema()
-    report = catalog.queue_report(settings.WORKER_DATABASE, name_contains=query.name or "")
+    report = catalog.queue_report(databases.current().alias, name_contains=query.name or "")
     return {
         "now": report.now,
         "truncated": report.truncated,
@@ -195,7 +194,7 @@ def queues(request, query: Query[QueueQuery]):
 def tasks(request):
     known_parameters(request)
     require_schema()
-    report = catalog.task_report(settings.WORKER_DATABASE)
+    report = catalog.task_report(databases.current().alias)
     return {
         "now": report.now,
         "tasks": [
@@ -220,7 +219,7 @@ def workers(request, query: Query[WorkersQuery]):
     require_schema()
     threshold = timedelta(minutes=query.threshold_minutes)
     value = fleet(
-        settings.WORKER_DATABASE, threshold, has_workers_table=capabilities().has_workers_table
+        databases.current().alias, threshold, has_workers_table=capabilities().has_workers_table
     )
     return {
         "now": value.now,
@@ -270,7 +269,7 @@ def failure_groups(request, query: Query[FailuresQuery]):
     require_schema()
     try:
         report = failures.failure_groups(
-            settings.WORKER_DATABASE,
+            databases.current().alias,
             task=query.task or "",
             state=failures.FailureState(query.state),
             limit=query.limit,

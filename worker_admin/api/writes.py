@@ -11,10 +11,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from django.conf import settings
 from django.core.exceptions import ValidationError
 from ninja import Router, Status
 
+from worker_admin import databases
 from worker_admin.api import serialize
 from worker_admin.api.auth import WriterToken
 from worker_admin.api.common import (
@@ -63,7 +63,7 @@ RESCHEDULE_FIELDS = ("run_at", "priority", "attempts", "max_attempts")
 
 
 def _jobs():
-    return Job.objects.using(settings.WORKER_DATABASE)
+    return Job.objects.using(databases.current().alias)
 
 
 def _guard(request) -> None:
@@ -261,13 +261,13 @@ def preview_add(request, body: NewJob):
         "job": audit_safe(shown.values) | {"payload": _payload_for(request, raw.payload)},
         "payload_bytes": size,
         "queue_exists": queue is None
-        or JobQueue.objects.using(settings.WORKER_DATABASE).filter(queue_name=queue).exists(),
+        or JobQueue.objects.using(databases.current().alias).filter(queue_name=queue).exists(),
         "key_holder": None
         if existing is None
         else serialize.job(request, existing, with_payload=False),
         "key_effect": None if effect is None else {"tone": effect[0], "text": effect[1]},
         "warnings": job_warnings(
-            raw.identifier, raw.spec, size, database_now(settings.WORKER_DATABASE)
+            raw.identifier, raw.spec, size, database_now(databases.current().alias)
         ),
         "fingerprint": shown.token,
         "expires_in_seconds": adding.MAX_AGE,

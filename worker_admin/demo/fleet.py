@@ -30,6 +30,7 @@ from django.conf import settings
 from django.db import connections
 from django.utils import timezone
 
+from worker_admin import databases
 from worker_admin.demo.seed import ERRORS, TASKS, _payload
 from worker_admin.installer import quote_schema
 from worker_admin.schema import capabilities
@@ -59,7 +60,7 @@ class FleetRefused(Exception):
 
 def connect(alias: str | None = None) -> psycopg.Connection:
     """A new psycopg connection to the worker database, from Django's settings for `alias`."""
-    config = connections[alias or settings.WORKER_DATABASE].settings_dict
+    config = connections[alias or databases.current().alias].settings_dict
     params = {k: v for k, v in config["OPTIONS"].items() if k not in _NON_LIBPQ_OPTIONS}
     for key, name in [("NAME", "dbname"), ("USER", "user"), ("PASSWORD", "password")]:
         if config.get(key):
@@ -76,7 +77,7 @@ def check_demo_database(
 ) -> None:
     """Refuse to simulate workers unless the schema has the recovery extension and holds only
     demo jobs: real workers' jobs must never be processed by a simulation."""
-    alias = alias or settings.WORKER_DATABASE
+    alias = alias or databases.current().alias
     schema = schema or settings.GRAPHILE_WORKER_SCHEMA
     caps = capabilities(alias, schema)
     if caps.problem is not None:
@@ -128,7 +129,7 @@ class SimulatedWorker:
         on_event: Callable[[str], None] | None = None,
     ) -> None:
         self.id = f"graphile_worker_{secrets.token_hex(5)}"
-        self.alias = alias or settings.WORKER_DATABASE
+        self.alias = alias or databases.current().alias
         self.q = quote_schema(schema or settings.GRAPHILE_WORKER_SCHEMA)
         self.heartbeat_seconds = heartbeat_seconds
         self.work_seconds = work_seconds  # None: per task (WORK_SECONDS)

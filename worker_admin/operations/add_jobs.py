@@ -10,11 +10,10 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from django.conf import settings
 from django.db import DatabaseError
 from django.utils import timezone
 
-from worker_admin import audit
+from worker_admin import audit, databases
 from worker_admin.models import Job, Task
 from worker_admin.operations.job_specs import stored_json
 from worker_admin.utils import JobKeyMode, RawJobSpec
@@ -26,7 +25,7 @@ AUDIT_BATCH_BYTES = 64 * 1024
 
 
 def jobs():
-    return Job.objects.using(settings.WORKER_DATABASE)
+    return Job.objects.using(databases.current().alias)
 
 
 def fits_audit(json_text: str, limit: int) -> bool:
@@ -40,7 +39,7 @@ def db_error(exc: DatabaseError) -> str:
 
 
 def task_is_known(identifier: str) -> bool:
-    return Task.objects.using(settings.WORKER_DATABASE).filter(identifier=identifier).exists()
+    return Task.objects.using(databases.current().alias).filter(identifier=identifier).exists()
 
 
 def job_state(job: Job) -> str:
@@ -164,7 +163,7 @@ def batch_facts(specs: list[RawJobSpec]) -> dict[str, Any]:
     ]
     tasks = Counter(raw.identifier for raw in specs)
     known = set(
-        Task.objects.using(settings.WORKER_DATABASE)
+        Task.objects.using(databases.current().alias)
         .filter(identifier__in=list(tasks))
         .values_list("identifier", flat=True)
     )

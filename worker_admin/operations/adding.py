@@ -21,10 +21,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, transaction
 
-from worker_admin import audit
+from worker_admin import audit, databases
 from worker_admin.models import Job
 from worker_admin.operations import claims
 from worker_admin.operations.add_jobs import (
@@ -226,7 +225,7 @@ def _check_holders(specs: list[RawJobSpec], pinned: list) -> dict[str, Job | Non
     """The keys' holders now, locked; Stale if any differs from the preview's."""
     keys = [raw.spec.job_key for raw in specs if raw.spec.job_key]
     found: dict[str, Job] = {}
-    jobs = Job.objects.using(settings.WORKER_DATABASE)
+    jobs = Job.objects.using(databases.current().alias)
     for start in range(0, len(keys), 1000):
         chunk = keys[start : start + 1000]
         # Lock the holders (only the job rows: a lock on a task row would hold up other adds).

@@ -28,6 +28,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import DEFAULT_DB_ALIAS, models
 from django.utils import timezone
 
+from worker_admin import databases
 from worker_admin.operations.errors import (
     AlreadyUsed,
     BadConfirmation,
@@ -95,7 +96,8 @@ def issue(kind: str, actor, request: Any, pinned: list, digest: str) -> str:
         fingerprint=digest,
         **_actor_fields(actor),
     )
-    return signing.dumps({"c": nonce, "k": kind}, salt=SALT)
+    # The worker database is signed in: a preview made on one database never acts on another.
+    return signing.dumps({"c": nonce, "k": kind, "d": databases.current().name}, salt=SALT)
 
 
 def nonce_of(token: str, kind: str, max_age: int = MAX_AGE) -> str:
@@ -112,6 +114,12 @@ def nonce_of(token: str, kind: str, max_age: int = MAX_AGE) -> str:
         ) from None
     if not isinstance(body, dict) or body.get("k") != kind:
         raise BadConfirmation("This confirmation belongs to another kind of preview.")
+    here = databases.current().name
+    if body.get("d", settings.GRAPHILE_WORKER_NAME) != here:
+        raise BadConfirmation(
+            f"This preview was made on the worker database {body.get('d')!r}, not on {here!r}: "
+            "nothing was changed; confirm it there, or preview again here."
+        )
     return str(body.get("c", ""))
 
 

@@ -98,3 +98,13 @@ def estimate(counts, name) -> str:
     return format_html(
         '<span class="estimate" title="{}">{}</span>', value.explanation, value.display
     )
+
+
+@register.simple_tag(takes_context=True)
+def database_switcher(context) -> list[dict]:
+    """The databases the signed-in user may open, with the current section's URL in each
+    ([] with one database: the header then shows only the schema)."""
+    from worker_admin.context_processors import database_switcher as switcher
+
+    request = context.get("request")
+    return switcher(request, context.get("active")) if request is not None else []

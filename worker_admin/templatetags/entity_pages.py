@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django import template
-from django.conf import settings
 from django.db import DatabaseError
 
+from worker_admin import databases
 from worker_admin.audit_detail import NOW
 from worker_admin.fleet import DEFAULT_THRESHOLD
 from worker_admin.schema import capabilities
@@ -52,7 +52,7 @@ def stale_workers() -> dict | None:
         if not caps.usable or not caps.has_workers_table:
             return None
         count = stale_worker_count(
-            settings.WORKER_DATABASE,
+            databases.current().alias,
             timedelta(minutes=DEFAULT_THRESHOLD),
             has_workers_table=True,
         )

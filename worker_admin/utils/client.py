@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 from django.db import connections, transaction
 
-from worker_admin import installer
+from worker_admin import databases, installer
 from worker_admin.models import JobColumns, heartbeat_is_stale, schema_models
 from worker_admin.schema import Capabilities, capabilities, clear_capabilities_cache
 
@@ -56,11 +56,16 @@ class WorkerUtils:
         schema: str | None = None,
         *,
         task_identifiers: Sequence[str] = (),
+        database: str | None = None,
     ) -> None:
         """`task_identifiers`: the tasks of the workers this code runs beside (the Rust utils
         made by a worker know them); GcTaskIdentifiers then always keeps them, since running
-        workers cache their task ids."""
-        self.alias = alias or settings.WORKER_DATABASE
+        workers cache their task ids. `database`: a name from GRAPHILE_WORKER_DATABASES (raises
+        databases.UnknownDatabase for another); without it, the current database (the main
+        one unless inside `databases.using(name)`)."""
+        chosen = databases.get(database) if database is not None else databases.current()
+        self.database = chosen.name
+        self.alias = alias or chosen.alias
         self.schema = schema or settings.GRAPHILE_WORKER_SCHEMA
         self._qschema = installer.quote_schema(self.schema)
         # The read models bound to this schema (the app's own models are bound to

@@ -15,6 +15,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django_htmx.http import HttpResponseClientRedirect
 
+from worker_admin import databases
 from worker_admin.filters import parse_filters
 from worker_admin.forms_actions import RescheduleForm, reschedule_form
 from worker_admin.models import Job
@@ -177,7 +178,7 @@ def _landing(outcome: ops.Outcome) -> str:
     removed) the audit entry that records it; the jobs list a bulk action came from."""
     if outcome.job is None:
         return _jobs_url(outcome.filter or {})
-    if Job.objects.using(settings.WORKER_DATABASE).filter(id=outcome.job).exists():
+    if Job.objects.using(databases.current().alias).filter(id=outcome.job).exists():
         return reverse("worker_admin:job_detail", args=[outcome.job])
     query = urlencode({"job": outcome.job, "action": outcome.kind})
     return reverse("worker_admin:audit") + f"?{query}"

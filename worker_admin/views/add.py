@@ -30,7 +30,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods
 
-from worker_admin import audit
+from worker_admin import audit, databases
 from worker_admin.forms import (
     BATCH_MAX_BYTES,
     BATCH_MAX_ITEMS,
@@ -238,13 +238,13 @@ def _job_rejected(request, form: AddJobForm, step: str, problem: str | None = No
 
 def _job_preview(request, form: AddJobForm):
     identifier, payload, spec = form.to_spec()
-    now = database_now(settings.WORKER_DATABASE)
+    now = database_now(databases.current().alias)
     shown = adding.preview_job(request.user, RawJobSpec(identifier, payload, spec))
     existing = shown.holders.get(spec.job_key) if spec.job_key else None
     size = len(stored_json(payload).encode("utf-8"))
     queue_exists = (
         spec.queue_name is None
-        or JobQueue.objects.using(settings.WORKER_DATABASE)
+        or JobQueue.objects.using(databases.current().alias)
         .filter(queue_name=spec.queue_name)
         .exists()
     )
@@ -400,7 +400,7 @@ def _batch_preview(request, form: BatchAddForm):
         "hidden": [("items", form.hidden_items()), ("source", form.source)],
         "token": _remember(request, shown.token),
         "action_url": reverse("worker_admin:add_batch"),
-        "now": database_now(settings.WORKER_DATABASE),
+        "now": database_now(databases.current().alias),
     }
     return render(request, "worker_admin/add_preview.html", context)
 

@@ -18,6 +18,7 @@ from django.http import HttpResponse, StreamingHttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_safe
 
+from worker_admin import databases
 from worker_admin.audit import EXPORT_FIELDS, AuditEntry
 from worker_admin.redaction import redact_parameters
 from worker_admin.undo import undoable
@@ -34,11 +35,15 @@ class AuditFilterForm(forms.Form):
     before = forms.DateTimeField(required=False)
     job = forms.IntegerField(min_value=1, max_value=2**63 - 1, required=False)
     older_than = forms.IntegerField(min_value=1, max_value=2**63 - 1, required=False)
+    # With several worker databases: this one (the URL's) unless "all" is asked for.
+    database = forms.ChoiceField(choices=[("", "this database"), ("all", "all")], required=False)
 
 
 def _filtered(form: AuditFilterForm):
     entries = AuditEntry.objects.all()
     data = form.cleaned_data
+    if databases.several() and data.get("database") != "all":
+        entries = entries.filter(worker_database=databases.current().name)
     if data.get("user"):
         entries = entries.filter(actor_name=data["user"])
     if data.get("action"):

@@ -1,10 +1,9 @@
 """Failures: failed and retrying jobs grouped by task and normalised error message."""
 
-from django.conf import settings
 from django.shortcuts import render
 from django.views.decorators.http import require_safe
 
-from worker_admin import failures
+from worker_admin import databases, failures
 from worker_admin.schema import capabilities
 
 
@@ -24,7 +23,7 @@ def failure_groups(request):
         )
         try:
             context["report"] = failures.failure_groups(
-                settings.WORKER_DATABASE, task=task, state=state
+                databases.current().alias, task=task, state=state
             )
         except failures.FailureGroupingTooSlow:
             context["too_slow"] = True

@@ -25,6 +25,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 from prometheus_client.exposition import choose_encoder
 
+from worker_admin import databases
 from worker_admin.client_address import client_address
 from worker_admin.installer import Flavour
 from worker_admin.metrics import scrape_registry
@@ -38,7 +39,7 @@ logger = logging.getLogger(__name__)
 
 def _database_answers() -> bool:
     """A round trip on every database the console uses (one, unless CONSOLE_DATABASE_URL)."""
-    for alias in dict.fromkeys(["default", settings.WORKER_DATABASE]):
+    for alias in dict.fromkeys(["default", databases.current().alias]):
         try:
             with connections[alias].cursor() as cursor:
                 cursor.execute("SELECT 1")

@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import urlencode
 
-from django.conf import settings
 from django.http import Http404
 from django.shortcuts import render
 from django.views.decorators.http import require_safe
 
+from worker_admin import databases
 from worker_admin.audit import AuditEntry
 from worker_admin.counting import (
     COUNT_BOUND,
@@ -104,12 +104,12 @@ class Page:
 
 
 def _jobs():
-    return Job.objects.using(settings.WORKER_DATABASE)
+    return Job.objects.using(databases.current().alias)
 
 
 def _tabs(filters: JobFilters) -> list[Tab]:
     narrowed = apply_filters(_jobs(), filters, with_state=False)
-    counts = _tab_counts(narrowed, filters, settings.WORKER_DATABASE)
+    counts = _tab_counts(narrowed, filters, databases.current().alias)
     tabs = []
     for key in STATE_TABS:
         url = "?" + urlencode(filters.query(state=key, sort=None, cursor=None))
@@ -222,7 +222,7 @@ def _rows(jobs, filters: JobFilters, *, forward: bool, limit: int) -> list[Job]:
     """
     sort = filters.sort
     ordering = order_by(sort, forward=forward)
-    alias = settings.WORKER_DATABASE
+    alias = databases.current().alias
     merge = filters.sort_key in RUN_AT_SORTS and filters.state in ("ready", "scheduled")
     if merge and is_large(alias):
         priorities = available_priorities(alias, MAX_MERGED_PRIORITIES + 1)
@@ -243,7 +243,7 @@ def job_list(request):
         return render(request, "worker_admin/jobs.html", context)
     filters = parse_filters(request.GET)
     page = _page(request, filters)
-    now = database_now(settings.WORKER_DATABASE)
+    now = database_now(databases.current().alias)
     for job in page.jobs:
         job.lock = lock_standing(job.locked_at, now)
     locked_tab = filters.state == "locked"
@@ -281,7 +281,7 @@ def job_page(request, job_id: int, *, reveal: bool = False):
         raise Http404(
             f"There is no job {job_id}: it may have completed (completed jobs are deleted)."
         ) from None
-    now = database_now(settings.WORKER_DATABASE)
+    now = database_now(databases.current().alias)
     lock = lock_standing(job.locked_at, now)
     payload, redacted_paths = (job.payload, []) if reveal else redact(job.payload)
     return render(

@@ -15,7 +15,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_safe
 
-from worker_admin import indexes
+from worker_admin import databases, indexes
 from worker_admin.installer import RECOVERY_FUNCTIONS, Flavour
 from worker_admin.models import Migration
 from worker_admin.operations import indexes as index_operation
@@ -33,8 +33,8 @@ def maintenance(request):
     caps = capabilities()
     migrations, index_rows = [], []
     if caps.flavour in (Flavour.NODE, Flavour.RUST_RECOVERY) and caps.can_read_jobs:
-        migrations = list(Migration.objects.using(settings.WORKER_DATABASE).order_by("-id")[:30])
-        index_rows = indexes.status(settings.WORKER_DATABASE, settings.GRAPHILE_WORKER_SCHEMA)
+        migrations = list(Migration.objects.using(databases.current().alias).order_by("-id")[:30])
+        index_rows = indexes.status(databases.current().alias, settings.GRAPHILE_WORKER_SCHEMA)
     context = {
         "active": "maintenance",
         "title": "Maintenance",

@@ -7,12 +7,11 @@ again. Viewers get 403 and the refusal is audited too.
 
 from __future__ import annotations
 
-from django.conf import settings
 from django.http import Http404, HttpResponseNotAllowed
 from django.shortcuts import render
 from django.utils.cache import add_never_cache_headers
 
-from worker_admin import audit
+from worker_admin import audit, databases
 from worker_admin.models import Job
 from worker_admin.redaction import may_reveal, redact
 from worker_admin.views.jobs import job_page
@@ -39,7 +38,7 @@ def reveal_payload(request, job_id: int):
             {"title": "Not allowed", "message": "Revealing a payload needs the operator role."},
             status=403,
         )
-    job = Job.objects.using(settings.WORKER_DATABASE).filter(id=job_id).only("payload").first()
+    job = Job.objects.using(databases.current().alias).filter(id=job_id).only("payload").first()
     if job is None:
         raise Http404(
             f"There is no job {job_id}: it may have completed (completed jobs are deleted)."

@@ -12,7 +12,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from worker_admin import audit, indexes
+from worker_admin import audit, databases, indexes
 from worker_admin.cli.common import os_user
 from worker_admin.operations import indexes as index_operation
 from worker_admin.operations.errors import Refused
@@ -34,9 +34,19 @@ class Command(BaseCommand):
         parser.add_argument("action", choices=["list", "preview", "create", "drop"])
         parser.add_argument("name", nargs="?", help="An index name from `list`.")
         parser.add_argument("--reason", default="", help="Why, for the audit log.")
+        parser.add_argument(
+            "--database", metavar="NAME", help="Which worker database (default: the main one)."
+        )
 
-    def handle(self, *args, action: str, name: str | None, reason: str, **options) -> None:
-        alias, schema = settings.WORKER_DATABASE, settings.GRAPHILE_WORKER_SCHEMA
+    def handle(self, *args, database: str | None = None, **options) -> None:
+        try:
+            with databases.using(database):
+                self._handle(**options)
+        except databases.UnknownDatabase as exc:
+            raise CommandError(str(exc)) from None
+
+    def _handle(self, *, action: str, name: str | None, reason: str, **options) -> None:
+        alias, schema = databases.current().alias, settings.GRAPHILE_WORKER_SCHEMA
         if action == "list":
             self._list(alias, schema)
             return

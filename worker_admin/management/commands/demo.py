@@ -24,6 +24,7 @@ from django.db import close_old_connections, connections
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+from worker_admin import databases
 from worker_admin.demo.fleet import DemoFleet, FleetRefused, check_demo_database
 from worker_admin.demo.seed import keep_heartbeating, seed_demo
 from worker_admin.models import Job, Worker
@@ -66,12 +67,16 @@ class Command(BaseCommand):
         result = utils.migrate(recovery=True)
         self.stdout.write(f"Worker schema {utils.schema}: {result.flavour_after.value}.")
         healthy = self._seed(utils, options)
+        others = [self._prepare_other(database, options) for database in databases.every()[1:]]
         password = self._demo_login()
         if options["no_serve"]:
             return
         if healthy:
             self._start_heartbeats(utils, healthy)
         fleet = self._start_fleet(utils)
+        for other_utils, other_healthy in others:
+            if other_healthy:
+                self._start_heartbeats(other_utils, other_healthy)
         self.stdout.write(
             self.style.SUCCESS(
                 f"\nConsole: http://{options['addr']}/   user: demo   password: {password}\n"
@@ -83,6 +88,33 @@ class Command(BaseCommand):
             if fleet is not None:
                 fleet.stop()  # deregister the live simulated workers (the crashed one stays)
 
+    def _prepare_other(self, database, options: dict) -> tuple[WorkerUtils, list[str]]:
+        """Another worker database of the demo (GRAPHILE_WORKER_DATABASES): created on the
+        embedded server if missing, migrated, and seeded with a quarter of the jobs when empty."""
+        if settings.EMBEDDED:
+            self._create_database(settings.DATABASES[database.alias]["NAME"])
+        utils = WorkerUtils(database=database.name)
+        result = utils.migrate(recovery=True)
+        self.stdout.write(
+            f"Worker database {database.name}, schema {utils.schema}: {result.flavour_after.value}."
+        )
+        with databases.using(database.name):
+            healthy = self._seed(utils, {**options, "jobs": max(1, options["jobs"] // 4)})
+        return utils, healthy
+
+    def _server(self):
+        db = settings.DATABASES["default"]
+        server = make_conninfo(
+            host=db["HOST"], port=str(db["PORT"] or ""), user=db["USER"], dbname="template1"
+        )
+        return psycopg.connect(server, autocommit=True)
+
+    def _create_database(self, name: str) -> None:
+        with self._server() as conn:
+            if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+                return
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
     def _reset(self) -> None:
         """Drop and recreate the embedded demo database (sessions of a running demo included)."""
         if not settings.EMBEDDED:
@@ -90,17 +122,15 @@ class Command(BaseCommand):
                 "--reset empties only the embedded demo database; with DATABASE_URL set, "
                 "nothing was changed."
             )
-        db = settings.DATABASES["default"]
-        name = db["NAME"]
+        names = [settings.DATABASES["default"]["NAME"]]
+        names += [settings.DATABASES[d.alias]["NAME"] for d in databases.every()[1:]]
         connections.close_all()
-        server = make_conninfo(
-            host=db["HOST"], port=str(db["PORT"] or ""), user=db["USER"], dbname="template1"
-        )
-        with psycopg.connect(server, autocommit=True) as conn:
-            database = sql.Identifier(name)
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(database))
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(database))
-        self.stdout.write(f"Emptied the embedded database {name}.")
+        with self._server() as conn:
+            for name in names:
+                database = sql.Identifier(name)
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(database))
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(database))
+                self.stdout.write(f"Emptied the embedded database {name}.")
 
     def _start_fleet(self, utils: WorkerUtils) -> DemoFleet | None:
         try:

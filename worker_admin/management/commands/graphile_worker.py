@@ -13,6 +13,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
+from worker_admin import databases
 from worker_admin.audit import AuditEntry
 from worker_admin.cli import history as history_commands
 from worker_admin.cli import jobs as job_commands
@@ -277,6 +278,12 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--schema", help="Worker schema (default: GRAPHILE_WORKER_SCHEMA).")
+        parser.add_argument(
+            "--database",
+            metavar="NAME",
+            help="Which worker database (a name from GRAPHILE_WORKER_DATABASES; default: the "
+            "main one, GRAPHILE_WORKER_NAME).",
+        )
         parser.add_argument("--json", action="store_true", help="Machine-readable output.")
         sub = parser.add_subparsers(dest="subcommand", required=True, metavar="COMMAND")
         migrate = sub.add_parser("migrate", help="Install or upgrade the worker schema.")
@@ -323,6 +330,15 @@ class Command(BaseCommand):
         history_commands.add_parser(sub)
 
     def handle(self, *args, **options) -> None:
+        try:
+            database = databases.get(options["database"] or settings.GRAPHILE_WORKER_NAME)
+        except databases.UnknownDatabase as exc:
+            raise UsageError(str(exc)) from None
+        # Everything the command calls (operations, audit) acts on that database.
+        with databases.using(database.name):
+            self._handle(options)
+
+    def _handle(self, options) -> None:
         utils = WorkerUtils(schema=options["schema"])
         subcommand = options["subcommand"]
         try:

@@ -15,6 +15,7 @@ from typing import Any
 from django.conf import settings
 from django.db.models import Count
 
+from worker_admin import databases
 from worker_admin.filters import apply_filters
 from worker_admin.models import Job
 from worker_admin.operations import claims
@@ -88,7 +89,7 @@ class Preview:
 
 
 def jobs():
-    return Job.objects.using(settings.WORKER_DATABASE)
+    return Job.objects.using(databases.current().alias)
 
 
 def target_queryset(request: ActionRequest):
@@ -138,7 +139,7 @@ def preview(actor, request: ActionRequest) -> Preview:
         )
     if request.kind is ActionKind.REMOVE and not rows[0][PIN_COLUMNS.index("key")]:
         raise Refused("Remove by key works on one job that has a key.")
-    now = database_now(settings.WORKER_DATABASE)
+    now = database_now(databases.current().alias)
     locks = [row[-1] for row in rows if row[-1] is not None]
     locked = sum(1 for locked_at in locks if locked_at >= now - OLD_LOCK)
     old_locks = len(locks) - locked
