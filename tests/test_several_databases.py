@@ -12,6 +12,8 @@ import re
 import signal
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -272,3 +274,35 @@ def test_command_line_takes_the_database(second_database, worker_rows):
     unknown = run("--database", "nope", "list")
     assert unknown.returncode == 2
     assert "There is no worker database called 'nope'; known: main, second" in unknown.stderr
+
+
+def test_json_api_takes_the_database_from_the_url_and_checks_its_groups(
+    console, django_user_model, second_database
+):
+    from django.contrib.auth.models import Group
+
+    from worker_admin.api import tokens
+
+    user = django_user_model.objects.create_user("script", password=PASSWORD)
+    user.groups.add(Group.objects.get(name=OPERATOR))
+    secret = tokens.issue(user, name="script", via="cli").secret
+    _main_jobs(1)
+    api = Balanced([int(console.rsplit(":", 1)[1])])
+
+    def get(path: str):
+        request = urllib.request.Request(
+            api.bases[0] + path, headers={"Authorization": f"Bearer {secret}"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=60) as reply:
+                return reply.status, json.loads(reply.read())
+        except urllib.error.HTTPError as reply:
+            return reply.code, json.loads(reply.read())
+
+    status, body = get("/db/second/api/jobs")
+    assert status == 200
+    assert {job["task_identifier"] for job in body["jobs"]} == {"second_task"}
+    status, body = get("/api/jobs")
+    assert {job["task_identifier"] for job in body["jobs"]} == {"main_task"}
+    status, body = get("/db/team/api/jobs")
+    assert status == 403 and "team-x" in body["detail"]

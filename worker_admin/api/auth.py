@@ -6,6 +6,7 @@ from __future__ import annotations
 from ninja.errors import HttpError
 from ninja.security import HttpBearer
 
+from worker_admin import databases
 from worker_admin.api import tokens
 from worker_admin.api.common import refuse, write_action, write_permission
 
@@ -19,6 +20,13 @@ class BearerToken(HttpBearer):
             return None
         request.user = found.user
         request.api_token = found
+        database = databases.current()
+        if not databases.may_open(found.user, database):
+            raise HttpError(
+                403,
+                f"The worker database {database.name!r} is open to members of "
+                f"{', '.join(database.groups)} only; this token's user is not one.",
+            )
         return found.user
 
 
