@@ -28,6 +28,7 @@ from worker_admin.filters import (
     seek,
 )
 from worker_admin.fleet import fleet
+from worker_admin.index_advice import FAILING, LOCKED, filter_needs, guarded
 from worker_admin.models import Job
 from worker_admin.schema import capabilities
 from worker_admin.stats import queue_stats
@@ -90,18 +91,20 @@ def list_jobs(request, filters: Query[JobListQuery]):
     if problems:
         raise HttpError(400, " ".join(problems))
     sort_key, sort = parsed.sort_key, parsed.sort
-    jobs = apply_filters(_jobs(), parsed).with_state().select_related("task", "job_queue")
-    if not filters.payload:
-        jobs = jobs.defer("payload")
-    if filters.cursor:
-        try:
-            direction, values = read_cursor(filters.cursor, sort_key)
-        except BadCursor as exc:
-            raise HttpError(400, f"{exc}: start again without a cursor.") from None
-        if direction != "after":
-            raise HttpError(400, "This cursor pages backwards; the API pages forwards only.")
-        jobs = jobs.filter(seek(sort, values, forward=True))
-    rows = list(jobs.order_by(*order_by(sort, forward=True))[: filters.limit + 1])
+    needs = filter_needs(parsed.values, parsed.state)
+    with guarded(settings.WORKER_DATABASE, *needs, reading="this list of jobs"):
+        jobs = apply_filters(_jobs(), parsed).with_state().select_related("task", "job_queue")
+        if not filters.payload:
+            jobs = jobs.defer("payload")
+        if filters.cursor:
+            try:
+                direction, values = read_cursor(filters.cursor, sort_key)
+            except BadCursor as exc:
+                raise HttpError(400, f"{exc}: start again without a cursor.") from None
+            if direction != "after":
+                raise HttpError(400, "This cursor pages backwards; the API pages forwards only.")
+            jobs = jobs.filter(seek(sort, values, forward=True))
+        rows = list(jobs.order_by(*order_by(sort, forward=True))[: filters.limit + 1])
     more = len(rows) > filters.limit
     rows = rows[: filters.limit]
     return {
@@ -219,9 +222,10 @@ def workers(request, query: Query[WorkersQuery]):
     known_parameters(request, WorkersQuery)
     require_schema()
     threshold = timedelta(minutes=query.threshold_minutes)
-    value = fleet(
-        settings.WORKER_DATABASE, threshold, has_workers_table=capabilities().has_workers_table
-    )
+    with guarded(settings.WORKER_DATABASE, LOCKED, reading="the workers and lock holders"):
+        value = fleet(
+            settings.WORKER_DATABASE, threshold, has_workers_table=capabilities().has_workers_table
+        )
     return {
         "now": value.now,
         "threshold_minutes": query.threshold_minutes,
@@ -269,12 +273,13 @@ def failure_groups(request, query: Query[FailuresQuery]):
     known_parameters(request, FailuresQuery)
     require_schema()
     try:
-        report = failures.failure_groups(
-            settings.WORKER_DATABASE,
-            task=query.task or "",
-            state=failures.FailureState(query.state),
-            limit=query.limit,
-        )
+        with guarded(settings.WORKER_DATABASE, FAILING, reading="the failing jobs"):
+            report = failures.failure_groups(
+                settings.WORKER_DATABASE,
+                task=query.task or "",
+                state=failures.FailureState(query.state),
+                limit=query.limit,
+            )
     except failures.FailureGroupingTooSlow:
         raise HttpError(
             504, "Grouping the failures took longer than the statement timeout: filter by task."

@@ -5,6 +5,7 @@ from django.shortcuts import render
 from django.views.decorators.http import require_safe
 
 from worker_admin import failures
+from worker_admin.index_advice import FAILING, guarded
 from worker_admin.schema import capabilities
 
 
@@ -23,9 +24,10 @@ def failure_groups(request):
             usable=True,
         )
         try:
-            context["report"] = failures.failure_groups(
-                settings.WORKER_DATABASE, task=task, state=state
-            )
+            with guarded(settings.WORKER_DATABASE, FAILING, reading="the failing jobs"):
+                context["report"] = failures.failure_groups(
+                    settings.WORKER_DATABASE, task=task, state=state
+                )
         except failures.FailureGroupingTooSlow:
             context["too_slow"] = True
     template = "worker_admin/failures.html"
