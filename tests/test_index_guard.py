@@ -21,6 +21,7 @@ from worker_admin import index_advice
 from worker_admin.filters import parse_filters
 from worker_admin.index_advice import FAILING, LOCKED, TASK, IndexNeeded, guarded
 from worker_admin.indexes import INDEXES
+from worker_admin.middleware import timeout_response
 from worker_admin.models import Job
 from worker_admin.operations import job_actions, sweep
 from worker_admin.operations.job_actions import ActionRequest
@@ -305,3 +306,28 @@ def test_guard__other_errors_pass_through_and_an_index_present_means_no_budget(
         assert _timeout(utils.alias) == usual  # no transaction, no SET: unchanged
         with connections[utils.alias].cursor() as cursor:
             cursor.execute("SELECT pg_sleep(0.01)")
+
+
+# -- the generic timeout page: a preview or dry run changed nothing --------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "form", "title"),
+    [
+        ("/maintenance/sweep/", {"threshold_minutes": "5"}, "This preview took too long"),
+        ("/jobs/actions/", {"action": "run_now", "scope": "filter"}, "This preview took too long"),
+        ("/maintenance/sweep/", {"token": "t", "reason": "r"}, "This took too long"),
+    ],
+)
+def test_timeout_page__a_preview_is_not_told_its_change_was_rolled_back(
+    rf, operator, path, form, title
+):
+    request = rf.post(path, form)
+    request.user = operator
+    request.htmx = False
+    text = text_of(timeout_response(request))
+    assert title in text
+    if "token" in form:  # the confirmed write: it was cut short and rolled back
+        assert "rolled back" in text
+    else:
+        assert "rolled back" not in text and "Nothing was changed" in text

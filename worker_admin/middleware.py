@@ -27,6 +27,7 @@ import psycopg.errors
 from django.contrib.auth.models import AnonymousUser
 from django.db import DatabaseError, OperationalError
 from django.shortcuts import render
+from django.urls import Resolver404, resolve
 
 from worker_admin.index_advice import IndexNeeded
 from worker_admin.views.index_guard import index_needed_response
@@ -100,9 +101,13 @@ PREVIEW_VIEWS = {"job_action", "sweep", "force_unlock"}
 
 
 def _is_preview(request) -> bool:
-    match = getattr(request, "resolver_match", None)
-    name = match.url_name if match else None
-    return name in PREVIEW_VIEWS and "token" not in request.POST
+    """A preview or dry run: it only reads. Resolved from the path, since the timeout may come
+    before the view is chosen (loading the session, in __call__)."""
+    try:
+        match = resolve(request.path_info)
+    except Resolver404:
+        return False
+    return match.url_name in PREVIEW_VIEWS and "token" not in request.POST
 
 
 def _forget_session_changes(request) -> None:
