@@ -331,3 +331,28 @@ def test_timeout_page__a_preview_is_not_told_its_change_was_rolled_back(
         assert "rolled back" in text
     else:
         assert "rolled back" not in text and "Nothing was changed" in text
+
+
+def test_guard__in_autocommit_it_is_its_own_transaction_and_leaves_the_connection_usable(
+    transactional_db, settings
+):
+    """Outside a test's transaction, as in a request: the guard opens and ends a transaction;
+    after a budget runs out the connection works, with its usual timeout."""
+    alias = settings.WORKER_DATABASE
+    connection = connections[alias]
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {settings.GRAPHILE_WORKER_SCHEMA}._private_jobs")
+    settings.UNINDEXED_READ_ROWS = -1
+    settings.UNINDEXED_READ_TIMEOUT_MS = 200
+    usual = _timeout(alias)
+    assert not connection.in_atomic_block
+    with guarded(alias, LOCKED):
+        assert connection.in_atomic_block
+    assert not connection.in_atomic_block
+    with pytest.raises(IndexNeeded), guarded(alias, LOCKED), connection.cursor() as cursor:
+        cursor.execute("SELECT pg_sleep(1)")
+    assert not connection.in_atomic_block
+    assert _timeout(alias) == usual
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        assert cursor.fetchone() == (1,)
