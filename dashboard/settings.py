@@ -44,6 +44,12 @@ GRAPHILE_WORKER_SCHEMA = env_str("GRAPHILE_WORKER_SCHEMA", "graphile_worker")
 CONSOLE_SCHEMA = env_str("CONSOLE_SCHEMA", "graphile_console")
 # Reads that take longer than this are cancelled and reported as "took too long".
 READ_STATEMENT_TIMEOUT_MS = env_int("READ_STATEMENT_TIMEOUT_MS", 10_000, minimum=100)
+# A read that one of the opt-in indexes would serve (worker_admin/index_advice.py), on a jobs
+# table of more than UNINDEXED_READ_ROWS rows (the planner's estimate) without that index, gets
+# UNINDEXED_READ_TIMEOUT_MS for the whole page (not per query); past it the page names the
+# index to create, or the filters to narrow, instead of waiting for READ_STATEMENT_TIMEOUT_MS.
+UNINDEXED_READ_ROWS = env_int("UNINDEXED_READ_ROWS", 200_000, minimum=0)
+UNINDEXED_READ_TIMEOUT_MS = env_int("UNINDEXED_READ_TIMEOUT_MS", 1_500, minimum=1)
 # Live refresh interval of the pages, in seconds; the floor keeps a forgotten tab cheap.
 POLL_INTERVAL_FLOOR_SECONDS = 2
 POLL_INTERVAL_SECONDS = max(env_int("POLL_INTERVAL_SECONDS", 5, minimum=1), 2)

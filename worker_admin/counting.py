@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from django.db import OperationalError, connections, transaction
 from django.db.models import Count, QuerySet
 
+from worker_admin.index_advice import capped
+
 COUNT_BOUND = 10_000
 
 
@@ -78,7 +80,12 @@ def bounded_count_within(queryset: QuerySet, bound: int, budget_ms: int) -> int 
     """
     alias = queryset.db
     try:
-        with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
+        # Inside a page's index guard (index_advice.py), the page's budget may be the shorter.
+        with (
+            capped(alias, budget_ms),
+            transaction.atomic(using=alias),
+            connections[alias].cursor() as cursor,
+        ):
             cursor.execute("SELECT current_setting('statement_timeout')")
             previous = cursor.fetchone()[0]
             cursor.execute("SELECT set_config('statement_timeout', %s, true)", [str(budget_ms)])

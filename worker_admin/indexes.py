@@ -190,6 +190,7 @@ def create(alias: str, schema: str, name: str) -> None:
             cursor.execute(index.create_sql(schema))
         finally:
             cursor.execute("SELECT set_config('statement_timeout', %s, false)", [previous])
+    _forget_advice()
 
 
 def drop(alias: str, schema: str, name: str) -> None:
@@ -202,6 +203,14 @@ def drop(alias: str, schema: str, name: str) -> None:
             cursor.execute(index.drop_sql(schema))
         finally:
             cursor.execute("SELECT set_config('statement_timeout', %s, false)", [previous])
+    _forget_advice()
+
+
+def _forget_advice() -> None:
+    """The index guard's cached index list is stale now (index_advice.py)."""
+    from worker_admin.index_advice import clear_cache  # it imports this module
+
+    clear_cache()
 
 
 def present(alias: str, schema: str, name: str) -> bool:

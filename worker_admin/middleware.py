@@ -1,7 +1,10 @@
 """Turn database trouble into a page that says what happened, never a stack trace.
 
 - A query cancelled by statement_timeout becomes 504 "this query took too long": narrow the
-  filters (they stay in the URL). A write cancelled that way says nothing more was changed.
+  filters (they stay in the URL). A write cancelled that way says nothing more was changed; a
+  preview or dry run (a POST without the confirmation token) changed nothing and says so.
+- A read that ran out of its index budget (IndexNeeded, worker_admin/index_advice.py) gets the
+  "this needs an index" page of views/index_guard.py.
 - An unreachable database (down, restarting, refusing connections, too many clients) becomes
   503 "database unavailable", with what to check for that cause and a Retry-After. Nothing else
   is needed to recover: CONN_HEALTH_CHECKS makes the next request after the database returns
@@ -24,6 +27,10 @@ import psycopg.errors
 from django.contrib.auth.models import AnonymousUser
 from django.db import DatabaseError, OperationalError
 from django.shortcuts import render
+from django.urls import Resolver404, resolve
+
+from worker_admin.index_advice import IndexNeeded
+from worker_admin.views.index_guard import index_needed_response
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +96,20 @@ def _is_write(request) -> bool:
     return request.method not in ("GET", "HEAD", "OPTIONS")
 
 
+# Two-step writes: the first POST (no confirmation token) only reads, to preview or dry-run.
+PREVIEW_VIEWS = {"job_action", "sweep", "force_unlock"}
+
+
+def _is_preview(request) -> bool:
+    """A preview or dry run: it only reads. Resolved from the path, since the timeout may come
+    before the view is chosen (loading the session, in __call__)."""
+    try:
+        match = resolve(request.path_info)
+    except Resolver404:
+        return False
+    return match.url_name in PREVIEW_VIEWS and "token" not in request.POST
+
+
 def _forget_session_changes(request) -> None:
     """With the database away the session cannot be saved; trying would turn the answer into a
     500 on the way out (SessionMiddleware saves modified sessions after the view)."""
@@ -119,7 +140,14 @@ def unavailable_response(request, exc: BaseException):
 
 def timeout_response(request):
     logger.warning("Statement timeout on %s %s", request.method, request.path)
-    if _is_write(request):
+    if _is_write(request) and _is_preview(request):
+        context = {
+            "title": "This preview took too long",
+            "message": "The database cancelled the preview's read at the statement timeout "
+            "(READ_STATEMENT_TIMEOUT_MS). Nothing was changed: a preview only reads. Try again "
+            "with narrower filters or fewer jobs.",
+        }
+    elif _is_write(request):
         context = {
             "title": "This took too long",
             "message": "The database cancelled the change at the statement timeout, so it was "
@@ -153,6 +181,8 @@ class DatabaseErrorMiddleware:
         return self.get_response(request)
 
     def process_exception(self, request, exception):
+        if isinstance(exception, IndexNeeded):
+            return index_needed_response(request, exception)
         if not isinstance(exception, DatabaseError):
             return None
         if _is_timeout(exception):

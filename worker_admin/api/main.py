@@ -26,6 +26,7 @@ from ninja.parser import Parser
 from worker_admin.api import tokens
 from worker_admin.api.auth import BearerToken
 from worker_admin.api.common import Refusal, detail, refuse, write_action
+from worker_admin.index_advice import IndexNeeded
 
 logger = logging.getLogger(__name__)
 
@@ -169,6 +170,20 @@ def _too_big(request, exc):
     if _is_write(request):
         refuse(request, write_action(request), Refusal(400, TOO_BIG))
     return detail(TOO_BIG, 400)
+
+
+@api.exception_handler(IndexNeeded)
+def _index_needed(request, exc: IndexNeeded):
+    """A guarded read past its budget (index_advice.py): which index, and how to create it."""
+    logger.warning("API read needs %s on %s", exc.index, request.path)
+    return detail(
+        str(exc),
+        504,
+        error=str(exc),
+        index=exc.index,
+        indexes=[need.index for need in exc.needs],
+        hint=exc.hint,
+    )
 
 
 @api.exception_handler(DatabaseError)

@@ -116,7 +116,9 @@ def preview_sweep(request, body: SweepBody):
     fingerprint applies exactly this, once."""
     try:
         _guard(request)
-        shown = sweep_operation.preview(user_of(request), *_sweep_input(body), body.reason)
+        shown = sweep_operation.preview(
+            user_of(request), *_sweep_input(body), body.reason, index_budget=True
+        )
     except Refusal as refusal:
         return refuse(request, SWEEP, refusal, _submitted(body))
     except Refused as exc:

@@ -27,6 +27,7 @@ from worker_admin.filters import (
     seek,
 )
 from worker_admin.fleet import fleet
+from worker_admin.index_advice import FAILING, LOCKED, filter_needs, guarded
 from worker_admin.models import Job
 from worker_admin.schema import capabilities
 from worker_admin.stats import queue_stats
@@ -89,18 +90,20 @@ def list_jobs(request, filters: Query[JobListQuery]):
     if problems:
         raise HttpError(400, " ".join(problems))
     sort_key, sort = parsed.sort_key, parsed.sort
-    jobs = apply_filters(_jobs(), parsed).with_state().select_related("task", "job_queue")
-    if not filters.payload:
-        jobs = jobs.defer("payload")
-    if filters.cursor:
-        try:
-            direction, values = read_cursor(filters.cursor, sort_key)
-        except BadCursor as exc:
-            raise HttpError(400, f"{exc}: start again without a cursor.") from None
-        if direction != "after":
-            raise HttpError(400, "This cursor pages backwards; the API pages forwards only.")
-        jobs = jobs.filter(seek(sort, values, forward=True))
-    rows = list(jobs.order_by(*order_by(sort, forward=True))[: filters.limit + 1])
+    needs = filter_needs(parsed.values, parsed.state)
+    with guarded(databases.current().alias, *needs, reading="this list of jobs"):
+        jobs = apply_filters(_jobs(), parsed).with_state().select_related("task", "job_queue")
+        if not filters.payload:
+            jobs = jobs.defer("payload")
+        if filters.cursor:
+            try:
+                direction, values = read_cursor(filters.cursor, sort_key)
+            except BadCursor as exc:
+                raise HttpError(400, f"{exc}: start again without a cursor.") from None
+            if direction != "after":
+                raise HttpError(400, "This cursor pages backwards; the API pages forwards only.")
+            jobs = jobs.filter(seek(sort, values, forward=True))
+        rows = list(jobs.order_by(*order_by(sort, forward=True))[: filters.limit + 1])
     more = len(rows) > filters.limit
     rows = rows[: filters.limit]
     return {
@@ -218,9 +221,10 @@ def workers(request, query: Query[WorkersQuery]):
     known_parameters(request, WorkersQuery)
     require_schema()
     threshold = timedelta(minutes=query.threshold_minutes)
-    value = fleet(
-        databases.current().alias, threshold, has_workers_table=capabilities().has_workers_table
-    )
+    with guarded(databases.current().alias, LOCKED, reading="the workers and lock holders"):
+        value = fleet(
+            databases.current().alias, threshold, has_workers_table=capabilities().has_workers_table
+        )
     return {
         "now": value.now,
         "threshold_minutes": query.threshold_minutes,
@@ -268,12 +272,13 @@ def failure_groups(request, query: Query[FailuresQuery]):
     known_parameters(request, FailuresQuery)
     require_schema()
     try:
-        report = failures.failure_groups(
-            databases.current().alias,
-            task=query.task or "",
-            state=failures.FailureState(query.state),
-            limit=query.limit,
-        )
+        with guarded(databases.current().alias, FAILING, reading="the failing jobs"):
+            report = failures.failure_groups(
+                databases.current().alias,
+                task=query.task or "",
+                state=failures.FailureState(query.state),
+                limit=query.limit,
+            )
     except failures.FailureGroupingTooSlow:
         raise HttpError(
             504, "Grouping the failures took longer than the statement timeout: filter by task."

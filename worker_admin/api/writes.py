@@ -149,7 +149,7 @@ def preview_action(request, body: JobActionBody):
     try:
         _guard(request)
         action = _action_request(body)
-        preview = job_actions.preview(user_of(request), action)
+        preview = job_actions.preview(user_of(request), action, index_budget=True)
     except Refusal as refusal:
         return refuse(request, body.action, refusal, _submitted(body))
     except Refused as exc:

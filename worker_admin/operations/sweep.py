@@ -28,6 +28,7 @@ from django.db import DEFAULT_DB_ALIAS, connections, transaction
 
 from worker_admin import audit
 from worker_admin.cleanup import plural
+from worker_admin.index_advice import LOCKED, guarded
 from worker_admin.installer import quote_schema
 from worker_admin.operations import claims
 from worker_admin.operations import releasing as rel
@@ -147,8 +148,13 @@ def preview(
     reason: str = "",
     *,
     utils: WorkerUtils | None = None,
+    index_budget: bool = False,
 ) -> Preview:
-    """The dry run (read-only, under the sweep lock): pin what the sweep will release."""
+    """The dry run (read-only, under the sweep lock): pin what the sweep will release.
+
+    With `index_budget` (the web page and the API; not the command line, whose scripted sweeps
+    may wait), the read of the locked jobs without console_jobs_locked on a large table has
+    the index guard's budget (index_advice.py) and raises IndexNeeded past it."""
     rel.require_admin(actor)
     values = request_values(threshold, delay, include_node)
     reason = rel.clean_reason(reason)
@@ -158,7 +164,14 @@ def preview(
     except WorkerUtilsError as exc:
         raise Refused(str(exc)) from None
     q = quote_schema(utils.schema)
-    with transaction.atomic(using=utils.alias), connections[utils.alias].cursor() as cursor:
+    needs = (LOCKED,) if index_budget else ()
+    with (
+        guarded(
+            utils.alias, *needs, reading="the stale-worker sweep's dry run", schema=utils.schema
+        ),
+        transaction.atomic(using=utils.alias),
+        connections[utils.alias].cursor() as cursor,
+    ):
         if not _sweep_lock(cursor):
             raise Refused(LOCK_BUSY, status=409)
         found = find(cursor, q, threshold, delay, include_node)

@@ -17,7 +17,6 @@ from datetime import datetime, timedelta
 
 from worker_admin.operations import releasing as rel
 from worker_admin.recovery import (
-    _REPLACEMENT,
     _SUPERSEDED,
     NODE_WORKER_ID,
     RESILIENT_FACTOR,
@@ -143,7 +142,7 @@ def _decide(found: Found, threshold, include_node, registered, resilient, jobs, 
 
 def _pin_and_show(cursor, q, found: Found, jobs: list[rel.LockedJob], delay: timedelta):
     run_after = found.now + delay
-    superseded = [job.id for job in jobs if job.superseded]
+    superseded = [job for job in jobs if job.superseded]
     replaced = _replacements(cursor, q, superseded[: rel.PREVIEW_ROWS])
     pairs = []
     for job in jobs:
@@ -179,15 +178,26 @@ def plural_jobs(n: int) -> str:
     return f"{n:,} job is" if n == 1 else f"{n:,} jobs are"
 
 
-def _replacements(cursor, q: str, ids: list[int]) -> dict[int, int]:
-    if not ids:
+def _replacements(cursor, q: str, superseded: list[rel.LockedJob]) -> dict[int, int]:
+    """The job that took each superseded job's key, by recovery._REPLACEMENT's rule (created
+    when the old one was superseded, keyed, newer; told only when exactly one matches), for all
+    of them in one read: no column of it is indexed, so one correlated subquery per job was a
+    scan of every job per superseded job. Only ids above the oldest of them are read."""
+    if not superseded:
         return {}
     cursor.execute(
-        f"SELECT j.id, {_REPLACEMENT.format(q=q)} FROM {q}._private_jobs AS j "
-        "WHERE j.id = ANY(%s::bigint[])",
-        [ids],
+        f"""
+        SELECT w.id, min(r.id)
+          FROM unnest(%s::bigint[], %s::timestamptz[]) AS w(id, superseded_at)
+          JOIN {q}._private_jobs AS r
+            ON r.created_at = w.superseded_at AND r.key IS NOT NULL AND r.id > w.id
+         WHERE r.id > %s
+         GROUP BY w.id
+        HAVING count(*) = 1
+        """,
+        [[j.id for j in superseded], [j.updated_at for j in superseded], superseded[0].id],
     )
-    return {job_id: by for job_id, by in cursor.fetchall() if by is not None}
+    return dict(cursor.fetchall())
 
 
 def _queue_rows(cursor, q: str, holders: list[str]):

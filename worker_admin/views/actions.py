@@ -107,7 +107,7 @@ def job_action(request):
         if action_request.kind is ops.ActionKind.RESCHEDULE and action_request.options is None:
             return _render_preview(request, action_request, preview=None)
         if "token" not in request.POST:
-            preview = ops.preview(request.user, action_request)
+            preview = ops.preview(request.user, action_request, index_budget=True)
             return _render_preview(request, action_request, preview)
         info = ops.ACTIONS[action_request.kind]
         if info.destructive and not action_request.reason:

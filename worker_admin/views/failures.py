@@ -4,6 +4,7 @@ from django.shortcuts import render
 from django.views.decorators.http import require_safe
 
 from worker_admin import databases, failures
+from worker_admin.index_advice import FAILING, guarded
 from worker_admin.schema import capabilities
 
 
@@ -22,9 +23,10 @@ def failure_groups(request):
             usable=True,
         )
         try:
-            context["report"] = failures.failure_groups(
-                databases.current().alias, task=task, state=state
-            )
+            with guarded(databases.current().alias, FAILING, reading="the failing jobs"):
+                context["report"] = failures.failure_groups(
+                    databases.current().alias, task=task, state=state
+                )
         except failures.FailureGroupingTooSlow:
             context["too_slow"] = True
     template = "worker_admin/failures.html"

@@ -40,6 +40,7 @@ from worker_admin.filters import (
     read_cursor,
     seek,
 )
+from worker_admin.index_advice import filter_needs, guarded
 from worker_admin.models import Job
 from worker_admin.redaction import may_reveal, redact
 from worker_admin.schema import capabilities
@@ -50,6 +51,7 @@ from worker_admin.stats import (
     sampled_state_counts,
     state_aggregates,
 )
+from worker_admin.views.index_guard import jobs_narrowing
 
 PASS_BOUND = 1_000  # matching rows the tabs' one counting pass reads on a large table
 # A tab's count of a state too rare in the sample gives up after this long (then a range).
@@ -242,8 +244,17 @@ def job_list(request):
     if not capabilities().usable:
         return render(request, "worker_admin/jobs.html", context)
     filters = parse_filters(request.GET)
-    page = _page(request, filters)
-    now = database_now(databases.current().alias)
+    # A task, queue or lock-holder filter, or the locked, failed and retrying tabs, scan every
+    # job without their opt-in index: one budget for the page, then "create the index".
+    with guarded(
+        databases.current().alias,
+        *filter_needs(filters.values, filters.state),
+        reading="this list of jobs",
+        narrow=jobs_narrowing(request.path, filters),
+    ):
+        page = _page(request, filters)
+        now = database_now(databases.current().alias)
+        tabs = _tabs(filters)
     for job in page.jobs:
         job.lock = lock_standing(job.locked_at, now)
     locked_tab = filters.state == "locked"
@@ -251,7 +262,7 @@ def job_list(request):
         filters=filters,
         values=filters.values,
         state=filters.state,
-        tabs=_tabs(filters),
+        tabs=tabs,
         page=page,
         sorts={k: v for k, v in SORTS.items() if locked_tab or k not in LOCKED_ONLY_SORTS},
         sort_key=filters.sort_key,

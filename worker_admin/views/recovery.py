@@ -99,6 +99,7 @@ def sweep(request):
                 timedelta(minutes=data["threshold_minutes"]),
                 timedelta(seconds=data["delay_seconds"]),
                 data["include_node"],
+                index_budget=True,
             )
             context = {"active": "maintenance", "title": "Sweep stale workers: dry run"}
             return render(request, "worker_admin/sweep_preview.html", context | {"p": shown})

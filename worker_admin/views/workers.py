@@ -11,6 +11,7 @@ from django.views.decorators.http import require_safe
 
 from worker_admin import databases
 from worker_admin.fleet import DEFAULT_THRESHOLD, fleet
+from worker_admin.index_advice import LOCKED, guarded
 from worker_admin.roles import can_run_maintenance
 from worker_admin.schema import capabilities
 from worker_admin.worker_detail import MAX_ID_LENGTH, worker_detail
@@ -46,11 +47,12 @@ def workers(request):
         "stale_only": stale_only,
     }
     if caps.usable:
-        found = fleet(
-            databases.current().alias,
-            timedelta(minutes=minutes),
-            has_workers_table=caps.has_workers_table,
-        )
+        with guarded(databases.current().alias, LOCKED, reading="the workers and lock holders"):
+            found = fleet(
+                databases.current().alias,
+                timedelta(minutes=minutes),
+                has_workers_table=caps.has_workers_table,
+            )
         limit = None if request.GET.get("all") == "1" else ROWS_SHOWN
         listed = [w for w in found.workers or [] if w.stale or not stale_only]
         holders = [h for h in found.holders if h.stale or not stale_only]
@@ -85,12 +87,13 @@ def worker(request, worker_id: str):
     if caps.usable:
         if len(worker_id) > MAX_ID_LENGTH or "\x00" in worker_id:
             raise Http404("There is no worker with this id: it is too long or holds a NUL.")
-        detail = worker_detail(
-            databases.current().alias,
-            worker_id,
-            timedelta(minutes=minutes),
-            has_workers_table=caps.has_workers_table,
-        )
+        with guarded(databases.current().alias, LOCKED, reading="the jobs this worker holds"):
+            detail = worker_detail(
+                databases.current().alias,
+                worker_id,
+                timedelta(minutes=minutes),
+                has_workers_table=caps.has_workers_table,
+            )
         if not detail.exists:
             raise Http404(
                 f"No worker “{worker_id[:200]}” is registered or holds a lock now: it may have "

@@ -17,6 +17,7 @@ from django.db.models import Count
 
 from worker_admin import databases
 from worker_admin.filters import apply_filters
+from worker_admin.index_advice import filter_needs, guarded
 from worker_admin.models import Job
 from worker_admin.operations import claims
 from worker_admin.operations.errors import NotFound, Refused
@@ -125,9 +126,26 @@ def _pinned_rows(request: ActionRequest) -> list[tuple]:
     return rows
 
 
-def preview(actor, request: ActionRequest) -> Preview:
+def preview(actor, request: ActionRequest, *, index_budget: bool = False) -> Preview:
     """Read what the action would touch, pin it, and store it as a confirmation; changes
-    nothing in the worker schema."""
+    nothing in the worker schema.
+
+    With `index_budget` (the web page and the API; not the command line, which may wait), a
+    filter that an absent opt-in index would serve is read under the index guard
+    (index_advice.py): IndexNeeded past its budget. The confirmation is issued after it."""
+    needs = ()
+    if index_budget and request.target.filters is not None:
+        filters = request.target.filters
+        needs = filter_needs(filters.values, filters.state)
+    with guarded(databases.current().alias, *needs, reading="the jobs this action would change"):
+        result = _read(request)
+    stored = request.stored() | {"missing": result.missing}  # reported as gone by the apply
+    result.token = claims.issue(KIND, actor, stored, result.pinned, request.fingerprint())
+    return result
+
+
+def _read(request: ActionRequest) -> Preview:
+    """The preview's reads: the pinned rows, the first ones shown with their changes."""
     rows = _pinned_rows(request)
     ids = [row[0] for row in rows]
     missing = (
@@ -167,8 +185,6 @@ def preview(actor, request: ActionRequest) -> Preview:
     attempts, max_attempts = PIN_COLUMNS.index("attempts"), PIN_COLUMNS.index("max_attempts")
     not_failed = sum(1 for row in rows if row[attempts] < row[max_attempts])
     result.warnings = warnings(result, not_failed)
-    stored = request.stored() | {"missing": missing}  # reported as gone by the apply
-    result.token = claims.issue(KIND, actor, stored, result.pinned, request.fingerprint())
     return result
 
 
