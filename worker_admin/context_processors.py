@@ -6,6 +6,7 @@ from django.conf import settings
 from django.db import DatabaseError
 from django.utils.functional import SimpleLazyObject
 
+from worker_admin import replica
 from worker_admin.roles import can_act_on_jobs, may_manage_users
 from worker_admin.schema import capabilities
 
@@ -45,4 +46,6 @@ def console(request) -> dict:
         "read_only": settings.READ_ONLY,
         "poll_interval": settings.POLL_INTERVAL_SECONDS,
         "worker_schema": settings.GRAPHILE_WORKER_SCHEMA,
+        # Lazy: read when the layout renders, after the view chose where to read from.
+        "replica": SimpleLazyObject(replica.chosen),
     }

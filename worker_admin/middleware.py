@@ -25,6 +25,8 @@ from django.contrib.auth.models import AnonymousUser
 from django.db import DatabaseError, OperationalError
 from django.shortcuts import render
 
+from worker_admin import replica
+
 logger = logging.getLogger(__name__)
 
 RETRY_AFTER_SECONDS = 5
@@ -158,6 +160,7 @@ class DatabaseErrorMiddleware:
         if _is_timeout(exception):
             return timeout_response(request)
         if isinstance(exception, OperationalError):
+            _replica_failed(exception)
             return unavailable_response(request, exception)
         logger.exception("Database error on %s", request.path)
         return render(
@@ -169,3 +172,11 @@ class DatabaseErrorMiddleware:
             },
             status=500,
         )
+
+
+def _replica_failed(exception: BaseException) -> None:
+    """This request read from the replica and lost it: the next ones read from the primary
+    until the next check (worker_admin/replica.py) finds it back, instead of failing too."""
+    chosen = replica.chosen()
+    if chosen is not None and chosen.in_use:
+        replica.mark_unavailable("unreachable: a read on it failed")

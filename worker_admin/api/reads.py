@@ -7,7 +7,6 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated, Literal
 
-from django.conf import settings
 from ninja import Field, Path, Query, Router, Schema
 from ninja.errors import HttpError
 
@@ -29,6 +28,7 @@ from worker_admin.filters import (
 )
 from worker_admin.fleet import fleet
 from worker_admin.models import Job
+from worker_admin.replica import read_alias
 from worker_admin.schema import capabilities
 from worker_admin.stats import queue_stats
 from worker_admin.utils import BIGINT_MAX
@@ -37,7 +37,7 @@ router = Router(tags=["reads"])
 
 
 def _jobs():
-    return Job.objects.using(settings.WORKER_DATABASE)
+    return Job.objects.using(read_alias())
 
 
 def known_parameters(request, schema: type[Schema] | None = None) -> None:
@@ -130,7 +130,7 @@ def get_job(request, job_id: Annotated[int, Path(ge=1, le=BIGINT_MAX)]):
 def stats(request):
     known_parameters(request)
     require_schema()
-    value = queue_stats(settings.WORKER_DATABASE)
+    value = queue_stats(read_alias())
     return {
         "now": value.now,
         "exact": value.exact,
@@ -171,7 +171,7 @@ class QueueQuery(Schema):
 def queues(request, query: Query[QueueQuery]):
     known_parameters(request, QueueQuery)
     require_schema()
-    report = catalog.queue_report(settings.WORKER_DATABASE, name_contains=query.name or "")
+    report = catalog.queue_report(read_alias(), name_contains=query.name or "")
     return {
         "now": report.now,
         "truncated": report.truncated,
@@ -195,7 +195,7 @@ def queues(request, query: Query[QueueQuery]):
 def tasks(request):
     known_parameters(request)
     require_schema()
-    report = catalog.task_report(settings.WORKER_DATABASE)
+    report = catalog.task_report(read_alias())
     return {
         "now": report.now,
         "tasks": [
@@ -219,9 +219,7 @@ def workers(request, query: Query[WorkersQuery]):
     known_parameters(request, WorkersQuery)
     require_schema()
     threshold = timedelta(minutes=query.threshold_minutes)
-    value = fleet(
-        settings.WORKER_DATABASE, threshold, has_workers_table=capabilities().has_workers_table
-    )
+    value = fleet(read_alias(), threshold, has_workers_table=capabilities().has_workers_table)
     return {
         "now": value.now,
         "threshold_minutes": query.threshold_minutes,
@@ -270,7 +268,7 @@ def failure_groups(request, query: Query[FailuresQuery]):
     require_schema()
     try:
         report = failures.failure_groups(
-            settings.WORKER_DATABASE,
+            read_alias(),
             task=query.task or "",
             state=failures.FailureState(query.state),
             limit=query.limit,

@@ -1,10 +1,10 @@
 """Crons: every cron item the database knows or the given crontab holds, and whether it fired."""
 
-from django.conf import settings
 from django.shortcuts import render
 from django.views.decorators.http import require_safe
 
 from worker_admin import crons
+from worker_admin.replica import read_alias
 from worker_admin.schema import capabilities
 
 
@@ -12,7 +12,7 @@ from worker_admin.schema import capabilities
 def cron_list(request):
     context = {"active": "crons", "title": "Crons"}
     if capabilities().usable:
-        context["report"] = crons.cron_report(settings.WORKER_DATABASE)
+        context["report"] = crons.cron_report(read_alias())
     template = "worker_admin/crons.html"
     if request.htmx:
         template += "#cron-table"

@@ -1,10 +1,10 @@
 """Failures: failed and retrying jobs grouped by task and normalised error message."""
 
-from django.conf import settings
 from django.shortcuts import render
 from django.views.decorators.http import require_safe
 
 from worker_admin import failures
+from worker_admin.replica import read_alias
 from worker_admin.schema import capabilities
 
 
@@ -23,9 +23,7 @@ def failure_groups(request):
             usable=True,
         )
         try:
-            context["report"] = failures.failure_groups(
-                settings.WORKER_DATABASE, task=task, state=state
-            )
+            context["report"] = failures.failure_groups(read_alias(), task=task, state=state)
         except failures.FailureGroupingTooSlow:
             context["too_slow"] = True
     template = "worker_admin/failures.html"

@@ -1,12 +1,13 @@
 """Monitoring endpoints: /healthz for load balancers, /metrics for Prometheus.
 
 Neither needs a login. /healthz is open and says only whether the database answers and the
-worker schema is there. /metrics tells more about the queue (task and queue names), so it
-answers a request bearing METRICS_TOKEN, or one whose client address (worker_admin.client_address:
-the socket's peer, or behind TRUSTED_PROXY_COUNT proxies the address they forwarded) is in
-METRICS_ALLOWED_NETWORKS, and refuses the rest with a one-line reason. A reverse proxy on the
-same host connects from 127.0.0.1: its requests are judged by the address it forwards, never
-by its own.
+worker schema is there, and how the read replica fares when one is configured (a replica that
+is down or too far behind does not make the console unhealthy: it reads from the primary).
+/metrics tells more about the queue (task and queue names), so it answers a request bearing
+METRICS_TOKEN, or one whose client address (worker_admin.client_address: the socket's peer, or
+behind TRUSTED_PROXY_COUNT proxies the address they forwarded) is in METRICS_ALLOWED_NETWORKS,
+and refuses the rest with a one-line reason. A reverse proxy on the same host connects from
+127.0.0.1: its requests are judged by the address it forwards, never by its own.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 from prometheus_client.exposition import choose_encoder
 
+from worker_admin import replica
 from worker_admin.client_address import client_address
 from worker_admin.installer import Flavour
 from worker_admin.metrics import scrape_registry
@@ -67,6 +69,9 @@ def healthz(request):
         "database": "ok",
         "schema": settings.GRAPHILE_WORKER_SCHEMA,
         "flavour": None,
+        # The read replica's state (worker_admin/replica.py). Informational: with the replica
+        # down the console reads from the primary, so it stays healthy and this stays 200.
+        "replica": replica.status().as_json(),
     }
     if not _database_answers():
         body.update(status="database unreachable", database="unreachable")

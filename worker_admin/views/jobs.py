@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import urlencode
 
-from django.conf import settings
 from django.http import Http404
 from django.shortcuts import render
 from django.views.decorators.http import require_safe
@@ -42,6 +41,7 @@ from worker_admin.filters import (
 )
 from worker_admin.models import Job
 from worker_admin.redaction import may_reveal, redact
+from worker_admin.replica import read_alias
 from worker_admin.schema import capabilities
 from worker_admin.stats import (
     available_priorities,
@@ -104,12 +104,12 @@ class Page:
 
 
 def _jobs():
-    return Job.objects.using(settings.WORKER_DATABASE)
+    return Job.objects.using(read_alias())
 
 
 def _tabs(filters: JobFilters) -> list[Tab]:
     narrowed = apply_filters(_jobs(), filters, with_state=False)
-    counts = _tab_counts(narrowed, filters, settings.WORKER_DATABASE)
+    counts = _tab_counts(narrowed, filters, read_alias())
     tabs = []
     for key in STATE_TABS:
         url = "?" + urlencode(filters.query(state=key, sort=None, cursor=None))
@@ -222,7 +222,7 @@ def _rows(jobs, filters: JobFilters, *, forward: bool, limit: int) -> list[Job]:
     """
     sort = filters.sort
     ordering = order_by(sort, forward=forward)
-    alias = settings.WORKER_DATABASE
+    alias = read_alias()
     merge = filters.sort_key in RUN_AT_SORTS and filters.state in ("ready", "scheduled")
     if merge and is_large(alias):
         priorities = available_priorities(alias, MAX_MERGED_PRIORITIES + 1)
@@ -243,7 +243,7 @@ def job_list(request):
         return render(request, "worker_admin/jobs.html", context)
     filters = parse_filters(request.GET)
     page = _page(request, filters)
-    now = database_now(settings.WORKER_DATABASE)
+    now = database_now(read_alias())
     for job in page.jobs:
         job.lock = lock_standing(job.locked_at, now)
     locked_tab = filters.state == "locked"
@@ -281,7 +281,7 @@ def job_page(request, job_id: int, *, reveal: bool = False):
         raise Http404(
             f"There is no job {job_id}: it may have completed (completed jobs are deleted)."
         ) from None
-    now = database_now(settings.WORKER_DATABASE)
+    now = database_now(read_alias())
     lock = lock_standing(job.locked_at, now)
     payload, redacted_paths = (job.payload, []) if reveal else redact(job.payload)
     return render(

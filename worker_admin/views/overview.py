@@ -9,6 +9,7 @@ from django.shortcuts import render
 from django.views.decorators.http import require_safe
 
 from worker_admin import snapshots
+from worker_admin.replica import read_alias
 from worker_admin.schema import capabilities
 from worker_admin.states import JobState
 from worker_admin.stats import queue_stats
@@ -23,7 +24,7 @@ def overview(request):
     context = {"active": "overview", "title": "Overview", "states": list(JobState)}
     versions = []
     if caps.usable:
-        alias = settings.WORKER_DATABASE
+        alias = read_alias()
         snapshot = snapshots.shared(
             f"overview:{alias}:{caps.schema}",
             lambda: queue_stats(alias),

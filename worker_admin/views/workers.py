@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from django.conf import settings
 from django.http import Http404
 from django.shortcuts import render
 from django.views.decorators.http import require_safe
 
 from worker_admin.fleet import DEFAULT_THRESHOLD, fleet
+from worker_admin.replica import read_alias
 from worker_admin.roles import can_run_maintenance
 from worker_admin.schema import capabilities
 from worker_admin.worker_detail import MAX_ID_LENGTH, worker_detail
@@ -47,7 +47,7 @@ def workers(request):
     }
     if caps.usable:
         found = fleet(
-            settings.WORKER_DATABASE,
+            read_alias(),
             timedelta(minutes=minutes),
             has_workers_table=caps.has_workers_table,
         )
@@ -86,7 +86,7 @@ def worker(request, worker_id: str):
         if len(worker_id) > MAX_ID_LENGTH or "\x00" in worker_id:
             raise Http404("There is no worker with this id: it is too long or holds a NUL.")
         detail = worker_detail(
-            settings.WORKER_DATABASE,
+            read_alias(),
             worker_id,
             timedelta(minutes=minutes),
             has_workers_table=caps.has_workers_table,
