@@ -136,6 +136,8 @@ if CONSOLE_DATABASE_URL:
 # API's reads and /metrics use alias `worker_replica` while it is in recovery and at most
 # REPLICA_LAG_MAX_SECONDS behind; every write, preview and re-check stays on WORKER_DATABASE.
 DATABASE_REPLICA_URL = env_str("DATABASE_REPLICA_URL", "")
+# 0 turns replica reads off without removing the URL (a replica under maintenance, a comparison).
+REPLICA_READS = env_bool("REPLICA_READS", True)
 REPLICA_LAG_MAX_SECONDS = env_int("REPLICA_LAG_MAX_SECONDS", 60, minimum=0)
 REPLICA_LAG_WARN_SECONDS = env_int("REPLICA_LAG_WARN_SECONDS", 10, minimum=0)
 REPLICA_CHECK_SECONDS = env_int("REPLICA_CHECK_SECONDS", 5, minimum=1)

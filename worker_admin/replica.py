@@ -59,7 +59,7 @@ class ReplicaStatus:
     def lagging(self) -> bool:
         """In use, but behind by at least REPLICA_LAG_WARN_SECONDS: the banner says so."""
         lag = self.lag_seconds or 0.0
-        return self.in_use and lag >= settings.REPLICA_LAG_WARN_SECONDS
+        return self.in_use and lag > 0 and lag >= settings.REPLICA_LAG_WARN_SECONDS
 
     @property
     def fallen_back(self) -> bool:
@@ -90,7 +90,7 @@ _in_request: contextvars.ContextVar[bool] = contextvars.ContextVar(
 
 
 def configured() -> bool:
-    return REPLICA_ALIAS in settings.DATABASES
+    return REPLICA_ALIAS in settings.DATABASES and settings.REPLICA_READS
 
 
 def status() -> ReplicaStatus:
