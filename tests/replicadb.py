@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -111,6 +112,10 @@ def is_standby(url: str) -> bool:
 
 
 def _up(dbname: str) -> None:
+    # Started in the background, the process ignores SIGINT: stop it with SIGTERM (or Ctrl-C
+    # in a terminal); either way both clusters are stopped and their folders removed.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, signal.default_int_handler)
     primary, replica = start_pair(dbname)
     print(f"DATABASE_URL={primary.url(dbname)}")
     print(f"DATABASE_REPLICA_URL={replica.url(dbname)}", flush=True)
