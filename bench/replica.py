@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import run  # noqa: E402  (bench/run.py: Django set-up, the logged-in client, the probes)
+import run  # bench/run.py: Django set-up, the logged-in client, the probes
 
 PAGES = [
     ("overview", "/"),
