@@ -47,7 +47,7 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
-def parse_database_url(url: str, variable: str = "DATABASE_URL") -> dict:
+def parse_database_url(url: str, name: str = "DATABASE_URL") -> dict:
     """Turn a libpq URL or key=value string into a Django DATABASES entry.
 
     psycopg's parser understands both forms (and `?host=/socket/dir`), so we do not write our own.
@@ -57,7 +57,7 @@ def parse_database_url(url: str, variable: str = "DATABASE_URL") -> dict:
     try:
         params = conninfo_to_dict(url)
     except Exception as exc:  # psycopg raises ProgrammingError with the libpq message
-        raise ImproperlyConfigured(f"{variable} cannot be parsed: {exc}") from None
+        raise ImproperlyConfigured(f"{name} cannot be parsed: {exc}") from None
     params = {key: unquote(str(value)) for key, value in params.items()}
     config = {
         "ENGINE": "django.db.backends.postgresql",

@@ -104,8 +104,8 @@ HISTORY_KEEP_MINUTES_DAYS = env_int("HISTORY_KEEP_MINUTES_DAYS", 7, minimum=1)
 HISTORY_KEEP_HOURS_DAYS = env_int("HISTORY_KEEP_HOURS_DAYS", 90, minimum=1)
 
 
-def _database(url: str, *, search_path: str | None, variable: str = "DATABASE_URL") -> dict:
-    config = parse_database_url(url, variable)
+def _database(url: str, *, search_path: str | None, name: str = "DATABASE_URL") -> dict:
+    config = parse_database_url(url, name)
     # jit=off: the console's queries are short; on a large jobs table their planner cost passes
     # the JIT threshold and compiling took longer than running (bench/README.md: 1.65 s → 0.4 s).
     options = [f"-c statement_timeout={READ_STATEMENT_TIMEOUT_MS}", "-c jit=off"]
@@ -158,7 +158,7 @@ for _entry in parse_worker_databases(
     default_schema=GRAPHILE_WORKER_SCHEMA,
 ):
     DATABASES["gw:" + _entry.name] = _database(
-        _entry.url, search_path=None, variable=f"GRAPHILE_WORKER_DATABASES[{_entry.name!r}]"
+        _entry.url, search_path=None, name=f"GRAPHILE_WORKER_DATABASES[{_entry.name!r}]"
     )
     WORKER_DATABASES[_entry.name] = {
         "alias": "gw:" + _entry.name,
@@ -166,6 +166,27 @@ for _entry in parse_worker_databases(
         "max_role": _entry.max_role,
         "groups": _entry.groups,
     }
+
+# Reads from a streaming replica (worker_admin/replica.py, docs/scaling.md): read-only pages, the
+# API's reads and /metrics use alias `worker_replica` while it is in recovery and at most
+# REPLICA_LAG_MAX_SECONDS behind; every write, preview and re-check stays on WORKER_DATABASE.
+DATABASE_REPLICA_URL = env_str("DATABASE_REPLICA_URL", "")
+# 0 turns replica reads off without removing the URL (a replica under maintenance, a comparison).
+REPLICA_READS = env_bool("REPLICA_READS", True)
+REPLICA_LAG_MAX_SECONDS = env_int("REPLICA_LAG_MAX_SECONDS", 60, minimum=0)
+REPLICA_LAG_WARN_SECONDS = env_int("REPLICA_LAG_WARN_SECONDS", 10, minimum=0)
+REPLICA_CHECK_SECONDS = env_int("REPLICA_CHECK_SECONDS", 5, minimum=1)
+# A replica that is down must cost a request at most this, once per check interval.
+REPLICA_CONNECT_TIMEOUT_SECONDS = env_int("REPLICA_CONNECT_TIMEOUT_SECONDS", 2, minimum=1)
+if DATABASE_REPLICA_URL:
+    DATABASES["worker_replica"] = _database(
+        DATABASE_REPLICA_URL, search_path=None, name="DATABASE_REPLICA_URL"
+    )
+    DATABASES["worker_replica"]["OPTIONS"].setdefault(
+        "connect_timeout", REPLICA_CONNECT_TIMEOUT_SECONDS
+    )
+    # Under test the replica is the primary itself, as Django documents for replicas.
+    DATABASES["worker_replica"]["TEST"] = {"MIRROR": WORKER_DATABASE}
 DATABASE_ROUTERS = ["worker_admin.routers.WorkerSchemaRouter"]
 
 # Snapshots shared by every console process (worker_admin/snapshots.py): Django's database cache,

@@ -25,6 +25,9 @@ def closed_port() -> int:
         return probe.getsockname()[1]
 
 
+# Without DATABASE_REPLICA_URL (tests/test_replica.py starts a real replica).
+NO_REPLICA = {"configured": False, "in_use": False, "lag_seconds": None, "error": None}
+
 REQUESTS_SCRIPT = """
 import json, sys
 import django
@@ -73,6 +76,7 @@ def test_healthz__ok_without_login(client, db):
         "database": "ok",
         "schema": "graphile_worker",
         "flavour": "rust-recovery",
+        "replica": NO_REPLICA,
     }
     assert "no-store" in response["Cache-Control"] and "max-age=0" in response["Cache-Control"]
 
@@ -102,6 +106,7 @@ def test_healthz__schema_not_found(client, db, settings):
         "database": "ok",
         "schema": "no_such_worker_schema",
         "flavour": "absent",
+        "replica": NO_REPLICA,
     }
 
 
@@ -118,6 +123,7 @@ def test_healthz__database_unreachable():
         "database": "unreachable",
         "schema": "graphile_worker",
         "flavour": None,
+        "replica": NO_REPLICA,
     }
     # Nothing about the connection leaks: no host, port, user, password or driver message.
     for secret in (str(port), "127.0.0.1", "postgres", "not-a-secret", "nowhere", "refused"):
@@ -144,4 +150,4 @@ def test_login__only_the_monitoring_endpoints_are_open(client, db):
 def test_healthz__body_is_small_json(client, db):
     body = client.get("/healthz").content
     assert len(body) < 200
-    assert set(json.loads(body)) == {"status", "database", "schema", "flavour"}
+    assert set(json.loads(body)) == {"status", "database", "schema", "flavour", "replica"}

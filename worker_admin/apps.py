@@ -11,6 +11,7 @@ class WorkerAdminConfig(AppConfig):
         from worker_admin import (
             account_audit,
             checks,  # noqa: F401 - registers the system checks
+            replica,  # noqa: F401 - resets the per-request replica choice
         )
         from worker_admin.console_schema import ensure_console_schema
 

@@ -7,7 +7,7 @@ from django.db import DatabaseError
 from django.urls import get_script_prefix, reverse
 from django.utils.functional import SimpleLazyObject
 
-from worker_admin import databases
+from worker_admin import databases, replica
 from worker_admin.roles import can_act_on_jobs, may_manage_users
 from worker_admin.schema import capabilities
 
@@ -61,4 +61,6 @@ def console(request) -> dict:
         "read_only": settings.READ_ONLY,
         "poll_interval": settings.POLL_INTERVAL_SECONDS,
         "worker_schema": settings.GRAPHILE_WORKER_SCHEMA,
+        # Lazy: read when the layout renders, after the view chose where to read from.
+        "replica": SimpleLazyObject(replica.chosen),
     }

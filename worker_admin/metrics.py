@@ -36,6 +36,7 @@ from worker_admin import crons, databases
 from worker_admin.audit import AuditEntry
 from worker_admin.fleet import DEFAULT_THRESHOLD
 from worker_admin.models import Job, JobQueue, Worker
+from worker_admin.replica import read_alias
 from worker_admin.schema import Capabilities, capabilities
 from worker_admin.states import STATE_PREDICATES, JobState
 from worker_admin.stats import GroupCounts, QueueStats, StateCounts, queue_stats
@@ -344,7 +345,8 @@ class WorkerQueueCollector:
     """Reads the worker schema when scraped. Register it in a registry built for one scrape."""
 
     def __init__(self, alias: str | None = None, threshold: timedelta | None = None) -> None:
-        self.alias = alias or databases.current().alias
+        # The replica when it is healthy (worker_admin/replica.py): a scrape is a read.
+        self.alias = alias or read_alias()
         self.threshold = threshold or stale_worker_threshold()
 
     def describe(self) -> list[Metric]:

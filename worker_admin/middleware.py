@@ -29,6 +29,7 @@ from django.db import DatabaseError, OperationalError
 from django.shortcuts import render
 from django.urls import Resolver404, resolve
 
+from worker_admin import replica
 from worker_admin.index_advice import IndexNeeded
 from worker_admin.views.index_guard import index_needed_response
 
@@ -188,6 +189,7 @@ class DatabaseErrorMiddleware:
         if _is_timeout(exception):
             return timeout_response(request)
         if isinstance(exception, OperationalError):
+            _replica_failed(exception)
             return unavailable_response(request, exception)
         logger.exception("Database error on %s", request.path)
         return render(
@@ -199,3 +201,11 @@ class DatabaseErrorMiddleware:
             },
             status=500,
         )
+
+
+def _replica_failed(exception: BaseException) -> None:
+    """This request read from the replica and lost it: the next ones read from the primary
+    until the next check (worker_admin/replica.py) finds it back, instead of failing too."""
+    chosen = replica.chosen()
+    if chosen is not None and chosen.in_use:
+        replica.mark_unavailable("unreachable: a read on it failed")

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from ninja import Router
 
-from worker_admin import crons, databases
+from worker_admin import crons
 from worker_admin.api import serialize
 from worker_admin.api.common import _payload_for, require_schema
 from worker_admin.api.reads import known_parameters
+from worker_admin.replica import read_alias
 
 router = Router(tags=["reads"])
 
@@ -37,7 +38,7 @@ def _item(request, item) -> dict | None:
 def cron_items(request):
     known_parameters(request)
     require_schema()
-    report = crons.cron_report(databases.current().alias)
+    report = crons.cron_report(read_alias())
     crontab = report.crontab
     return {
         "now": report.now,

@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 from ninja import Field, Path, Query, Router, Schema
 from ninja.errors import HttpError
 
-from worker_admin import catalog, databases, failures
+from worker_admin import catalog, failures
 from worker_admin.api import serialize
 from worker_admin.api.common import require_schema
 from worker_admin.api.schemas import JobFilter, JobId, JobListQuery, Moment, text
@@ -29,6 +29,7 @@ from worker_admin.filters import (
 from worker_admin.fleet import fleet
 from worker_admin.index_advice import FAILING, LOCKED, filter_needs, guarded
 from worker_admin.models import Job
+from worker_admin.replica import read_alias
 from worker_admin.schema import capabilities
 from worker_admin.stats import queue_stats
 from worker_admin.utils import BIGINT_MAX
@@ -37,7 +38,7 @@ router = Router(tags=["reads"])
 
 
 def _jobs():
-    return Job.objects.using(databases.current().alias)
+    return Job.objects.using(read_alias())
 
 
 def known_parameters(request, schema: type[Schema] | None = None) -> None:
@@ -91,7 +92,7 @@ def list_jobs(request, filters: Query[JobListQuery]):
         raise HttpError(400, " ".join(problems))
     sort_key, sort = parsed.sort_key, parsed.sort
     needs = filter_needs(parsed.values, parsed.state)
-    with guarded(databases.current().alias, *needs, reading="this list of jobs"):
+    with guarded(read_alias(), *needs, reading="this list of jobs"):
         jobs = apply_filters(_jobs(), parsed).with_state().select_related("task", "job_queue")
         if not filters.payload:
             jobs = jobs.defer("payload")
@@ -132,7 +133,7 @@ def get_job(request, job_id: Annotated[int, Path(ge=1, le=BIGINT_MAX)]):
 def stats(request):
     known_parameters(request)
     require_schema()
-    value = queue_stats(databases.current().alias)
+    value = queue_stats(read_alias())
     return {
         "now": value.now,
         "exact": value.exact,
@@ -173,7 +174,7 @@ class QueueQuery(Schema):
 def queues(request, query: Query[QueueQuery]):
     known_parameters(request, QueueQuery)
     require_schema()
-    report = catalog.queue_report(databases.current().alias, name_contains=query.name or "")
+    report = catalog.queue_report(read_alias(), name_contains=query.name or "")
     return {
         "now": report.now,
         "truncated": report.truncated,
@@ -197,7 +198,7 @@ def queues(request, query: Query[QueueQuery]):
 def tasks(request):
     known_parameters(request)
     require_schema()
-    report = catalog.task_report(databases.current().alias)
+    report = catalog.task_report(read_alias())
     return {
         "now": report.now,
         "tasks": [
@@ -221,10 +222,8 @@ def workers(request, query: Query[WorkersQuery]):
     known_parameters(request, WorkersQuery)
     require_schema()
     threshold = timedelta(minutes=query.threshold_minutes)
-    with guarded(databases.current().alias, LOCKED, reading="the workers and lock holders"):
-        value = fleet(
-            databases.current().alias, threshold, has_workers_table=capabilities().has_workers_table
-        )
+    with guarded(read_alias(), LOCKED, reading="the workers and lock holders"):
+        value = fleet(read_alias(), threshold, has_workers_table=capabilities().has_workers_table)
     return {
         "now": value.now,
         "threshold_minutes": query.threshold_minutes,
@@ -272,9 +271,9 @@ def failure_groups(request, query: Query[FailuresQuery]):
     known_parameters(request, FailuresQuery)
     require_schema()
     try:
-        with guarded(databases.current().alias, FAILING, reading="the failing jobs"):
+        with guarded(read_alias(), FAILING, reading="the failing jobs"):
             report = failures.failure_groups(
-                databases.current().alias,
+                read_alias(),
                 task=query.task or "",
                 state=failures.FailureState(query.state),
                 limit=query.limit,

@@ -16,9 +16,9 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db import connections, transaction
 
-from worker_admin import databases
 from worker_admin.history import reading, retention
 from worker_admin.history.models import RAW, HistorySnapshot
+from worker_admin.replica import read_alias
 from worker_admin.schema import capabilities
 from worker_admin.stats import is_large
 
@@ -46,7 +46,7 @@ def gap_limit(interval: float) -> timedelta:
 def record_if_due(alias: str | None = None, *, interval: float | None = None) -> Outcome:
     """Record one snapshot unless one was taken less than `interval` seconds ago, or another
     process holds the recorder's lock right now (then return at once: never wait)."""
-    alias = alias or databases.current().alias
+    alias = alias or read_alias()  # counts are reads: the replica when it is healthy
     interval = float(interval or settings.HISTORY_INTERVAL_SECONDS)
     schema = settings.GRAPHILE_WORKER_SCHEMA
     caps = capabilities(alias)

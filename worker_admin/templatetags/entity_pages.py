@@ -9,9 +9,9 @@ from typing import Any
 from django import template
 from django.db import DatabaseError
 
-from worker_admin import databases
 from worker_admin.audit_detail import NOW
 from worker_admin.fleet import DEFAULT_THRESHOLD
+from worker_admin.replica import read_alias
 from worker_admin.schema import capabilities
 from worker_admin.worker_detail import stale_worker_count
 
@@ -52,7 +52,7 @@ def stale_workers() -> dict | None:
         if not caps.usable or not caps.has_workers_table:
             return None
         count = stale_worker_count(
-            databases.current().alias,
+            read_alias(),
             timedelta(minutes=DEFAULT_THRESHOLD),
             has_workers_table=True,
         )

@@ -3,7 +3,8 @@
 from django.shortcuts import render
 from django.views.decorators.http import require_safe
 
-from worker_admin import catalog, databases
+from worker_admin import catalog
+from worker_admin.replica import read_alias
 from worker_admin.schema import capabilities
 
 
@@ -17,7 +18,7 @@ def queue_list(request):
             name = ""
         context.update(
             filters={"name": name},
-            report=catalog.queue_report(databases.current().alias, name_contains=name),
+            report=catalog.queue_report(read_alias(), name_contains=name),
         )
     template = "worker_admin/queues.html"
     if request.htmx:
@@ -29,7 +30,7 @@ def queue_list(request):
 def task_list(request):
     context = {"active": "tasks", "title": "Tasks"}
     if capabilities().usable:
-        context["report"] = catalog.task_report(databases.current().alias)
+        context["report"] = catalog.task_report(read_alias())
     template = "worker_admin/tasks.html"
     if request.htmx:
         template += "#task-table"

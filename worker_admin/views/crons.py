@@ -3,7 +3,8 @@
 from django.shortcuts import render
 from django.views.decorators.http import require_safe
 
-from worker_admin import crons, databases
+from worker_admin import crons
+from worker_admin.replica import read_alias
 from worker_admin.schema import capabilities
 
 
@@ -11,7 +12,7 @@ from worker_admin.schema import capabilities
 def cron_list(request):
     context = {"active": "crons", "title": "Crons"}
     if capabilities().usable:
-        context["report"] = crons.cron_report(databases.current().alias)
+        context["report"] = crons.cron_report(read_alias())
     template = "worker_admin/crons.html"
     if request.htmx:
         template += "#cron-table"

@@ -13,6 +13,7 @@ from django.conf import settings
 from django.db import DatabaseError
 
 from worker_admin import databases, snapshots
+from worker_admin.replica import read_alias
 from worker_admin.schema import capabilities
 from worker_admin.stats import QueueStats, queue_stats
 
@@ -27,10 +28,13 @@ class DatabaseHealth:
 
 
 def overview_snapshot(database: databases.WorkerDatabase, schema: str) -> snapshots.Snapshot:
-    """The overview's shared snapshot of `database` (the same key its own overview uses)."""
+    """The overview's shared snapshot of `database` (the same key its own overview uses), read
+    from its replica where one is configured and healthy (worker_admin/replica.py)."""
+    with databases.using(database.name):
+        alias = read_alias()
     return snapshots.shared(
-        f"overview:{database.alias}:{schema}",
-        lambda: queue_stats(database.alias),
+        f"overview:{alias}:{schema}",
+        lambda: queue_stats(alias),
         seconds=settings.SHARED_SNAPSHOT_SECONDS,
     )
 

@@ -3,8 +3,9 @@
 from django.shortcuts import render
 from django.views.decorators.http import require_safe
 
-from worker_admin import databases, failures
+from worker_admin import failures
 from worker_admin.index_advice import FAILING, guarded
+from worker_admin.replica import read_alias
 from worker_admin.schema import capabilities
 
 
@@ -23,10 +24,8 @@ def failure_groups(request):
             usable=True,
         )
         try:
-            with guarded(databases.current().alias, FAILING, reading="the failing jobs"):
-                context["report"] = failures.failure_groups(
-                    databases.current().alias, task=task, state=state
-                )
+            with guarded(read_alias(), FAILING, reading="the failing jobs"):
+                context["report"] = failures.failure_groups(read_alias(), task=task, state=state)
         except failures.FailureGroupingTooSlow:
             context["too_slow"] = True
     template = "worker_admin/failures.html"

@@ -1,12 +1,13 @@
 """Monitoring endpoints: /healthz for load balancers, /metrics for Prometheus.
 
 Neither needs a login. /healthz is open and says only whether the database answers and the
-worker schema is there. /metrics tells more about the queue (task and queue names), so it
-answers a request bearing METRICS_TOKEN, or one whose client address (worker_admin.client_address:
-the socket's peer, or behind TRUSTED_PROXY_COUNT proxies the address they forwarded) is in
-METRICS_ALLOWED_NETWORKS, and refuses the rest with a one-line reason. A reverse proxy on the
-same host connects from 127.0.0.1: its requests are judged by the address it forwards, never
-by its own.
+worker schema is there, and how the read replica fares when one is configured (a replica that
+is down or too far behind does not make the console unhealthy: it reads from the primary).
+/metrics tells more about the queue (task and queue names), so it answers a request bearing
+METRICS_TOKEN, or one whose client address (worker_admin.client_address: the socket's peer, or
+behind TRUSTED_PROXY_COUNT proxies the address they forwarded) is in METRICS_ALLOWED_NETWORKS,
+and refuses the rest with a one-line reason. A reverse proxy on the same host connects from
+127.0.0.1: its requests are judged by the address it forwards, never by its own.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 from prometheus_client.exposition import choose_encoder
 
-from worker_admin import databases
+from worker_admin import databases, replica
 from worker_admin.client_address import client_address
 from worker_admin.installer import Flavour
 from worker_admin.metrics import scrape_registry
@@ -49,6 +50,15 @@ def _database_answers() -> bool:
     return True
 
 
+def _other_database_status(database) -> str:
+    with databases.using(database.name):
+        try:
+            caps = capabilities()
+        except DatabaseError:
+            return "unreachable"
+        return _schema_problem(caps.flavour, caps.usable) or "ok"
+
+
 def _schema_problem(flavour: Flavour, usable: bool) -> str | None:
     if flavour is Flavour.ABSENT:
         return "schema not found"
@@ -68,6 +78,9 @@ def healthz(request):
         "database": "ok",
         "schema": settings.GRAPHILE_WORKER_SCHEMA,
         "flavour": None,
+        # The read replica's state (worker_admin/replica.py). Informational: with the replica
+        # down the console reads from the primary, so it stays healthy and this stays 200.
+        "replica": replica.status().as_json(),
     }
     if not _database_answers():
         body.update(status="database unreachable", database="unreachable")
@@ -79,6 +92,10 @@ def healthz(request):
         body.update(status="database unreachable", database="unreachable")
         return JsonResponse(body, status=503)
     body["flavour"] = caps.flavour.value
+    if databases.several():
+        # Informational, like the replica: one service's database being down does not make
+        # the console unhealthy for the others (the overview shows which one).
+        body["databases"] = {d.name: _other_database_status(d) for d in databases.every()}
     problem = _schema_problem(caps.flavour, caps.usable)
     if problem is not None:
         body["status"] = problem

@@ -14,7 +14,6 @@ from django.http import Http404
 from django.shortcuts import render
 from django.views.decorators.http import require_safe
 
-from worker_admin import databases
 from worker_admin.audit import AuditEntry
 from worker_admin.counting import (
     COUNT_BOUND,
@@ -43,6 +42,7 @@ from worker_admin.filters import (
 from worker_admin.index_advice import filter_needs, guarded
 from worker_admin.models import Job
 from worker_admin.redaction import may_reveal, redact
+from worker_admin.replica import read_alias
 from worker_admin.schema import capabilities
 from worker_admin.stats import (
     available_priorities,
@@ -106,12 +106,12 @@ class Page:
 
 
 def _jobs():
-    return Job.objects.using(databases.current().alias)
+    return Job.objects.using(read_alias())
 
 
 def _tabs(filters: JobFilters) -> list[Tab]:
     narrowed = apply_filters(_jobs(), filters, with_state=False)
-    counts = _tab_counts(narrowed, filters, databases.current().alias)
+    counts = _tab_counts(narrowed, filters, read_alias())
     tabs = []
     for key in STATE_TABS:
         url = "?" + urlencode(filters.query(state=key, sort=None, cursor=None))
@@ -224,7 +224,7 @@ def _rows(jobs, filters: JobFilters, *, forward: bool, limit: int) -> list[Job]:
     """
     sort = filters.sort
     ordering = order_by(sort, forward=forward)
-    alias = databases.current().alias
+    alias = read_alias()
     merge = filters.sort_key in RUN_AT_SORTS and filters.state in ("ready", "scheduled")
     if merge and is_large(alias):
         priorities = available_priorities(alias, MAX_MERGED_PRIORITIES + 1)
@@ -247,13 +247,13 @@ def job_list(request):
     # A task, queue or lock-holder filter, or the locked, failed and retrying tabs, scan every
     # job without their opt-in index: one budget for the page, then "create the index".
     with guarded(
-        databases.current().alias,
+        read_alias(),
         *filter_needs(filters.values, filters.state),
         reading="this list of jobs",
         narrow=jobs_narrowing(request.path, filters),
     ):
         page = _page(request, filters)
-        now = database_now(databases.current().alias)
+        now = database_now(read_alias())
         tabs = _tabs(filters)
     for job in page.jobs:
         job.lock = lock_standing(job.locked_at, now)
@@ -292,7 +292,7 @@ def job_page(request, job_id: int, *, reveal: bool = False):
         raise Http404(
             f"There is no job {job_id}: it may have completed (completed jobs are deleted)."
         ) from None
-    now = database_now(databases.current().alias)
+    now = database_now(read_alias())
     lock = lock_standing(job.locked_at, now)
     payload, redacted_paths = (job.payload, []) if reveal else redact(job.payload)
     return render(

@@ -9,9 +9,9 @@ from django.http import Http404
 from django.shortcuts import render
 from django.views.decorators.http import require_safe
 
-from worker_admin import databases
 from worker_admin.fleet import DEFAULT_THRESHOLD, fleet
 from worker_admin.index_advice import LOCKED, guarded
+from worker_admin.replica import read_alias
 from worker_admin.roles import can_run_maintenance
 from worker_admin.schema import capabilities
 from worker_admin.worker_detail import MAX_ID_LENGTH, worker_detail
@@ -47,9 +47,9 @@ def workers(request):
         "stale_only": stale_only,
     }
     if caps.usable:
-        with guarded(databases.current().alias, LOCKED, reading="the workers and lock holders"):
+        with guarded(read_alias(), LOCKED, reading="the workers and lock holders"):
             found = fleet(
-                databases.current().alias,
+                read_alias(),
                 timedelta(minutes=minutes),
                 has_workers_table=caps.has_workers_table,
             )
@@ -87,9 +87,9 @@ def worker(request, worker_id: str):
     if caps.usable:
         if len(worker_id) > MAX_ID_LENGTH or "\x00" in worker_id:
             raise Http404("There is no worker with this id: it is too long or holds a NUL.")
-        with guarded(databases.current().alias, LOCKED, reading="the jobs this worker holds"):
+        with guarded(read_alias(), LOCKED, reading="the jobs this worker holds"):
             detail = worker_detail(
-                databases.current().alias,
+                read_alias(),
                 worker_id,
                 timedelta(minutes=minutes),
                 has_workers_table=caps.has_workers_table,
