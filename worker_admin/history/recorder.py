@@ -122,12 +122,18 @@ def take(
         stale_workers=stale,
     )
     if counts_due:
-        queue, by_task, by_queue = reading.grouped_counts(alias, settings.HISTORY_TOP_GROUPS)
+        grouped = reading.grouped_counts(alias, settings.HISTORY_TOP_GROUPS)
         names = ("ready", "scheduled", "locked", "failed", "retrying")
-        snapshot.counts = {name: getattr(queue.counts, name) for name in names}
-        snapshot.counts_exact = queue.exact
-        snapshot.by_task = by_task
-        snapshot.by_queue = by_queue
+        snapshot.counts = {name: getattr(grouped.stats.counts, name) for name in names}
+        snapshot.counts_exact = grouped.stats.exact
+        snapshot.by_task = grouped.by_task
+        snapshot.by_queue = grouped.by_queue
+        snapshot.group_states = grouped.group_states
+        # With the counts, not every snapshot: a minute's resolution is enough for a heartbeat
+        # every 30 s, and 500 workers' ages every 10 s would be ~20 KB a row, 8,640 rows a day.
+        snapshot.heartbeats = reading.heartbeats(
+            alias, has_workers_table, settings.HISTORY_HEARTBEAT_WORKERS
+        )
     snapshot.duration_ms = (time.perf_counter() - started) * 1000
     return snapshot
 
