@@ -3,9 +3,12 @@ count them), its oldest ready job, a queue's lock, and its recorded history as c
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from django.conf import settings
 from django.http import Http404
 from django.shortcuts import render
+from django.urls import reverse
 from django.views.decorators.http import require_safe
 
 from worker_admin import catalog
@@ -17,6 +20,17 @@ from worker_admin.schema import capabilities
 # The schema's checks allow 128 characters in a task identifier or a queue name.
 MAX_NAME_LENGTH = 128
 STATES = ("ready", "scheduled", "locked", "failed", "retrying")
+
+
+def entity_path(kind: str, name: str) -> str:
+    """The page of task or queue `name`, every character of the name percent-encoded.
+
+    `{% url %}` leaves "/" as it is, and a browser then resolves "daily/../weekly" in a name
+    as path segments (another page); with "/" encoded the name stays one segment, and the
+    server decodes it back. Only a name that is exactly "." or ".." still cannot be linked.
+    """
+    listing = reverse("worker_admin:tasks" if kind == "task" else "worker_admin:queues")
+    return f"{listing}{quote(name, safe='')}/"
 
 
 def _checked(kind: str, name: str) -> None:
