@@ -125,20 +125,23 @@ def test_worker_page__node_schema_has_no_worker_registrations(admin_client, jobs
 
 def test_retention__heartbeats_kept_per_minute_and_dropped_from_hourly_rows(db):
     now = retention._now()
+    # Inside one minute, and one hour: the three rows fold into one row each.
+    minute = (now - timedelta(days=2)).replace(second=30, microsecond=0)
+    hour = (now - timedelta(days=9)).replace(minute=30, second=30, microsecond=0)
     for seconds in (0, 10, 20):
         HistorySnapshot.objects.create(
             schema=SCHEMA,
-            taken_at=now - timedelta(days=2, seconds=seconds),
+            taken_at=minute - timedelta(seconds=seconds),
             heartbeats={"graphile_worker_aa": float(seconds)},
             group_states={"tasks": {}, "queues": {}, "all_tasks": True, "all_queues": True},
         )
         HistorySnapshot.objects.create(
             schema=SCHEMA,
-            taken_at=now - timedelta(days=9, seconds=seconds),
+            taken_at=hour - timedelta(seconds=seconds),
             heartbeats={"graphile_worker_aa": float(seconds)},
         )
     retention.apply(SCHEMA, now)
-    minute = HistorySnapshot.objects.get(resolution=MINUTE)
-    assert minute.heartbeats == {"graphile_worker_aa": 0.0}  # the last one taken
-    assert minute.group_states["all_tasks"] is True
+    folded = HistorySnapshot.objects.get(resolution=MINUTE)
+    assert folded.heartbeats == {"graphile_worker_aa": 0.0}  # the last one taken
+    assert folded.group_states["all_tasks"] is True
     assert HistorySnapshot.objects.get(resolution=HOUR).heartbeats is None
