@@ -128,8 +128,8 @@ def test_queues_page__markers_and_links(console, queues):
     assert "Blocks the queue: the other jobs in it wait" in text
     assert "pool-7f3a9c2e1b · 5h" in text and "graphile_worker_aa · 2m" in text
     assert "3 queues · 2 locked · 1 with a suspect lock" in text
-    hrefs = re.findall(r'href="(/jobs/\?queue=[^"]*)"', body)
-    assert hrefs == ["/jobs/?queue=reports", "/jobs/?queue=emails", "/jobs/?queue=idle"]
+    hrefs = re.findall(r'href="(/queues/[^"]+)"', body)  # each queue's own page
+    assert hrefs == ["/queues/reports/", "/queues/emails/", "/queues/idle/"]
 
 
 def test_queues_page__empty_and_filtered_empty(console, db):
@@ -165,10 +165,10 @@ def test_tasks_page__rows_and_links(console, queues):
         "resize_image",
         "send_email",
     ]
-    assert re.findall(r'href="(/jobs/\?task=[^"]*)"', body) == [
-        "/jobs/?task=generate_report",
-        "/jobs/?task=resize_image",
-        "/jobs/?task=send_email",
+    assert re.findall(r'href="(/tasks/[^"]+)"', body) == [  # each task's own page
+        "/tasks/generate_report/",
+        "/tasks/resize_image/",
+        "/tasks/send_email/",
     ]
     assert 'href="/failures/?task=generate_report&state=failed"' in body
     text = _text(response)

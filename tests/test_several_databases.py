@@ -306,3 +306,20 @@ def test_json_api_takes_the_database_from_the_url_and_checks_its_groups(
     assert {job["task_identifier"] for job in body["jobs"]} == {"main_task"}
     status, body = get("/db/team/api/jobs")
     assert status == 403 and "team-x" in body["detail"]
+
+
+def test_each_database_records_its_own_history(second_database, worker_rows):
+    from worker_admin.history.models import HistorySnapshot
+
+    _main_jobs(1)
+    env = _environment(second_database)
+    for args in (["--database", "second"], []):
+        command = [sys.executable, "manage.py", "graphile_worker", *args, "record-history"]
+        done = subprocess.run(
+            [*command, "--once"], cwd=ROOT, env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+    second = HistorySnapshot.objects.get(schema="graphile_worker@second")
+    main = HistorySnapshot.objects.get(schema="graphile_worker")
+    assert sum(second.counts.get(s, 0) for s in ("ready", "scheduled")) == 3
+    assert sum(main.counts.get(s, 0) for s in ("ready", "scheduled")) == 1

@@ -124,7 +124,9 @@ class QueueReport:
         return sum(queue.lock_is_suspect for queue in self.queues)
 
 
-def queue_report(alias: str, *, name_contains: str = "", limit: int = 500) -> QueueReport:
+def queue_report(
+    alias: str, *, name_contains: str = "", name: str | None = None, limit: int = 500
+) -> QueueReport:
     """Every queue row (locked ones first, oldest lock first, then by name), counted by state.
 
     On a large table the counts come from the overview's random sample (one read of ~20,000
@@ -134,6 +136,8 @@ def queue_report(alias: str, *, name_contains: str = "", limit: int = 500) -> Qu
     queues = JobQueue.objects.using(alias)
     if name_contains:
         queues = queues.filter(queue_name__contains=name_contains)
+    if name is not None:
+        queues = queues.filter(queue_name=name)
     order = (F("locked_at").asc(nulls_last=True), "queue_name")
     sampled = sampled_groups(alias)
     if sampled is not None:
@@ -216,23 +220,26 @@ class TaskReport:
         return "~" if self.sampled_fraction is not None else ""
 
 
-def task_report(alias: str) -> TaskReport:
+def task_report(alias: str, *, identifier: str | None = None) -> TaskReport:
     """Every task row, by identifier, counted by state, with its oldest ready job's wait.
 
     On a large table the counts come from the overview's sample and are marked as estimates,
     and the oldest ready job per task is not shown (it would need an index per task).
     """
+    tasks = Task.objects.using(alias)
+    if identifier is not None:
+        tasks = tasks.filter(identifier=identifier)
     sampled = sampled_groups(alias)
     if sampled is not None:
-        tasks = Task.objects.using(alias).order_by("identifier")
         return TaskReport(
             now=database_now(alias),
-            tasks=[TaskRow(task.identifier, sampled.of_task(task.id), None) for task in tasks],
+            tasks=[
+                TaskRow(task.identifier, sampled.of_task(task.id), None)
+                for task in tasks.order_by("identifier")
+            ],
             sampled_fraction=sampled.fraction,
         )
-    rows = list(
-        Task.objects.using(alias).annotate(**_job_aggregates("jobs")).order_by("identifier")
-    )
+    rows = list(tasks.annotate(**_job_aggregates("jobs")).order_by("identifier"))
     now = database_now(alias)
     return TaskReport(
         now=now,
@@ -240,3 +247,15 @@ def task_report(alias: str) -> TaskReport:
             TaskRow(row.identifier, _counts(row), _age(now, row.oldest_ready_at)) for row in rows
         ],
     )
+
+
+def task_row(alias: str, identifier: str) -> tuple[TaskReport, TaskRow | None]:
+    """One task as the tasks page counts it (its page); the row is None for an unknown task."""
+    report = task_report(alias, identifier=identifier)
+    return report, next(iter(report.tasks), None)
+
+
+def queue_row(alias: str, name: str) -> tuple[QueueReport, QueueRow | None]:
+    """One queue as the queues page counts it (its page); the row is None for an unknown queue."""
+    report = queue_report(alias, name=name, limit=1)
+    return report, next(iter(report.queues), None)

@@ -19,6 +19,7 @@ NAVIGATION = [
     ("tasks", "Tasks", "worker_admin:tasks"),
     ("workers", "Workers", "worker_admin:workers"),
     ("crons", "Crons", "worker_admin:crons"),
+    ("history", "History", "worker_admin:history"),
     ("maintenance", "Maintenance", "worker_admin:maintenance"),
     ("audit", "Audit", "worker_admin:audit"),
 ]

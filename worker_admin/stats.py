@@ -289,7 +289,7 @@ def _exact_queue_stats(jobs, alias: str) -> QueueStats:
     by_queue = (
         jobs.filter(job_queue__isnull=False)
         .values("job_queue__queue_name", "job_queue__locked_by", "job_queue__locked_at")
-        .annotate(**_state_aggregates())
+        .annotate(**_state_aggregates(), oldest_ready_at=_oldest_ready())
         .order_by("job_queue__queue_name")
     )
     return QueueStats(
@@ -305,6 +305,7 @@ def _exact_queue_stats(jobs, alias: str) -> QueueStats:
             GroupCounts(
                 row["job_queue__queue_name"],
                 _counts(row),
+                row["oldest_ready_at"],
                 locked_by=row["job_queue__locked_by"],
                 locked_at=row["job_queue__locked_at"],
             )

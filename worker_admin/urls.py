@@ -7,6 +7,7 @@ from worker_admin.views import (
     audit_entry,
     catalog,
     crons,
+    entities,
     failures,
     history,
     jobs,
@@ -22,8 +23,8 @@ app_name = "worker_admin"
 
 
 class AnyText:
-    """A lock holder's id: any text, slashes and line breaks included (`path` stops at a line
-    break, so an id holding one could not be linked)."""
+    """A lock holder's id, a task identifier or a queue name: any text, slashes and line breaks
+    included (`path` stops at a line break, so an id holding one could not be linked)."""
 
     regex = r"[\s\S]+"
 
@@ -48,6 +49,9 @@ urlpatterns = [
     path("failures/", failures.failure_groups, name="failures"),
     path("queues/", catalog.queue_list, name="queues"),
     path("tasks/", catalog.task_list, name="tasks"),
+    # Task identifiers and queue names are any text too (slashes included).
+    path("queues/<anytext:name>/", entities.queue_page, name="queue"),
+    path("tasks/<anytext:identifier>/", entities.task_page, name="task"),
     path("workers/", workers.workers, name="workers"),
     # A lock holder's id is any text (it comes URL-encoded).
     path("workers/<anytext:worker_id>/", workers.worker, name="worker"),

@@ -164,6 +164,49 @@ def overview_charts(history: History) -> list[Chart]:
     ]
 
 
+def group_charts(history) -> list[Chart]:
+    """One task's or queue's backlog by state and oldest-ready wait (entity_series.GroupHistory):
+    the overview's charts but throughput, which PostgreSQL's statistics only keep per table."""
+    buckets = history.buckets
+    times = [b.start for b in buckets]
+    long = history.range.span.days >= 1
+    return [
+        chart(
+            "backlog",
+            "Backlog by state",
+            "jobs",
+            times,
+            [
+                (state, state.capitalize(), [b.counts and b.counts.get(state) for b in buckets])
+                for state in STATES
+            ],
+            long,
+        ),
+        chart(
+            "wait",
+            "Oldest ready job's wait",
+            "minutes",
+            times,
+            [("wait", "Wait", [None if b.wait is None else b.wait / 60 for b in buckets])],
+            long,
+        ),
+    ]
+
+
+def heartbeat_chart(history, threshold_seconds: float) -> Chart:
+    """A worker's heartbeat age (entity_series.HeartbeatHistory) against the stale threshold."""
+    known = [i for i, age in enumerate(history.ages) if age is not None]
+    threshold = [threshold_seconds if i in known else None for i in range(len(history.ages))]
+    return chart(
+        "heartbeat",
+        "Heartbeat age",
+        "seconds since the last heartbeat",
+        history.times,
+        [("heartbeat", "Heartbeat age", history.ages), ("threshold", "Stale after", threshold)],
+        history.range.span.days >= 1,
+    )
+
+
 @dataclass(frozen=True)
 class Sparkline:
     paths: list[str]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import models
 
 RAW, MINUTE, HOUR = 0, 60, 3600  # resolution: 0 = as recorded; else the bucket folded into
@@ -39,6 +40,15 @@ class HistorySnapshot(models.Model):
     counts_exact = models.BooleanField(null=True)
     by_task = models.JSONField(null=True)  # {task identifier: jobs}, the largest N only
     by_queue = models.JSONField(null=True)  # {queue name: jobs}, the largest N only
+    # The same largest tasks and queues by state, for their own pages' charts:
+    # {"tasks": {identifier: {"ready": n, "scheduled": n, "locked": n, "failed": n,
+    #  "wait": seconds or None}}, "queues": {...}, "all_tasks": bool, "all_queues": bool};
+    # all_* says every task (queue) with jobs is there, so one missing had none.
+    group_states = models.JSONField(null=True)
+    # Registered workers' heartbeat ages in seconds at `taken_at`, {worker id: age}, the
+    # HISTORY_HEARTBEAT_WORKERS most recent heartbeats (registered_workers says if some were
+    # left out); taken on counts rounds, None on the others and without `_private_workers`.
+    heartbeats = models.JSONField(null=True)
     oldest_ready_seconds = models.FloatField(null=True)
     locks_past_four_hours = models.IntegerField(null=True)
     registered_workers = models.IntegerField(null=True)
@@ -54,3 +64,15 @@ class HistorySnapshot(models.Model):
 
     def __str__(self) -> str:
         return f"{self.schema} at {self.taken_at:%Y-%m-%d %H:%M:%S}"
+
+
+def history_key() -> str:
+    """What the snapshots of the current worker database are filed under (their `schema`
+    column): the schema name for the main database, as always; "<schema>@<name>" for another
+    one of GRAPHILE_WORKER_DATABASES, so each database has its own history and recorder lock."""
+    from worker_admin import databases
+
+    schema, database = settings.GRAPHILE_WORKER_SCHEMA, databases.current()
+    if database.is_main:
+        return schema
+    return f"{schema[: 62 - len(database.name)]}@{database.name}"

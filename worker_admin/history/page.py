@@ -7,7 +7,7 @@ from django.conf import settings
 
 from worker_admin.history import series
 from worker_admin.history.charts import overview_charts
-from worker_admin.history.models import HistorySnapshot
+from worker_admin.history.models import HistorySnapshot, history_key
 
 
 def charts_context(range_key: str | None) -> dict:
@@ -23,5 +23,4 @@ def charts_context(range_key: str | None) -> dict:
 
 
 def recent_snapshots(limit: int = 30) -> list[HistorySnapshot]:
-    schema = settings.GRAPHILE_WORKER_SCHEMA
-    return list(HistorySnapshot.objects.filter(schema=schema).order_by("-taken_at")[:limit])
+    return list(HistorySnapshot.objects.filter(schema=history_key()).order_by("-taken_at")[:limit])

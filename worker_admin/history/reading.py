@@ -170,15 +170,59 @@ def oldest_ready_seconds(alias: str) -> float | None:
     return max(0.0, (database_now(alias) - oldest).total_seconds())
 
 
-def grouped_counts(alias: str, top: int) -> tuple[QueueStats, dict, dict]:
-    """The overview's counts, and the `top` largest tasks and queues by jobs (bounded rows)."""
+@dataclass(frozen=True)
+class Grouped:
+    stats: QueueStats
+    by_task: dict  # {identifier: jobs}, the `top` largest
+    by_queue: dict  # {queue name: jobs}, the `top` largest
+    group_states: dict  # the same tasks and queues by state (models.HistorySnapshot)
+
+
+def grouped_counts(alias: str, top: int) -> Grouped:
+    """The overview's counts, and the `top` largest tasks and queues by jobs (bounded rows),
+    each also by state with its oldest ready job's wait (None where not known: a sample)."""
     stats = queue_stats(alias)
 
-    def largest(groups) -> dict:
-        ranked = sorted(
-            ((g.name, g.counts.total) for g in groups if g.name is not None),
-            key=lambda pair: (-pair[1], pair[0]),
-        )
-        return dict(ranked[:top])
+    def largest(groups) -> list:
+        named = [g for g in groups if g.name is not None]
+        return sorted(named, key=lambda g: (-g.counts.total, g.name))
 
-    return stats, largest(stats.by_task), largest(stats.by_queue)
+    def all_there(groups) -> bool:  # every one with jobs is among the `top`: absent means none
+        return sum(g.counts.total > 0 for g in groups) <= top
+
+    def by_state(group) -> dict:
+        counts = {state: getattr(group.counts, state) for state in GROUP_STATES}
+        wait = None
+        if group.oldest_ready_at is not None:
+            wait = round(max(0.0, (stats.now - group.oldest_ready_at).total_seconds()), 1)
+        return counts | {"wait": wait}
+
+    tasks, queues = largest(stats.by_task), largest(stats.by_queue)
+    return Grouped(
+        stats=stats,
+        by_task={g.name: g.counts.total for g in tasks[:top]},
+        by_queue={g.name: g.counts.total for g in queues[:top]},
+        group_states={
+            "tasks": {g.name: by_state(g) for g in tasks[:top]},
+            "queues": {g.name: by_state(g) for g in queues[:top]},
+            "all_tasks": all_there(tasks),
+            "all_queues": all_there(queues),
+        },
+    )
+
+
+GROUP_STATES = ("ready", "scheduled", "locked", "failed")
+
+
+def heartbeats(alias: str, has_workers_table: bool, limit: int) -> dict | None:
+    """{worker id: seconds since its last heartbeat} for the `limit` most recent heartbeats
+    (an index scan of `_private_workers`); None without that table."""
+    if not has_workers_table:
+        return None
+    now = database_now(alias)
+    rows = (
+        Worker.objects.using(alias)
+        .order_by("-last_heartbeat_at", "id")
+        .values_list("id", "last_heartbeat_at")[:limit]
+    )
+    return {worker_id: round((now - beat).total_seconds(), 1) for worker_id, beat in rows}

@@ -17,7 +17,7 @@ from django.conf import settings
 from django.db import connections, transaction
 
 from worker_admin.history import reading, retention
-from worker_admin.history.models import RAW, HistorySnapshot
+from worker_admin.history.models import RAW, HistorySnapshot, history_key
 from worker_admin.replica import read_alias
 from worker_admin.schema import capabilities
 from worker_admin.stats import is_large
@@ -49,21 +49,22 @@ def record_if_due(alias: str | None = None, *, interval: float | None = None) ->
     alias = alias or read_alias()  # counts are reads: the replica when it is healthy
     interval = float(interval or settings.HISTORY_INTERVAL_SECONDS)
     schema = settings.GRAPHILE_WORKER_SCHEMA
+    key = history_key()  # per worker database
     caps = capabilities(alias)
     if not caps.usable:
         return Outcome(None, "unusable")
     with transaction.atomic(using=CONSOLE):
-        if not _try_lock(schema):
+        if not _try_lock(key):
             return Outcome(None, "locked")
         now = _clock()
-        previous = HistorySnapshot.objects.filter(schema=schema).order_by("-taken_at").first()
+        previous = HistorySnapshot.objects.filter(schema=key).order_by("-taken_at").first()
         if previous is not None and now - previous.taken_at < timedelta(
             seconds=interval * DUE_SHARE
         ):
             return Outcome(None, "not due")
-        snapshot = take(alias, schema, now, previous, interval, caps.has_workers_table)
+        snapshot = take(alias, schema, now, previous, interval, caps.has_workers_table, key=key)
         snapshot.save(using=CONSOLE)
-        _retention_if_due(schema)
+        _retention_if_due(key)
     return Outcome(snapshot, "recorded")
 
 
@@ -91,19 +92,23 @@ def take(
     previous: HistorySnapshot | None,
     interval: float,
     has_workers_table: bool,
+    *,
+    key: str | None = None,
 ) -> HistorySnapshot:
-    """Read the worker schema and build (not save) the snapshot at `now`."""
+    """Read the worker schema and build (not save) the snapshot at `now`, filed under `key`
+    (history_key(): the schema, or schema@database for another worker database)."""
+    key = key or schema
     started = time.perf_counter()
     elapsed = None if previous is None else now - previous.taken_at
     gap = elapsed is not None and elapsed > gap_limit(interval)
     stats = reading.table_stats(alias, schema)
     counters = reading.deltas(previous, stats, gap=gap)
-    counts_due, last_counts_at = _counts_due(schema, now)
+    counts_due, last_counts_at = _counts_due(key, now)
     since = _failure_window(alias, schema, now, previous, gap, counts_due, last_counts_at)
     failed, capped = reading.failures_since(alias, schema, since)
     registered, stale = reading.workers(alias, has_workers_table)
     snapshot = HistorySnapshot(
-        schema=schema,
+        schema=key,
         taken_at=now,
         resolution=RAW,
         interval_seconds=elapsed.total_seconds() if elapsed is not None else None,
@@ -123,12 +128,18 @@ def take(
         stale_workers=stale,
     )
     if counts_due:
-        queue, by_task, by_queue = reading.grouped_counts(alias, settings.HISTORY_TOP_GROUPS)
+        grouped = reading.grouped_counts(alias, settings.HISTORY_TOP_GROUPS)
         names = ("ready", "scheduled", "locked", "failed", "retrying")
-        snapshot.counts = {name: getattr(queue.counts, name) for name in names}
-        snapshot.counts_exact = queue.exact
-        snapshot.by_task = by_task
-        snapshot.by_queue = by_queue
+        snapshot.counts = {name: getattr(grouped.stats.counts, name) for name in names}
+        snapshot.counts_exact = grouped.stats.exact
+        snapshot.by_task = grouped.by_task
+        snapshot.by_queue = grouped.by_queue
+        snapshot.group_states = grouped.group_states
+        # With the counts, not every snapshot: a minute's resolution is enough for a heartbeat
+        # every 30 s, and 500 workers' ages every 10 s would be ~20 KB a row, 8,640 rows a day.
+        snapshot.heartbeats = reading.heartbeats(
+            alias, has_workers_table, settings.HISTORY_HEARTBEAT_WORKERS
+        )
     snapshot.duration_ms = (time.perf_counter() - started) * 1000
     return snapshot
 

@@ -42,6 +42,9 @@ FOLDED = {
     "counts_exact": _last("counts_exact"),
     "by_task": _last("by_task"),
     "by_queue": _last("by_queue"),
+    "group_states": _last("group_states"),
+    # Heartbeats are read for a day at most (the worker page): hourly rows drop them.
+    "heartbeats": f"CASE WHEN %(resolution)s < {HOUR} THEN {_last('heartbeats')} END",
     "oldest_ready_seconds": "max(oldest_ready_seconds)",
     "locks_past_four_hours": "max(locks_past_four_hours)",
     "registered_workers": _last("registered_workers"),

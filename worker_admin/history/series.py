@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db import connections
 
-from worker_admin.history.models import HistorySnapshot
+from worker_admin.history.models import HistorySnapshot, history_key
 
 CONSOLE = "default"
 STATES = ("ready", "scheduled", "locked", "failed")
@@ -74,7 +74,7 @@ class History:
 
 def read(schema: str | None = None, range_: Range | None = None, end: datetime | None = None):
     """The buckets of `range_` ending at `end` (the database's now by default)."""
-    schema = schema or settings.GRAPHILE_WORKER_SCHEMA
+    schema = schema or history_key()
     range_ = range_ or RANGES[DEFAULT_RANGE]
     end = end or _now()
     width = range_.bucket.total_seconds()
@@ -154,7 +154,7 @@ def sparklines(kind: str, schema: str | None = None, hours: int = 24) -> dict[st
     `hours`, oldest first, None where nothing was recorded. Only the largest tasks and queues
     are recorded (HISTORY_TOP_GROUPS per snapshot), so others have no line."""
     column = {"task": "by_task", "queue": "by_queue"}[kind]
-    schema = schema or settings.GRAPHILE_WORKER_SCHEMA
+    schema = schema or history_key()
     end = _now()
     width = 3600.0
     last = int(end.timestamp() // width)

@@ -32,14 +32,19 @@ def on_request_finished(sender, **kwargs) -> None:
         if now < _next_look:
             return
         _next_look = now + settings.HISTORY_INTERVAL_SECONDS
+    from worker_admin import databases
     from worker_admin.history.recorder import record_if_due
 
-    try:
-        record_if_due()
-    except DatabaseError as exc:  # the database is down or busy: the pages already say so
-        logger.warning("Could not record a history snapshot: %s", first_line(exc))
-    except Exception:  # history is a convenience: never turn a served request into an error
-        logger.warning("Could not record a history snapshot.", exc_info=True)
+    for database in databases.every():  # each worker database has its own history
+        try:
+            with databases.using(database.name):
+                record_if_due()
+        except DatabaseError as exc:  # the database is down or busy: the pages already say so
+            logger.warning(
+                "Could not record a history snapshot of %s: %s", database.name, first_line(exc)
+            )
+        except Exception:  # history is a convenience: never turn a served request into an error
+            logger.warning("Could not record a history snapshot.", exc_info=True)
     # A connection reopened here is closed (or kept, within CONN_MAX_AGE) by Django's own
     # close_old_connections when this thread's next request starts, like any other.
 

@@ -13,6 +13,7 @@ from worker_admin.audit_detail import NOW
 from worker_admin.fleet import DEFAULT_THRESHOLD
 from worker_admin.replica import read_alias
 from worker_admin.schema import capabilities
+from worker_admin.views.entities import entity_path
 from worker_admin.worker_detail import stale_worker_count
 
 register = template.Library()
@@ -41,6 +42,12 @@ def _iso(moment: datetime) -> str:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@register.simple_tag
+def entity_url(kind: str, name: str) -> str:
+    """The page of a task (kind "task") or a queue ("queue"), its name fully encoded."""
+    return entity_path(kind, name)
 
 
 @register.simple_tag

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from django.conf import settings
 from django.http import Http404
 from django.shortcuts import render
 from django.views.decorators.http import require_safe
 
 from worker_admin.fleet import DEFAULT_THRESHOLD, fleet
+from worker_admin.history import series
+from worker_admin.history.charts import heartbeat_chart
+from worker_admin.history.entity_series import read_heartbeats
 from worker_admin.index_advice import LOCKED, guarded
 from worker_admin.replica import read_alias
 from worker_admin.roles import can_run_maintenance
@@ -17,6 +21,8 @@ from worker_admin.schema import capabilities
 from worker_admin.worker_detail import MAX_ID_LENGTH, worker_detail
 
 THRESHOLDS = [1, 2, 5, 10, 15, 30, 60]  # minutes
+# Heartbeats are kept at a minute's resolution for a day (history/retention.py).
+HEARTBEAT_RANGES = ("1h", "24h")
 # A fleet of a thousand workers is a page no one reads: each table shows the rows that need
 # attention first (stale workers, the oldest locks) up to this many, and links to the rest.
 ROWS_SHOWN = 200
@@ -100,7 +106,23 @@ def worker(request, worker_id: str):
                 "stopped, or its locks were freed."
             )
         context["worker"] = detail
+        if caps.has_workers_table:
+            context |= _heartbeat_history(request, worker_id, minutes)
     template = "worker_admin/worker.html"
     if request.htmx:
         template += "#worker-body"
     return render(request, template, context)
+
+
+def _heartbeat_history(request, worker_id: str, minutes: int) -> dict:
+    """The worker's recorded heartbeat ages over the last hour or day, as a chart."""
+    key = request.GET.get("range")
+    range_ = series.RANGES[key if key in HEARTBEAT_RANGES else HEARTBEAT_RANGES[0]]
+    history = read_heartbeats(worker_id, range_)
+    return {
+        "heartbeats": history,
+        "heartbeat_chart": heartbeat_chart(history, minutes * 60),
+        "heartbeat_ranges": [series.RANGES[k] for k in HEARTBEAT_RANGES],
+        "history_interval": settings.HISTORY_COUNTS_INTERVAL_SECONDS,
+        "heartbeat_workers": settings.HISTORY_HEARTBEAT_WORKERS,
+    }

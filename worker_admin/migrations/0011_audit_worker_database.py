@@ -7,7 +7,7 @@ import worker_admin.audit
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("worker_admin", "0009_audit_started"),
+        ("worker_admin", "0010_history_groups_heartbeats"),
     ]
 
     operations = [
