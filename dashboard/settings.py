@@ -89,6 +89,9 @@ HISTORY_INTERVAL_SECONDS = env_int("HISTORY_INTERVAL_SECONDS", 10, minimum=1)
 HISTORY_COUNTS_INTERVAL_SECONDS = env_int("HISTORY_COUNTS_INTERVAL_SECONDS", 60, minimum=1)
 HISTORY_RECORD_ON_REQUEST = env_bool("HISTORY_RECORD_ON_REQUEST", True)
 HISTORY_TOP_GROUPS = env_int("HISTORY_TOP_GROUPS", 20, minimum=0)
+# The charts above the overview's counts (their own read and refresh); off leaves them on the
+# History page only.
+HISTORY_CHARTS_ON_OVERVIEW = env_bool("HISTORY_CHARTS_ON_OVERVIEW", True)
 # Retention: full resolution for HISTORY_KEEP_RAW_HOURS, then one row a minute until
 # HISTORY_KEEP_MINUTES_DAYS, then one an hour until HISTORY_KEEP_HOURS_DAYS; older rows go.
 HISTORY_KEEP_RAW_HOURS = env_int("HISTORY_KEEP_RAW_HOURS", 24, minimum=1)

@@ -20,7 +20,12 @@ TEMPLATE = "worker_admin/overview.html"
 @require_safe  # a read: PUT, PATCH, DELETE and POST get 405
 def overview(request):
     caps = capabilities()
-    context = {"active": "overview", "title": "Overview", "states": list(JobState)}
+    context = {
+        "active": "overview",
+        "title": "Overview",
+        "states": list(JobState),
+        "show_history_charts": settings.HISTORY_CHARTS_ON_OVERVIEW,
+    }
     versions = []
     if caps.usable:
         alias = settings.WORKER_DATABASE
