@@ -12,7 +12,7 @@ from worker_admin import snapshots
 from worker_admin.schema import capabilities
 from worker_admin.states import JobState
 from worker_admin.stats import queue_stats
-from worker_admin.views.polling import live_fragment
+from worker_admin.views.polling import shared_fragment
 
 TEMPLATE = "worker_admin/overview.html"
 
@@ -20,13 +20,23 @@ TEMPLATE = "worker_admin/overview.html"
 @require_safe  # a read: PUT, PATCH, DELETE and POST get 405
 def overview(request):
     caps = capabilities()
+    if request.htmx and caps.usable:
+        # The refresh: one rendering per interval for every viewer, 304 when what it shows
+        # did not change (views/polling.py).
+        return shared_fragment(
+            request, TEMPLATE + "#overview-body", lambda: _context(caps), "overview"
+        )
+    context = _context(caps)
+    return render(request, TEMPLATE + ("#overview-body" if request.htmx else ""), context)
+
+
+def _context(caps) -> dict:
     context = {
         "active": "overview",
         "title": "Overview",
         "states": list(JobState),
         "show_history_charts": settings.HISTORY_CHARTS_ON_OVERVIEW,
     }
-    versions = []
     if caps.usable:
         alias = settings.WORKER_DATABASE
         snapshot = snapshots.shared(
@@ -35,7 +45,4 @@ def overview(request):
             seconds=settings.SHARED_SNAPSHOT_SECONDS,
         )
         context["stats"] = snapshot.value
-        versions.append(snapshot.version)
-    if request.htmx and versions:
-        return live_fragment(request, TEMPLATE + "#overview-body", context, versions)
-    return render(request, TEMPLATE + ("#overview-body" if request.htmx else ""), context)
+    return context
