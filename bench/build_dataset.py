@@ -98,6 +98,8 @@ class BuildOptions:
     rebuild: bool
     schema: str
     seed: float = 0.42
+    periodic: bool = False  # bench/periodic_dataset.py instead of the random mix
+    npm: bool = False  # periodic only: the schema from the real npm graphile-worker
 
 
 @dataclass(frozen=True)
@@ -470,6 +472,14 @@ def lock_some_queues(cur: psycopg.Cursor, schema: str) -> None:
 
 
 def build(options: BuildOptions) -> BuildReport:
+    if options.periodic:
+        import periodic_dataset
+
+        return periodic_dataset.build(options, npm=options.npm)
+    if options.npm:
+        raise RefusedError(
+            "--npm goes with --periodic (the random dataset uses the Rust extension)"
+        )
     if options.jobs < MIN_JOBS:
         raise RefusedError(f"--jobs must be at least {MIN_JOBS:,}")
     started = time.monotonic()
@@ -580,6 +590,18 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--schema", default=os.environ.get("GRAPHILE_WORKER_SCHEMA", "graphile_worker")
     )
+    parser.add_argument(
+        "--periodic",
+        action="store_true",
+        help="build the periodic dataset instead (tasks, queues, states and run_at in fixed "
+        "patterns of ids, to expose biased sampling; bench/periodic_dataset.py)",
+    )
+    parser.add_argument(
+        "--npm",
+        action="store_true",
+        help="with --periodic: install the worker schema with the real npm graphile-worker "
+        "0.18.0 (tests/node) instead of the console's installer",
+    )
 
 
 def options_from(args: argparse.Namespace) -> BuildOptions:
@@ -589,6 +611,8 @@ def options_from(args: argparse.Namespace) -> BuildOptions:
         jobs=args.jobs,
         rebuild=args.rebuild,
         schema=args.schema,
+        periodic=args.periodic,
+        npm=args.npm,
     )
 
 

@@ -8,6 +8,14 @@ Their throughput is measured twice over the same window: alone, and while this p
 polling load through the console (USERS users, each requesting the overview and the jobs page
 every POLL_SECONDS, as open browser tabs do). The target is at least 95 % of the throughput
 without the console. Jobs are topped up before each window, so the queue never runs dry.
+
+    .venv/bin/python bench/observer.py --http [--users 20]
+
+--http runs the console under its production server instead (manage.py serve, gunicorn), and
+the users poll it over real HTTP, each with its own login and connection, sending If-None-Match
+as the browser does (bench/observer_http.py); it also reports requests served, their median
+latency, the share answered 304 and the console's CPU seconds (gunicorn + its PostgreSQL
+backends) per watching user per minute.
 """
 
 from __future__ import annotations
@@ -29,6 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import build_dataset  # noqa: E402
+import observer_http  # noqa: E402
+import serve_bench  # noqa: E402
 
 from worker_admin.installer import migrate  # noqa: E402
 
@@ -169,11 +179,21 @@ def main(argv: list[str] | None = None) -> int:
         help="lower the console's CPU priority by this much while it polls (19: the database "
         "effect alone, when the console shares the workers' CPUs)",
     )
+    parser.add_argument(
+        "--http",
+        action="store_true",
+        help="poll the production server (manage.py serve) over real HTTP instead of the "
+        "console in this process",
+    )
+    parser.add_argument("--users", type=int, default=USERS, help="simulated users (%(default)s)")
+    parser.add_argument("--poll-seconds", type=float, default=POLL_SECONDS)
     parser.add_argument("--output", type=Path)
     args = parser.parse_args(argv)
     if not CLI.exists():
         subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=NODE_DIR, check=True)
     conninfo = prepare(args.server_url, args.database)
+    if args.http:
+        return main_http(args, conninfo)
 
     import run  # the same Django setup as the page benchmark, on this database
 
@@ -216,13 +236,7 @@ def main(argv: list[str] | None = None) -> int:
                 stop.set()
                 for thread in threads:
                     thread.join(timeout=30)
-                for worker in workers:
-                    worker.terminate()
-                for worker in workers:
-                    try:
-                        worker.wait(timeout=15)
-                    except subprocess.TimeoutExpired:
-                        worker.kill()
+                _stop_workers(workers)
             entry = {"jobs_per_second": round(rate, 1), "load_average": round(load_before, 2)}
             if latencies:
                 latencies.sort()
@@ -233,11 +247,86 @@ def main(argv: list[str] | None = None) -> int:
                 }
             results[phase] = entry
             print(f"{phase}: {rate:,.0f} jobs/s {entry}", flush=True)
-    ratio = results["with console"]["jobs_per_second"] / max(results["alone"]["jobs_per_second"], 1)
+    return _finish(results, args.output)
+
+
+def main_http(args: argparse.Namespace, conninfo: str) -> int:
+    """The same two windows, the console served by gunicorn and polled over HTTP."""
+    results: dict = {
+        "mode": "http",
+        "users": args.users,
+        "poll_seconds": args.poll_seconds,
+        "processes": args.processes,
+        "concurrency": args.concurrency,
+        "seconds": args.seconds,
+        "load_average_before": list(os.getloadavg()),
+    }
+    with (
+        serve_bench.Server(conninfo) as server,
+        tempfile.TemporaryDirectory(prefix="gw-observer-") as workdir,
+    ):
+        sessions = observer_http.log_in_users(server, args.users)
+        results["server"] = {"workers": server.workers, "threads": server.threads}
+        for phase in ("alone", "with console"):
+            top_up(conninfo, args.jobs)
+            workers = start_workers(conninfo, args.processes, args.concurrency, Path(workdir))
+            stop, log, threads = threading.Event(), observer_http.PollLog(), []
+            meter = observer_http.CpuMeter(server, conninfo)
+            try:
+                time.sleep(5)  # the workers connect and reach full speed
+                if phase == "with console":
+                    threads = observer_http.start_polling(sessions, args.poll_seconds, stop, log)
+                    time.sleep(args.poll_seconds + 1)  # every user has polled once
+                    log.answers.clear()
+                meter.start()
+                load_before = os.getloadavg()[0]
+                rate = throughput(conninfo, args.seconds)
+                cpu = meter.stop()
+                polled = log.summary(args.seconds, args.users) if threads else None
+            finally:
+                stop.set()
+                for thread in threads:
+                    thread.join(timeout=30)
+                _stop_workers(workers)
+            entry = {
+                "jobs_per_second": round(rate, 1),
+                "load_average": round(load_before, 2),
+                "console_cpu_seconds": round(cpu, 2),
+            }
+            if polled:
+                per_minute = cpu / args.users / (args.seconds / 60)
+                entry |= {"polls": polled, "cpu_seconds_per_user_minute": round(per_minute, 3)}
+            results[phase] = entry
+            print(f"{phase}: {rate:,.0f} jobs/s {entry}", flush=True)
+    return _finish(results, args.output)
+
+
+def _stop_workers(workers: list) -> None:
+    for worker in workers:
+        worker.terminate()
+    for worker in workers:
+        try:
+            worker.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+
+
+def _finish(results: dict, output: Path | None) -> int:
+    alone = max(results["alone"]["jobs_per_second"], 1)
+    ratio = results["with console"]["jobs_per_second"] / alone
     results["ratio"] = round(ratio, 3)
+    results["load_average_after"] = list(os.getloadavg())
     print(f"throughput with the console polling: {ratio:.1%} of the throughput alone (target 95 %)")
-    if args.output:
-        args.output.write_text(json.dumps(results, indent=2) + "\n")
+    watched = results["with console"]
+    if "polls" in watched:
+        polls = watched["polls"]
+        print(
+            f"{polls['requests']:,} polls served, median {polls.get('median_ms', 0):.0f} ms, "
+            f"{polls.get('share_304', 0):.0%} answered 304; console CPU "
+            f"{watched['cpu_seconds_per_user_minute']:.2f} s per watching user per minute"
+        )
+    if output:
+        output.write_text(json.dumps(results, indent=2) + "\n")
     return 0
 
 

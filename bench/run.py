@@ -83,6 +83,7 @@ class Measurement:
     sql_ms: float | None = None
     load_average: float | None = None  # the machine's 1-minute load after the runs: noise
     peak_rss_mib: float | None = None  # the process's peak RSS so far, after this page
+    first_ms: float | None = None  # over HTTP: the very first request, before the warm-ups
 
     @property
     def median_ms(self) -> float | None:
@@ -319,9 +320,15 @@ def older_path(context) -> str | None:
     return f"/jobs/?after={cursor}" if cursor is not None else None
 
 
-def console_pages(client, admin_client, targets: Targets, extra, deep_pages: int) -> list:
+def console_pages(
+    client, admin_client, targets: Targets, extra, deep_pages: int, walker=None
+) -> list:
     """(key, probe) per page, in the order of the results table; the key names the same page
-    in the floor and naive suites (bench/suites.py)."""
+    in the floor and naive suites (bench/suites.py).
+
+    `walker` follows the Older links to the deep pages (a Django test client: the link is read
+    from the response context); by default `client` itself. Over HTTP (bench/http_pages.py) the
+    in-process client walks and the HTTP session is timed on the path it found."""
     pages = [
         ("overview", page_probe(client, "overview", "/")),
         ("overview", page_probe(client, "overview (htmx refresh)", "/", {"HX-Request": "true"})),
@@ -333,7 +340,7 @@ def console_pages(client, admin_client, targets: Targets, extra, deep_pages: int
     ]
     # The deep page of the default list (newest first) and of the ready tab (run order).
     for label, start in (("jobs", "/jobs/"), ("jobs: ready", "/jobs/?state=ready")):
-        deep = deep_page_path(client, deep_pages, start)
+        deep = deep_page_path(walker or client, deep_pages, start)
         deep_name = f"{label}: {deep_pages} x Older (page {deep_pages + 1})"
         key = "jobs: deep page" if label == "jobs" else "-"
         pages.append(
@@ -732,8 +739,42 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="skip the observer-effect run (Node workers' throughput with and without the "
         "console polling; bench/observer.py)",
     )
+    parser.add_argument(
+        "--http",
+        action="store_true",
+        help="measure the pages over HTTP through the production server (manage.py serve, "
+        "gunicorn) instead of in-process (bench/http_pages.py)",
+    )
+    parser.add_argument("--http-workers", type=int, default=2, help="gunicorn processes")
+    parser.add_argument("--http-threads", type=int, default=4, help="threads per process")
+    parser.add_argument(
+        "--history",
+        action="store_true",
+        help="time one history snapshot and the overview with and without its charts "
+        "(bench/history.py)",
+    )
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.output == DEFAULT_OUTPUT and (args.http or args.history):
+        args.output = DEFAULT_OUTPUT.with_name("http.json" if args.http else "history.json")
+    return args
+
+
+def other_mode(args, database_url: str, targets, extra, client, context: dict) -> int:
+    """--http (bench/http_pages.py) or --history (bench/history.py): their own results file."""
+    if args.http:
+        import http_pages
+
+        results = http_pages.main(args, database_url, targets, extra, walker=client)
+    else:
+        import history
+
+        results = history.bench_mode(args, client)
+    results |= context
+    results["machine"]["load_average_at_end"] = list(os.getloadavg())
+    write_results(args.output, results)
+    print(f"results written to {args.output}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -782,6 +823,9 @@ def main(argv: list[str] | None = None) -> int:
         set_indexes(args.indexes == "with")
     present = [i.index.name for i in index_status() if i.present]
     print(f"opt-in indexes present: {', '.join(present) or 'none'}")
+    context = {"machine": machine, "dataset": dataset, "code": code, "indexes": present}
+    if args.http or args.history:
+        return other_mode(args, database_url, targets, extra, client, context)
     measurements, comparisons = [], []
     # --only without the deep pages skips the walk to them (a thousand requests at 10M).
     walk = args.deep_pages if not args.only or "Older" in args.only else 0

@@ -99,6 +99,10 @@ HISTORY_RECORD_ON_REQUEST = env_bool("HISTORY_RECORD_ON_REQUEST", True)
 HISTORY_TOP_GROUPS = env_int("HISTORY_TOP_GROUPS", 20, minimum=0)
 # Registered workers whose heartbeat each counts round records (the most recent first).
 HISTORY_HEARTBEAT_WORKERS = env_int("HISTORY_HEARTBEAT_WORKERS", 500, minimum=0)
+
+# The charts above the overview's counts (their own read and refresh); off leaves them on the
+# History page only.
+HISTORY_CHARTS_ON_OVERVIEW = env_bool("HISTORY_CHARTS_ON_OVERVIEW", True)
 # Retention: full resolution for HISTORY_KEEP_RAW_HOURS, then one row a minute until
 # HISTORY_KEEP_MINUTES_DAYS, then one an hour until HISTORY_KEEP_HOURS_DAYS; older rows go.
 HISTORY_KEEP_RAW_HOURS = env_int("HISTORY_KEEP_RAW_HOURS", 24, minimum=1)

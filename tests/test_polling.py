@@ -66,3 +66,31 @@ def test_a_full_page_load_is_never_answered_from_the_shared_rendering(sharing, c
     page = console.get("/")
     assert page.status_code == 200 and "ETag" not in page
     assert "csrfmiddlewaretoken" in page.content.decode() or "logout" in page.content.decode()
+
+
+def test_a_new_snapshot_of_the_same_numbers__still_304(sharing, console, worker_rows, settings):
+    # Every poll takes a new snapshot (a new "as of" time); what the part shows is the same,
+    # so its ETag is too: the stamp is left out of the digest.
+    settings.SHARED_SNAPSHOT_SECONDS = 0
+    first, _ = _queries(console, **HTMX)
+    again, _ = _queries(console, **HTMX, **{"If-None-Match": first["ETag"]})
+    assert first.status_code == 200 and 'class="as-of"' in first.content.decode()
+    assert again.status_code == 304 and again["ETag"] == first["ETag"]
+
+
+def test_the_jobs_list_poll__shared_and_304_when_its_rows_did_not_change(
+    sharing, console, worker_rows
+):
+    from django.test.utils import CaptureQueriesContext
+
+    WorkerUtils().add_raw_job("poll_task", {})
+    first = console.get("/jobs/", headers=HTMX)
+    assert first.status_code == 200 and first["ETag"] and b"poll_task" in first.content
+    with CaptureQueriesContext(connection) as seen:
+        again = console.get("/jobs/", headers={**HTMX, "If-None-Match": first["ETag"]})
+    assert again.status_code == 304
+    assert not any("_private_jobs" in q["sql"] for q in seen.captured_queries)
+    WorkerUtils().add_raw_job("poll_task_two", {})
+    caches[snapshots.CACHE].clear()  # the interval has passed
+    changed = console.get("/jobs/", headers={**HTMX, "If-None-Match": first["ETag"]})
+    assert changed.status_code == 200 and b"poll_task_two" in changed.content

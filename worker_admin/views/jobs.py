@@ -52,6 +52,7 @@ from worker_admin.stats import (
     state_aggregates,
 )
 from worker_admin.views.index_guard import jobs_narrowing
+from worker_admin.views.polling import shared_fragment
 
 PASS_BOUND = 1_000  # matching rows the tabs' one counting pass reads on a large table
 # A tab's count of a state too rare in the sample gives up after this long (then a range).
@@ -243,6 +244,16 @@ def job_list(request):
     context = {"active": "jobs", "title": "Jobs"}
     if not capabilities().usable:
         return render(request, "worker_admin/jobs.html", context)
+    if request.htmx:
+        # The list's refresh: one query and rendering per interval for every viewer of the same
+        # URL and role, 304 when the rows shown did not change (views/polling.py).
+        fragment = "worker_admin/jobs.html#job-results"
+        return shared_fragment(request, fragment, lambda: _list_context(request), "jobs")
+    return render(request, "worker_admin/jobs.html", _list_context(request))
+
+
+def _list_context(request) -> dict:
+    context = {"active": "jobs", "title": "Jobs"}
     filters = parse_filters(request.GET)
     # A task, queue or lock-holder filter, or the locked, failed and retrying tabs, scan every
     # job without their opt-in index: one budget for the page, then "create the index".
@@ -272,8 +283,7 @@ def job_list(request):
         now=now,
         clear_url="?" + urlencode({"state": filters.state} if filters.state != "all" else {}),
     )
-    template = "worker_admin/jobs.html#job-results" if request.htmx else "worker_admin/jobs.html"
-    return render(request, template, context)
+    return context
 
 
 @require_safe  # a read: PUT, PATCH, DELETE and POST get 405

@@ -12,18 +12,29 @@ such a poll from the shared snapshots the part shows (worker_admin/snapshots.py)
 
 Only live parts qualify: they carry no CSRF token, user name or flash message (a full page does),
 so one rendering is right for everyone with the same role and filters.
+
+`shared_fragment()` goes one step further for parts whose data is not a snapshot of its own (the
+jobs list): the rendering itself is the shared snapshot, taken once per
+SHARED_SNAPSHOT_SECONDS for every viewer with the same role, time zone and URL, and the ETag is
+a digest of what it shows. A part's "as of" stamp (`<time class="as-of">`) is left out of the
+digest: a refresh where only the clock moved is answered 304, and the stamp the tab keeps is
+when what it shows was first seen.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
+from collections.abc import Callable
 
+from django.conf import settings
 from django.core.cache import caches
 from django.http import HttpResponse, HttpResponseNotModified
 from django.shortcuts import render
 from django.utils import timezone
 from django.utils.cache import patch_cache_control
 
+from worker_admin import databases, snapshots
 from worker_admin.roles import role_here
 from worker_admin.snapshots import CACHE
 
@@ -48,6 +59,34 @@ def live_fragment(request, template: str, context: dict, versions: list[str]) ->
             body = render(request, template, context).content
             cache.set("fragment:" + etag, body, timeout=FRAGMENT_SECONDS)
         response = HttpResponse(body)
+    response["ETag"] = etag
+    patch_cache_control(response, private=True, no_cache=True)
+    response["Vary"] = "HX-Request, Cookie"
+    return response
+
+
+STAMP = re.compile(rb'<time class="as-of"[^>]*>.*?</time>', re.DOTALL)
+
+
+def shared_fragment(
+    request, template: str, build_context: Callable[[], dict], name: str
+) -> HttpResponse:
+    """Answer a poll of `template` from one rendering shared per interval (see above)."""
+    viewer = [role_here(request.user), timezone.get_current_timezone_name()]
+    if databases.several():  # the overview's database rows depend on which ones one may open
+        viewer.append(
+            ",".join(d.name for d in databases.every() if databases.may_open(request.user, d))
+        )
+    key = "|".join([name, template, request.get_full_path(), *viewer])
+    shown = snapshots.shared(
+        "fragment:" + key,
+        lambda: render(request, template, build_context()).content,
+        seconds=settings.SHARED_SNAPSHOT_SECONDS,
+    )
+    digest = hashlib.sha256(key.encode() + STAMP.sub(b"", shown.value)).hexdigest()[:32]
+    etag = f'"{digest}"'
+    response = HttpResponseNotModified() if etag in _sent_etags(request) else None
+    response = response or HttpResponse(shown.value)
     response["ETag"] = etag
     patch_cache_control(response, private=True, no_cache=True)
     response["Vary"] = "HX-Request, Cookie"
