@@ -91,6 +91,8 @@ READS = {
     "worker_admin:failures",
     "worker_admin:queues",
     "worker_admin:tasks",
+    "worker_admin:task",
+    "worker_admin:queue",
     "worker_admin:workers",
     "worker_admin:crons",
     "worker_admin:maintenance",
@@ -247,6 +249,8 @@ def test_roles__viewer_reads_every_page(login_as, jobs, target, name):
         "worker_admin:job_detail": [job.id],
         "worker_admin:audit_entry": [entry.pk],
         "worker_admin:worker": [jobs.locked(by="graphile_worker_v1").locked_by],
+        "worker_admin:task": ["send_email"],  # the target job's task
+        "worker_admin:queue": [jobs.ready(queue_name="sec_queue") and "sec_queue"],
     }.get(name, [])
     assert login_as("viewer", "vera").get(reverse(name, args=args)).status_code == 200
 
