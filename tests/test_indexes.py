@@ -191,3 +191,26 @@ def test_locked_and_failing_counts_are_exact_and_the_same_everywhere(
     }
     assert not api["estimates"]["total"]["exact"]
     assert api["estimates"]["total"]["low"] <= 410 <= api["estimates"]["total"]["high"]
+
+
+@pytest.mark.parametrize("state", ["failed", "retrying"])
+def test_the_planner_can_use_the_failing_index_for_the_failed_and_retrying_tabs(
+    clean_indexes, state
+):
+    # The failed state is "attempts >= max_attempts"; the index says "attempts > 0". Unless the
+    # predicate also says attempts > 0, PostgreSQL cannot prove the index applies and the failed
+    # tab reads the whole table at 10M jobs even with the index.
+    from worker_admin.models import Job
+    from worker_admin.states import RETRYING, STATE_PREDICATES, JobState
+
+    predicate = STATE_PREDICATES[JobState.FAILED] if state == "failed" else RETRYING
+    _run("create", "console_jobs_failing")
+    with connections[settings.WORKER_DATABASE].cursor() as cursor:
+        cursor.execute("SET enable_seqscan = off")  # an empty table: force the choice it has
+    try:
+        jobs = Job.objects.using(settings.WORKER_DATABASE).filter(predicate)
+        plans = [jobs.order_by("-id")[:50].explain(), jobs.values("id")[:1000].explain()]
+    finally:
+        with connections[settings.WORKER_DATABASE].cursor() as cursor:
+            cursor.execute("RESET enable_seqscan")
+    assert all("console_jobs_failing" in plan for plan in plans), plans
