@@ -107,8 +107,9 @@ class Server:
 
     def start(self) -> None:
         self.manage("migrate", "--verbosity", "0")
-        self.manage("console_user", OPERATOR, "--role", "operator", "--password", self.password)
-        self.manage("console_user", ADMIN, "--role", "admin", "--password", self.passwords[ADMIN])
+        # "--password=…" in one argument: a generated password may start with "-".
+        self.manage("console_user", OPERATOR, "--role", "operator", f"--password={self.password}")
+        self.manage("console_user", ADMIN, "--role", "admin", f"--password={self.passwords[ADMIN]}")
         serve = ["serve", "--bind", f"127.0.0.1:{self.port}", "--no-collectstatic"]
         serve += ["--workers", str(self.workers), "--threads", str(self.threads)]
         if self.stats:
