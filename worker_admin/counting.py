@@ -7,6 +7,8 @@ statistics ("~1.2M") once it is too large to count. Each value carries a sentenc
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from django.db import OperationalError, connections, transaction
@@ -75,27 +77,37 @@ def bounded_count_within(queryset: QuerySet, bound: int, budget_ms: int) -> int 
     """Up to bound + 1 matching rows counted, or None when that takes more than budget_ms.
 
     For a rare state of a filter that no index serves: finding that a 10M-row table holds 2
-    such jobs reads all of it. The budget applies to this statement only (a savepoint: a
-    cancelled count leaves the page's connection usable, and the timeout is restored after).
+    such jobs reads all of it.
     """
-    alias = queryset.db
     try:
-        # Inside a page's index guard (index_advice.py), the page's budget may be the shorter.
-        with (
-            capped(alias, budget_ms),
-            transaction.atomic(using=alias),
-            connections[alias].cursor() as cursor,
-        ):
-            cursor.execute("SELECT current_setting('statement_timeout')")
-            previous = cursor.fetchone()[0]
-            cursor.execute("SELECT set_config('statement_timeout', %s, true)", [str(budget_ms)])
-            n = queryset.order_by().values("pk")[: bound + 1].count()
-            cursor.execute("SELECT set_config('statement_timeout', %s, true)", [previous])
-            return n
+        with statement_budget(queryset.db, budget_ms):
+            return queryset.order_by().values("pk")[: bound + 1].count()
     except OperationalError as error:
-        if getattr(error.__cause__, "sqlstate", None) == QUERY_CANCELED:
+        if cancelled(error):
             return None
         raise
+
+
+@contextmanager
+def statement_budget(alias: str, budget_ms: int) -> Iterator[None]:
+    """The block's statements run with a statement timeout of budget_ms (or less, inside a page's
+    index guard, index_advice.py). A savepoint: a cancelled statement leaves the page's
+    connection usable, and the timeout is restored after (SET LOCAL outlives a savepoint)."""
+    with (
+        capped(alias, budget_ms),
+        transaction.atomic(using=alias),
+        connections[alias].cursor() as cursor,
+    ):
+        cursor.execute("SELECT current_setting('statement_timeout')")
+        previous = cursor.fetchone()[0]
+        cursor.execute("SELECT set_config('statement_timeout', %s, true)", [str(budget_ms)])
+        yield
+        cursor.execute("SELECT set_config('statement_timeout', %s, true)", [previous])
+
+
+def cancelled(error: BaseException) -> bool:
+    """Whether a database error is a statement cut by statement_timeout."""
+    return getattr(error.__cause__, "sqlstate", None) == QUERY_CANCELED
 
 
 def table_estimate(alias: str, db_table: str) -> int:

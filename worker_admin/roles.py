@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from django.conf import settings
 
+from worker_admin.user_permissions import prime
+
 VIEWER, OPERATOR, ADMIN = "viewer", "operator", "admin"
 ACT_ON_JOBS = "worker_admin.act_on_jobs"
 RUN_MAINTENANCE = "worker_admin.run_maintenance"
@@ -40,10 +42,12 @@ def database_allows(role: str) -> bool:
 
 
 def can_act_on_jobs(user) -> bool:
+    prime(user)
     return not settings.READ_ONLY and user.has_perm(ACT_ON_JOBS) and database_allows(OPERATOR)
 
 
 def can_run_maintenance(user) -> bool:
+    prime(user)
     return not settings.READ_ONLY and user.has_perm(RUN_MAINTENANCE) and database_allows(ADMIN)
 
 
@@ -86,6 +90,7 @@ def role_here(user) -> str:
 
 
 def role_of(user) -> str:
+    prime(user)
     if user.is_superuser or user.has_perm(RUN_MAINTENANCE):
         return ADMIN
     if user.has_perm(ACT_ON_JOBS):

@@ -15,6 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from django.db import OperationalError
+
+from worker_admin.counting import cancelled, statement_budget
 from worker_admin.operations import releasing as rel
 from worker_admin.recovery import (
     _SUPERSEDED,
@@ -178,26 +181,38 @@ def plural_jobs(n: int) -> str:
     return f"{n:,} job is" if n == 1 else f"{n:,} jobs are"
 
 
+# What finding the replacements may cost: no column of the rule is indexed, so at 10M jobs the
+# read can take seconds. Past this the preview says "superseded" without naming the new job.
+REPLACEMENT_BUDGET_MS = 100
+
+
 def _replacements(cursor, q: str, superseded: list[rel.LockedJob]) -> dict[int, int]:
     """The job that took each superseded job's key, by recovery._REPLACEMENT's rule (created
     when the old one was superseded, keyed, newer; told only when exactly one matches), for all
-    of them in one read: no column of it is indexed, so one correlated subquery per job was a
-    scan of every job per superseded job. Only ids above the oldest of them are read."""
+    of them in one read (one correlated subquery per job was a scan of every job per job), only
+    ids above the oldest of them, and within REPLACEMENT_BUDGET_MS: the replacement's id is a
+    courtesy of the preview, and a dry run must not take seconds for it."""
     if not superseded:
         return {}
-    cursor.execute(
-        f"""
-        SELECT w.id, min(r.id)
-          FROM unnest(%s::bigint[], %s::timestamptz[]) AS w(id, superseded_at)
-          JOIN {q}._private_jobs AS r
-            ON r.created_at = w.superseded_at AND r.key IS NOT NULL AND r.id > w.id
-         WHERE r.id > %s
-         GROUP BY w.id
-        HAVING count(*) = 1
-        """,
-        [[j.id for j in superseded], [j.updated_at for j in superseded], superseded[0].id],
-    )
-    return dict(cursor.fetchall())
+    try:
+        with statement_budget(cursor.db.alias, REPLACEMENT_BUDGET_MS):
+            cursor.execute(
+                f"""
+                SELECT w.id, min(r.id)
+                  FROM unnest(%s::bigint[], %s::timestamptz[]) AS w(id, superseded_at)
+                  JOIN {q}._private_jobs AS r
+                    ON r.created_at = w.superseded_at AND r.key IS NOT NULL AND r.id > w.id
+                 WHERE r.id > %s
+                 GROUP BY w.id
+                HAVING count(*) = 1
+                """,
+                [[j.id for j in superseded], [j.updated_at for j in superseded], superseded[0].id],
+            )
+            return dict(cursor.fetchall())
+    except OperationalError as error:
+        if cancelled(error):
+            return {}
+        raise
 
 
 def _queue_rows(cursor, q: str, holders: list[str]):
