@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -88,8 +89,12 @@ def top_up(conninfo: str, jobs: int) -> int:
                 [task_id, jobs - waiting],
             )
         conn.commit()
-        conn.execute("analyze graphile_worker._private_jobs")
-        return max(jobs, waiting)
+    # Every window starts from the same table: completed jobs leave dead rows, and with
+    # autovacuum off or behind (it is off on the benchmark machine) a later window would run on
+    # a more bloated table than an earlier one and look slower for that alone.
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute("vacuum (analyze) graphile_worker._private_jobs")
+    return max(jobs, waiting)
 
 
 def completed(conninfo: str) -> int:
@@ -177,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=0,
         help="lower the console's CPU priority by this much while it polls (19: the database "
-        "effect alone, when the console shares the workers' CPUs)",
+        "effect alone, when the console shares the workers' CPUs); with --http, the server's "
+        "(manage.py serve --nice), for both windows",
     )
     parser.add_argument(
         "--http",
@@ -187,6 +193,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--users", type=int, default=USERS, help="simulated users (%(default)s)")
     parser.add_argument("--poll-seconds", type=float, default=POLL_SECONDS)
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="with --http: alone/watched pairs, in ABBA order (%(default)s: 4 windows)",
+    )
     parser.add_argument("--output", type=Path)
     args = parser.parse_args(argv)
     if not CLI.exists():
@@ -250,55 +262,98 @@ def main(argv: list[str] | None = None) -> int:
     return _finish(results, args.output)
 
 
+def window_order(rounds: int) -> list[str]:
+    """Alone and watched windows in ABBA order (alone, watched, watched, alone, ...): a drift
+    over the run (a warming cache, a growing table, another job on the machine) weighs on both
+    phases alike instead of on whichever comes second."""
+    order: list[str] = []
+    for i in range(rounds):
+        pair = ["alone", "with console"]
+        order += pair if i % 2 == 0 else pair[::-1]
+    return order
+
+
 def main_http(args: argparse.Namespace, conninfo: str) -> int:
-    """The same two windows, the console served by gunicorn and polled over HTTP."""
+    """Alone and watched windows (window_order), the console served by gunicorn and polled over
+    HTTP; each phase's figures are its windows' totals."""
     results: dict = {
         "mode": "http",
+        "nice": args.nice,
         "users": args.users,
         "poll_seconds": args.poll_seconds,
         "processes": args.processes,
         "concurrency": args.concurrency,
         "seconds": args.seconds,
+        "rounds": args.rounds,
         "load_average_before": list(os.getloadavg()),
     }
+    windows: list[dict] = []
+    logs = {"alone": observer_http.PollLog(), "with console": observer_http.PollLog()}
     with (
-        serve_bench.Server(conninfo) as server,
+        serve_bench.Server(conninfo, env={"SERVE_NICE": str(args.nice)}) as server,
         tempfile.TemporaryDirectory(prefix="gw-observer-") as workdir,
     ):
         sessions = observer_http.log_in_users(server, args.users)
         results["server"] = {"workers": server.workers, "threads": server.threads}
-        for phase in ("alone", "with console"):
-            top_up(conninfo, args.jobs)
-            workers = start_workers(conninfo, args.processes, args.concurrency, Path(workdir))
-            stop, log, threads = threading.Event(), observer_http.PollLog(), []
-            meter = observer_http.CpuMeter(server, conninfo)
-            try:
-                time.sleep(5)  # the workers connect and reach full speed
-                if phase == "with console":
-                    threads = observer_http.start_polling(sessions, args.poll_seconds, stop, log)
-                    time.sleep(args.poll_seconds + 1)  # every user has polled once
-                    log.answers.clear()
-                meter.start()
-                load_before = os.getloadavg()[0]
-                rate = throughput(conninfo, args.seconds)
-                cpu = meter.stop()
-                polled = log.summary(args.seconds, args.users) if threads else None
-            finally:
-                stop.set()
-                for thread in threads:
-                    thread.join(timeout=30)
-                _stop_workers(workers)
-            entry = {
-                "jobs_per_second": round(rate, 1),
-                "load_average": round(load_before, 2),
-                "console_cpu_seconds": round(cpu, 2),
+        for phase in window_order(args.rounds):
+            window = _http_window(args, conninfo, server, sessions, Path(workdir), phase)
+            logs[phase].answers += window.pop("answers")
+            windows.append(window)
+            print(f"{phase}: {window['jobs_per_second']:,.0f} jobs/s {window}", flush=True)
+    results["windows"] = windows
+    for phase in ("alone", "with console"):
+        mine = [w for w in windows if w["phase"] == phase]
+        seconds = sum(w["seconds"] for w in mine)
+        cpu = sum(w["console_cpu_seconds"] for w in mine)
+        entry = {
+            "jobs_per_second": round(sum(w["jobs"] for w in mine) / seconds, 1),
+            "load_average": round(statistics.mean(w["load_average"] for w in mine), 2),
+            "console_cpu_seconds": round(cpu, 2),
+        }
+        if phase == "with console":
+            entry |= {
+                "polls": logs[phase].summary(seconds, args.users),
+                "cpu_seconds_per_user_minute": round(cpu / args.users / (seconds / 60), 3),
             }
-            if polled:
-                per_minute = cpu / args.users / (args.seconds / 60)
-                entry |= {"polls": polled, "cpu_seconds_per_user_minute": round(per_minute, 3)}
-            results[phase] = entry
-            print(f"{phase}: {rate:,.0f} jobs/s {entry}", flush=True)
+        results[phase] = entry
     return _finish(results, args.output)
+
+
+def _http_window(args, conninfo, server, sessions, workdir: Path, phase: str) -> dict:
+    """One measured window: fresh jobs, a vacuumed table, the workers at full speed, and in the
+    watched phase every user polling."""
+    top_up(conninfo, args.jobs)
+    workers = start_workers(conninfo, args.processes, args.concurrency, workdir)
+    stop, log, threads = threading.Event(), observer_http.PollLog(), []
+    meter = observer_http.CpuMeter(server, conninfo)
+    try:
+        time.sleep(5)  # the workers connect and reach full speed
+        if phase == "with console":
+            threads = observer_http.start_polling(sessions, args.poll_seconds, stop, log)
+            time.sleep(args.poll_seconds + 1)  # every user has polled once
+            log.answers.clear()
+        meter.start()
+        load_before = os.getloadavg()[0]
+        before, started = completed(conninfo), time.monotonic()
+        time.sleep(args.seconds)
+        done, seconds = completed(conninfo) - before, time.monotonic() - started
+        cpu = meter.stop()
+        answers = list(log.answers)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+        _stop_workers(workers)
+    return {
+        "phase": phase,
+        "jobs": done,
+        "seconds": round(seconds, 2),
+        "jobs_per_second": round(done / seconds, 1),
+        "load_average": round(load_before, 2),
+        "console_cpu_seconds": round(cpu, 2),
+        "polls": len(answers),
+        "answers": answers,
+    }
 
 
 def _stop_workers(workers: list) -> None:

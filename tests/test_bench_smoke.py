@@ -177,10 +177,17 @@ def test_observer_over_http__users_poll_while_node_workers_drain(server_url, tmp
         "--http",
         *("--server-url", server_url, "--database", OBSERVER_DATABASE),
         *("--seconds", "3", "--jobs", "20000", "--users", "3", "--poll-seconds", "1"),
-        *("--processes", "1", "--concurrency", "2", "--output", str(output)),
+        *("--processes", "1", "--concurrency", "2", "--rounds", "2", "--output", str(output)),
     )
     results = json.loads(output.read_text())
     assert results["mode"] == "http" and results["users"] == 3
+    # ABBA: alone, watched, watched, alone
+    assert [w["phase"] for w in results["windows"]] == [
+        "alone",
+        "with console",
+        "with console",
+        "alone",
+    ]
     for phase in ("alone", "with console"):
         assert results[phase]["jobs_per_second"] > 0, results  # the real workers ran
     polls = results["with console"]["polls"]

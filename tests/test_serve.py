@@ -3,6 +3,7 @@ free port against the test database, a login over real HTTP, and a graceful stop
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -41,6 +42,7 @@ def serve(port: int, log: Path) -> subprocess.Popen:
         "DATABASE_URL": server_conninfo(),
         "SECRET_KEY": "serve-test-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz",
         "ALLOWED_HOSTS": "127.0.0.1",
+        "SERVE_NICE": "5",
     }
     command = [sys.executable, "manage.py", "serve", "--bind", f"127.0.0.1:{port}"]
     command += ["--workers", "2", "--threads", "2"]
@@ -101,6 +103,12 @@ def test_serve__login_over_http_overview_healthz_static_then_a_graceful_stop(ros
             )
             assert cursor.fetchone()[0] >= 1
 
+        # SERVE_NICE: the master and the workers it forked run at the lower priority.
+        children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+        assert children
+        for pid in [process.pid, *map(int, children)]:
+            assert os.getpriority(os.PRIO_PROCESS, pid) == 5
+
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 0
     finally:
@@ -124,3 +132,22 @@ def test_serve__refuses_to_start_without_a_secret_key(tmp_path):
     )
     assert done.returncode == 1
     assert done.stderr.startswith("CommandError: serve needs SECRET_KEY: set it to a long random")
+
+
+@pytest.mark.parametrize(
+    ("given", "says"), [("25", "--nice must be"), ("soon", "SERVE_NICE must be")]
+)
+def test_serve__refuses_a_bad_nice_value(given, says):
+    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "DATABASE_URL": "host=/nowhere dbname=x"}
+    env["SECRET_KEY"] = "serve-test-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz"
+    args = ["--nice", given] if given.isdigit() else []
+    done = subprocess.run(
+        [sys.executable, "manage.py", "serve", *args],
+        cwd=ROOT,
+        env={**env, "SERVE_NICE": given},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"CommandError: {says} a whole number from 0 to 19"), done.stderr

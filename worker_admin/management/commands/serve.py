@@ -56,6 +56,13 @@ class Command(BaseCommand):
             help=f"Threads per process (SERVE_THREADS, default {gunicorn_conf.threads}).",
         )
         parser.add_argument(
+            "--nice",
+            type=int,
+            help="Lower the console's CPU priority by this much, 0 to 19 (SERVE_NICE, default "
+            "0). On a host shared with busy workers or PostgreSQL, 10 lets them go first; on a "
+            "host of its own it changes nothing.",
+        )
+        parser.add_argument(
             "--no-collectstatic",
             action="store_true",
             help="Skip collectstatic (when the deployment has already run it).",
@@ -72,9 +79,26 @@ class Command(BaseCommand):
         for name in ("workers", "threads"):
             if options[name] is not None and options[name] < 1:
                 raise CommandError(f"--{name} must be at least 1.")
+        nice = _nice(options["nice"])
         if not options["no_collectstatic"]:
             call_command("collectstatic", interactive=False, verbosity=0)
         # Workers are forked from this process: none may inherit an open database connection.
         connections.close_all()
         overrides = {name: options[name] for name in ("bind", "workers", "threads")}
+        if nice:
+            os.nice(nice)  # gunicorn's master and every worker it forks run at this priority
         ConsoleServer(overrides).run()
+
+
+def _nice(given: int | None) -> int:
+    """--nice, else SERVE_NICE, else 0; a whole number from 0 to 19."""
+    if given is None:
+        text = os.environ.get("SERVE_NICE", "").strip() or "0"
+        try:
+            given = int(text)
+        except ValueError:
+            message = f"SERVE_NICE must be a whole number from 0 to 19, not {text!r}."
+            raise CommandError(message) from None
+    if not 0 <= given <= 19:
+        raise CommandError(f"--nice must be a whole number from 0 to 19, not {given}.")
+    return given
