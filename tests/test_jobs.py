@@ -358,6 +358,8 @@ def test_jobs__filtered_tabs_on_a_large_table_never_make_up_a_number(
     monkeypatch.setattr(stats, "SAMPLE_ROWS", 20)
     monkeypatch.setattr(stats, "SAMPLE_WINDOWS", 4)
     monkeypatch.setattr(jobs_view, "PASS_BOUND", 50)
+    # Room for the rare counts on a busy test machine (they give up past their budget).
+    monkeypatch.setattr(jobs_view, "RARE_COUNT_BUDGET_MS", 10_000)
     tabs = {t.key: t.count for t in console.get(URL, {"task": "t"}).context["tabs"]}
     assert tabs["locked"].display == "2" and tabs["locked"].exact
     assert tabs["failed"].display == "0"
@@ -366,6 +368,46 @@ def test_jobs__filtered_tabs_on_a_large_table_never_make_up_a_number(
         assert not count.exact and count.low <= true
         assert count.high is None or true <= count.high
         assert count.low > 50  # the pass saw more than its bound
+
+
+def test_jobs__rare_states_of_a_large_filter_are_counted_together_within_one_budget(
+    utils, jobs, monkeypatch
+):
+    """States too rare in the sample: one pass over their union counts them all exactly (one
+    statement, not one per state); when the union holds more than the bound, each is counted on
+    its own; out of budget, none is (the sample's ranges stay)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from worker_admin.views import jobs as jobs_view
+
+    utils.add_raw_jobs([RawJobSpec("t", {"i": i}) for i in range(60)])
+    for n in range(2):
+        jobs.locked(by=f"graphile_worker_{n}", identifier="t")
+    for _ in range(3):
+        jobs.failed(identifier="t")
+    jobs.retrying(identifier="t")
+    narrowed = Job.objects.using(jobs.utils.alias).filter(task__identifier="t")
+    rare = ["locked", "failed", "retrying"]
+    monkeypatch.setattr(jobs_view, "RARE_COUNT_BUDGET_MS", 10_000)  # a busy test machine
+
+    def counting(queries) -> list[str]:
+        return [q["sql"] for q in queries if "COUNT" in q["sql"]]
+
+    with CaptureQueriesContext(connection) as queries:
+        found = jobs_view._rare_counts(narrowed, rare, bound=50)
+    assert found == {"locked": 2, "failed": 3, "retrying": 1}
+    assert len(counting(queries)) == 1
+
+    with CaptureQueriesContext(connection) as queries:  # with ready: 60 + 6 > 50
+        found = jobs_view._rare_counts(narrowed, ["ready", *rare], bound=50)
+    assert found == {"ready": 51, "locked": 2, "failed": 3, "retrying": 1}  # 51: past the bound
+    assert len(counting(queries)) == 5
+
+    monkeypatch.setattr(jobs_view, "RARE_COUNT_BUDGET_MS", 0)
+    assert jobs_view._rare_counts(narrowed, ["ready", *rare], bound=50) == dict.fromkeys(
+        ["ready", *rare]
+    )
 
 
 def test_bounded_count_within__gives_up_past_its_budget_and_restores_the_timeout(jobs):

@@ -100,7 +100,8 @@ def statement_budget(alias: str, budget_ms: int) -> Iterator[None]:
     ):
         cursor.execute("SELECT current_setting('statement_timeout')")
         previous = cursor.fetchone()[0]
-        cursor.execute("SELECT set_config('statement_timeout', %s, true)", [str(budget_ms)])
+        # At least 1 ms: a statement_timeout of 0 would mean no limit at all.
+        cursor.execute("SELECT set_config('statement_timeout', %s, true)", [str(max(budget_ms, 1))])
         yield
         cursor.execute("SELECT set_config('statement_timeout', %s, true)", [previous])
 
@@ -108,6 +109,19 @@ def statement_budget(alias: str, budget_ms: int) -> Iterator[None]:
 def cancelled(error: BaseException) -> bool:
     """Whether a database error is a statement cut by statement_timeout."""
     return getattr(error.__cause__, "sqlstate", None) == QUERY_CANCELED
+
+
+def bounded_state_counts_within(
+    queryset: QuerySet, aggregates: dict, bound: int, budget_ms: int
+) -> tuple[dict[str, int], bool] | None:
+    """bounded_state_counts() within budget_ms; None when that takes longer."""
+    try:
+        with statement_budget(queryset.db, budget_ms):
+            return bounded_state_counts(queryset, aggregates, bound)
+    except OperationalError as error:
+        if cancelled(error):
+            return None
+        raise
 
 
 def table_estimate(alias: str, db_table: str) -> int:

@@ -212,11 +212,17 @@ def apply_filters(jobs: QuerySet, filters: JobFilters, *, with_state: bool = Tru
 
 
 def filter_state(jobs: QuerySet, state: str) -> QuerySet:
+    predicate = state_predicate(state)
+    return jobs if predicate is None else jobs.filter(predicate)
+
+
+def state_predicate(state: str) -> Q | None:
+    """The condition of a state tab ("retrying" included); None for "all" or an unknown name."""
     if state == "retrying":
-        return jobs.filter(RETRYING)
+        return RETRYING
     if state in JobState._value2member_map_:
-        return jobs.filter(STATE_PREDICATES[JobState(state)])
-    return jobs
+        return STATE_PREDICATES[JobState(state)]
+    return None
 
 
 def search(jobs: QuerySet, text: str) -> QuerySet:
