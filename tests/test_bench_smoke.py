@@ -196,3 +196,25 @@ def test_observer_over_http__users_poll_while_node_workers_drain(server_url, tmp
     assert set(polls["by_path"]) == {"/", "/jobs/"}
     assert results["with console"]["console_cpu_seconds"] > 0  # it served the polls
     assert "per watching user per minute" in done.stdout
+
+
+def test_poll_cost__server_and_database_cpu_per_poll(server_url):
+    bench(
+        "build_dataset.py",
+        "--rebuild",
+        "--jobs",
+        "2000",
+        "--database",
+        HTTP_DATABASE,
+        "--server-url",
+        server_url,
+    )
+    done = bench(
+        "poll_cost.py",
+        *("--server-url", server_url, "--database", HTTP_DATABASE),
+        *("--users", "1", "2", "--seconds", "2", "--poll-seconds", "1"),
+    )
+    rows = [line.split() for line in done.stdout.splitlines()[1:3]]
+    assert [row[0] for row in rows] == ["1", "2"], done.stdout
+    assert all(int(row[1]) > 0 for row in rows), done.stdout  # polls were served
+    assert "'200'" in done.stdout and "one more request:" in done.stdout
