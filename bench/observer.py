@@ -199,6 +199,12 @@ def main(argv: list[str] | None = None) -> int:
         default=2,
         help="with --http: alone/watched pairs, in ABBA order (%(default)s: 4 windows)",
     )
+    parser.add_argument(
+        "--warmup-windows",
+        type=int,
+        default=1,
+        help="with --http: uncounted windows first (%(default)s)",
+    )
     parser.add_argument("--output", type=Path)
     args = parser.parse_args(argv)
     if not CLI.exists():
@@ -285,6 +291,7 @@ def main_http(args: argparse.Namespace, conninfo: str) -> int:
         "concurrency": args.concurrency,
         "seconds": args.seconds,
         "rounds": args.rounds,
+        "warmup_windows": args.warmup_windows,
         "load_average_before": list(os.getloadavg()),
     }
     windows: list[dict] = []
@@ -295,6 +302,8 @@ def main_http(args: argparse.Namespace, conninfo: str) -> int:
     ):
         sessions = observer_http.log_in_users(server, args.users)
         results["server"] = {"workers": server.workers, "threads": server.threads}
+        for _ in range(args.warmup_windows):  # not counted: the first window runs fastest
+            _http_window(args, conninfo, server, sessions, Path(workdir), "alone")
         for phase in window_order(args.rounds):
             window = _http_window(args, conninfo, server, sessions, Path(workdir), phase)
             logs[phase].answers += window.pop("answers")

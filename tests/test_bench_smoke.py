@@ -177,7 +177,8 @@ def test_observer_over_http__users_poll_while_node_workers_drain(server_url, tmp
         "--http",
         *("--server-url", server_url, "--database", OBSERVER_DATABASE),
         *("--seconds", "3", "--jobs", "20000", "--users", "3", "--poll-seconds", "1"),
-        *("--processes", "1", "--concurrency", "2", "--rounds", "2", "--output", str(output)),
+        *("--processes", "1", "--concurrency", "2", "--rounds", "2", "--warmup-windows", "0"),
+        *("--output", str(output)),
     )
     results = json.loads(output.read_text())
     assert results["mode"] == "http" and results["users"] == 3
