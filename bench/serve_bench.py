@@ -61,16 +61,22 @@ class Server:
         stats: dict[str, float] | None = None,
         log: Path | None = None,
         env: dict[str, str] | None = None,
+        application_name: str | None = None,
     ) -> None:
+        """`env` adds to (or overrides) the server's environment, CONSOLE_DATABASE_URL
+        included; the caller's own CONSOLE_DATABASE_URL, if any, is never inherited."""
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        self.application_name = f"gc-bench-http-{self.port}"
+        self.application_name = application_name or f"gc-bench-http-{self.port}"
         self.conninfo = make_conninfo(conninfo, application_name=self.application_name)
         self.workers, self.threads = workers, threads
         self.stats = stats or {}
         self.log = log or Path(os.environ.get("TMPDIR", "/tmp")) / f"serve-bench-{self.port}.log"
+        inherited = dict(os.environ)
+        for name in ("CONSOLE_DATABASE_URL", "DJANGO_SETTINGS_MODULE", "CONSOLE_DEMO"):
+            inherited.pop(name, None)
         self.env = {
-            **os.environ,
+            **inherited,
             "DATABASE_URL": self.conninfo,
             "SECRET_KEY": SECRET_KEY,
             "ALLOWED_HOSTS": "127.0.0.1",
@@ -78,8 +84,6 @@ class Server:
             "GRAPHILE_WORKER_SCHEMA": schema,
             **(env or {}),
         }
-        for name in ("CONSOLE_DATABASE_URL", "DJANGO_SETTINGS_MODULE", "CONSOLE_DEMO"):
-            self.env.pop(name, None)
         self.passwords = {OPERATOR: secrets.token_urlsafe(18), ADMIN: secrets.token_urlsafe(18)}
         self.process: subprocess.Popen | None = None
 

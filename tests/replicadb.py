@@ -39,12 +39,17 @@ def require_pg_basebackup() -> None:
 
 
 class Primary(Cluster):
-    """A cluster that streams its WAL: wal_level=replica, replication trusted from 127.0.0.1."""
+    """A cluster that streams its WAL: wal_level=replica, replication trusted from 127.0.0.1.
 
-    def __init__(self, max_connections: int = 30) -> None:
+    `settings` are more server settings (name: value); the replica, a copy of the primary's
+    data folder, starts with them too (shared_preload_libraries, say)."""
+
+    def __init__(self, max_connections: int = 30, settings: dict[str, str] | None = None) -> None:
         super().__init__(max_connections=max_connections)
         with open(self.data / "postgresql.auto.conf", "a") as conf:
             conf.write("wal_level = replica\nmax_wal_senders = 5\nwal_keep_size = '256MB'\n")
+            for name, value in (settings or {}).items():
+                conf.write(f"{name} = '{value}'\n")
         with open(self.data / "pg_hba.conf", "a") as hba:
             hba.write("host replication all 127.0.0.1/32 trust\n")
 
@@ -85,10 +90,11 @@ class Replica(Cluster):
             time.sleep(0.05)
 
 
-def start_pair(dbname: str, prepare=None) -> tuple[Primary, Replica]:
+def start_pair(dbname: str, prepare=None, settings=None) -> tuple[Primary, Replica]:
     """A running primary with `dbname` (filled by `prepare(url)` before the backup, if given)
-    and a running replica streaming from it. The caller destroys both."""
-    primary = Primary()
+    and a running replica streaming from it, both with the server `settings` given. The caller
+    destroys both."""
+    primary = Primary(settings=settings)
     replica = None
     try:
         primary.start()

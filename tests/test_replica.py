@@ -9,13 +9,16 @@ replica is behind" a fact the tests control: a job added on the primary is then 
 the replica, so whether a page shows it tells which server the page read.
 
 What they prove:
-- read-only pages, job detail, the JSON API and /metrics read the replica (a job added while
-  replay is paused is missing there, and shows once replay resumes); the replica's
-  pg_stat_activity holds the console's reads of the jobs table; the banner gives the lag;
+- read-only pages, job detail, a task's and a queue's page, the JSON API and /metrics read the
+  replica (a job added while replay is paused is missing there, and shows once replay resumes);
+  the replica's pg_stat_activity holds the console's reads of the jobs table; the banner gives
+  the lag;
 - the action preview pins its targets on the primary and the write goes there (the job it acts
   on does not exist on the replica yet), with its audit entry;
 - too far behind, or stopped: pages read the primary and say so, still 200; /healthz reports the
-  replica and stays 200; a replica that comes back is used again.
+  replica and stays 200; a replica that comes back is used again;
+- the history recorder, reading the replica, still counts the jobs added and completed on the
+  primary: a standby's table statistics ignore replayed changes, so those come from the primary.
 
 The last tests run in-process, without a cluster: the check's cache and the refusal of a
 "replica" that is not in recovery.
@@ -51,6 +54,7 @@ from worker_admin import replica as replica_module
 DB = "console"
 SCHEMA = "graphile_worker"
 AUDIT = "graphile_console.worker_admin_auditentry"
+HISTORY = "graphile_console.worker_admin_historysnapshot"
 WAIT = 60.0  # seconds to wait for replay, a check interval or a restart to take effect
 LAGGING = "Reading from the replica, "
 FALLBACK = "reading from the primary"
@@ -79,6 +83,7 @@ def _console(pair, tmp_path_factory, name: str, max_lag: int) -> Iterator[Consol
         REPLICA_CHECK_SECONDS="1",
         REPLICA_LAG_WARN_SECONDS="1",
         REPLICA_LAG_MAX_SECONDS=str(max_lag),
+        HISTORY_INTERVAL_SECONDS="1",  # a history snapshot after any request a second apart
     )
     try:
         yield process
@@ -242,6 +247,23 @@ def test_replica__pages_read_the_replica__a_new_job_shows_once_replayed(pair, co
 
 
 @pytest.mark.faults
+def test_replica__task_and_queue_pages_read_the_replica(pair, browser):
+    primary, replica = pair
+    caught_up_then_paused(primary, replica)
+    primary.sql(
+        f"SELECT {SCHEMA}.add_job('replica_entity', queue_name := 'replica_entity_queue', "
+        "run_at := now() + interval '1 day')",
+        dbname=DB,
+    )
+    pages = ("/tasks/replica_entity/", "/queues/replica_entity_queue/")
+    assert [browser.get(page).status for page in pages] == [404, 404]  # not replayed yet
+
+    replica.resume_replay()
+    replica.wait_until_replayed(primary)
+    assert [browser.get(page).status for page in pages] == [200, 200]
+
+
+@pytest.mark.faults
 def test_replica__api_and_metrics_read_the_replica(pair, console):
     primary, replica = pair
     token = api_token(primary)
@@ -287,6 +309,48 @@ def test_replica__the_preview_pins_targets_on_the_primary__the_write_goes_there(
         dbname=DB,
     )
     assert audit == [("done", [job])]
+
+
+# -- history ---------------------------------------------------------------------------------------
+
+
+def snapshots_after(primary: Primary, snapshot_id: int) -> list[tuple]:
+    """(id, added, deleted, stat_inserted) of the console's history rows after `snapshot_id`."""
+    return primary.sql(
+        f"SELECT id, added, deleted, stat_inserted FROM {HISTORY} WHERE schema = %s AND id > %s "
+        "ORDER BY id",
+        [SCHEMA, snapshot_id],
+        dbname=DB,
+    )
+
+
+def new_snapshot(primary: Primary, browser: Browser, after: int) -> tuple:
+    """Browse until the recorder (it runs after a request once a snapshot is due) saves one."""
+    return wait_for(
+        "a history snapshot",
+        lambda: browser.get("/").status == 200 and snapshots_after(primary, after)[-1:],
+    )[0]
+
+
+@pytest.mark.faults
+def test_replica__history_counts_jobs_added_and_completed_on_the_primary(pair, console, browser):
+    primary, replica = pair
+    replica.wait_until_replayed(primary)
+    assert healthz(console)["replica"]["in_use"] is True  # the recorder reads the replica
+    newest = primary.sql(f"SELECT coalesce(max(id), 0) FROM {HISTORY}", dbname=DB)[0][0]
+    baseline = new_snapshot(primary, browser, newest)
+    assert baseline[3] is not None  # the statistics were read
+    added = [add_job(primary, "replica_history") for _ in range(5)]
+    primary.sql(f"SELECT {SCHEMA}.complete_jobs(%s::bigint[])", [added[:3]], dbname=DB)
+    replica.wait_until_replayed(primary)  # the pages now show the jobs: so must the history
+    # Each sql() call is a session of its own, whose statistics are reported when it ends: a
+    # snapshot that starts after this line sees all of them.
+    marker = new_snapshot(primary, browser, baseline[0])
+    later = new_snapshot(primary, browser, marker[0])
+    rows = snapshots_after(primary, baseline[0])
+    assert rows[-1][0] >= later[0]
+    assert all(row[1] is not None and row[2] is not None for row in rows), rows
+    assert (sum(row[1] for row in rows), sum(row[2] for row in rows)) == (5, 3), rows
 
 
 # -- fallback --------------------------------------------------------------------------------------

@@ -26,8 +26,10 @@ NAVIGATION = [
 
 
 def _capabilities_or_none():
+    # Evaluated when the layout renders, after the view read: the capabilities of the server
+    # the page's reads went to (the replica's, while in use), else the primary's.
     try:
-        return capabilities()
+        return capabilities(replica.chosen_alias())
     except DatabaseError:
         return None  # the page itself reports the database error
 

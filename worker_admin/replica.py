@@ -178,6 +178,16 @@ def chosen() -> ReplicaStatus | None:
     return _chosen.get()
 
 
+def chosen_alias() -> str:
+    """The alias this request's reads went to through read_alias(), without deciding anything:
+    the primary's when it made none (a form, the maintenance page) or reads another database."""
+    database = databases.current()
+    found = _chosen.get() if _in_request.get() else None
+    if not database.is_main or found is None:
+        return database.alias
+    return found.alias
+
+
 def mark_unavailable(error: str) -> None:
     """A read on the replica failed mid-interval: read from the primary until the next check."""
     global _cached

@@ -7,9 +7,10 @@ small query over the schema's own relations and functions (their oids and row ve
 jobs table's privileges, row-level security and policies). Only when that fingerprint differs
 is the whole detection run again; CACHE_SECONDS bounds what the fingerprint cannot see.
 
-Pages use `capabilities()` to show or hide features, and `Capabilities.problem` is the one plain
-sentence shown on every page when the console cannot show the truth (no schema, an unsupported
-version, or row-level security hiding the jobs from the connected role).
+Pages use `capabilities()` (the primary's) or `read_capabilities()` (the server they read
+from, a replica's when one is in use) to show or hide features, and `Capabilities.problem` is
+the one plain sentence shown on every page when the console cannot show the truth (no schema, an
+unsupported version, or row-level security hiding the jobs from the connected role).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.db import connections
 
-from worker_admin import databases
+from worker_admin import databases, replica
 from worker_admin.installer import RECOVERY_FUNCTIONS, Flavour, detect_flavour, quote_schema
 
 CACHE_SECONDS = 30.0
@@ -111,6 +112,17 @@ def capabilities(alias: str | None = None, schema: str | None = None) -> Capabil
     value = detect(alias, schema)
     _cache[(alias, schema)] = _Cached(value, fingerprint, now, now)
     return value
+
+
+def read_capabilities() -> Capabilities:
+    """What the server this request reads the worker schema from can do: the replica's
+    capabilities while it is in use (worker_admin/replica.py), else the primary's.
+
+    For read-only pages and API reads: their queries run on read_alias(), so what they may
+    read (the workers table, the schema's version, row-level security) is that server's, which
+    a lagging replica may not share with the primary yet. Writes, previews and the re-checks
+    before a write call capabilities(), which asks the primary."""
+    return capabilities(replica.read_alias())
 
 
 def catalog_fingerprint(alias: str, schema: str) -> str:

@@ -19,7 +19,7 @@ from worker_admin.operations.jsonsafe import audit_safe
 from worker_admin.operations.rejections import record_rejection
 from worker_admin.redaction import redact, redact_parameters
 from worker_admin.roles import can_act_on_jobs, can_run_maintenance, role_of
-from worker_admin.schema import capabilities
+from worker_admin.schema import capabilities, read_capabilities
 
 logger = logging.getLogger(__name__)
 VIA = audit.AuditEntry.Via.API
@@ -109,8 +109,9 @@ def schema_problem() -> Refusal | None:
 
 
 def require_schema() -> None:
-    """For reads: 503 with the console's sentence when the worker schema cannot be read."""
-    problem = capabilities().problem
+    """For reads: 503 with the console's sentence when the worker schema cannot be read (on
+    the server the reads go to: the replica while it is in use)."""
+    problem = read_capabilities().problem
     if problem:
         raise HttpError(503, problem)
 

@@ -30,7 +30,7 @@ from worker_admin.fleet import fleet
 from worker_admin.index_advice import FAILING, LOCKED, filter_needs, guarded
 from worker_admin.models import Job
 from worker_admin.replica import read_alias
-from worker_admin.schema import capabilities
+from worker_admin.schema import read_capabilities
 from worker_admin.stats import queue_stats
 from worker_admin.utils import BIGINT_MAX
 
@@ -223,7 +223,8 @@ def workers(request, query: Query[WorkersQuery]):
     require_schema()
     threshold = timedelta(minutes=query.threshold_minutes)
     with guarded(read_alias(), LOCKED, reading="the workers and lock holders"):
-        value = fleet(read_alias(), threshold, has_workers_table=capabilities().has_workers_table)
+        has_workers_table = read_capabilities().has_workers_table
+        value = fleet(read_alias(), threshold, has_workers_table=has_workers_table)
     return {
         "now": value.now,
         "threshold_minutes": query.threshold_minutes,

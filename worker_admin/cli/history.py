@@ -52,7 +52,10 @@ def record_history(command: BaseCommand, utils: WorkerUtils, options: dict) -> d
         while True:
             started = time.monotonic()
             try:
-                outcome = record_if_due(utils.alias, interval=interval)
+                # No alias: as from a request, the counts come from the replica while it is
+                # in use and the table statistics from the primary (utils.alias is the
+                # current database's primary, which record_if_due finds itself).
+                outcome = record_if_due(interval=interval)
             except DatabaseError as exc:
                 if options["once"]:
                     raise

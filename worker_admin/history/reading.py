@@ -4,6 +4,9 @@
   rows inserted, deleted and updated. Reading them touches no table at all. A worker's backend
   reports its counts when its transaction ends or within seconds when idle, so a snapshot may
   see a burst a few seconds late; the next one sees the rest (nothing is lost or counted twice).
+  They are read on the primary even when everything else is read on a replica: a hot standby's
+  statistics count what its own sessions do, and WAL replay is not counted, so there they stay
+  at 0 however many jobs the workers add and complete.
 - The oldest ready job (a few index probes, worker_admin.stats.oldest_ready_at).
 - Registered and stale workers (the Rust extension's small `_private_workers` table).
 - Jobs that failed an attempt since the previous snapshot, bounded (see `failures_since`).
@@ -49,7 +52,9 @@ class TableStats:
 
 
 def table_stats(alias: str, schema: str) -> TableStats | None:
-    """The cumulative counters of `_private_jobs`; None when PostgreSQL keeps none for it."""
+    """The cumulative counters of `_private_jobs`; None when PostgreSQL keeps none for it.
+
+    `alias` must be the primary's: on a hot standby these counters ignore replayed changes."""
     with connections[alias].cursor() as cursor:
         # Inside a transaction PostgreSQL serves statistics from a snapshot taken at first use;
         # clearing it makes a long-lived recorder's transaction read fresh values.

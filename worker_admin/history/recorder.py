@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db import connections, transaction
 
+from worker_admin import databases
 from worker_admin.history import reading, retention
 from worker_admin.history.models import RAW, HistorySnapshot, history_key
 from worker_admin.replica import read_alias
@@ -46,6 +47,8 @@ def gap_limit(interval: float) -> timedelta:
 def record_if_due(alias: str | None = None, *, interval: float | None = None) -> Outcome:
     """Record one snapshot unless one was taken less than `interval` seconds ago, or another
     process holds the recorder's lock right now (then return at once: never wait)."""
+    # The table statistics come from the primary, always (reading.table_stats says why).
+    stats_alias = alias or databases.current().alias
     alias = alias or read_alias()  # counts are reads: the replica when it is healthy
     interval = float(interval or settings.HISTORY_INTERVAL_SECONDS)
     schema = settings.GRAPHILE_WORKER_SCHEMA
@@ -62,7 +65,16 @@ def record_if_due(alias: str | None = None, *, interval: float | None = None) ->
             seconds=interval * DUE_SHARE
         ):
             return Outcome(None, "not due")
-        snapshot = take(alias, schema, now, previous, interval, caps.has_workers_table, key=key)
+        snapshot = take(
+            alias,
+            schema,
+            now,
+            previous,
+            interval,
+            caps.has_workers_table,
+            key=key,
+            stats_alias=stats_alias,
+        )
         snapshot.save(using=CONSOLE)
         _retention_if_due(key)
     return Outcome(snapshot, "recorded")
@@ -94,14 +106,17 @@ def take(
     has_workers_table: bool,
     *,
     key: str | None = None,
+    stats_alias: str | None = None,
 ) -> HistorySnapshot:
     """Read the worker schema and build (not save) the snapshot at `now`, filed under `key`
-    (history_key(): the schema, or schema@database for another worker database)."""
+    (history_key(): the schema, or schema@database for another worker database). Everything
+    is read on `alias` but the table statistics, read on `stats_alias` (the primary's alias
+    when `alias` is a replica's: a hot standby does not count the changes it replays)."""
     key = key or schema
     started = time.perf_counter()
     elapsed = None if previous is None else now - previous.taken_at
     gap = elapsed is not None and elapsed > gap_limit(interval)
-    stats = reading.table_stats(alias, schema)
+    stats = reading.table_stats(stats_alias or alias, schema)
     counters = reading.deltas(previous, stats, gap=gap)
     counts_due, last_counts_at = _counts_due(key, now)
     since = _failure_window(alias, schema, now, previous, gap, counts_due, last_counts_at)

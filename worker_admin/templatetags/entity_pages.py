@@ -12,7 +12,7 @@ from django.db import DatabaseError
 from worker_admin.audit_detail import NOW
 from worker_admin.fleet import DEFAULT_THRESHOLD
 from worker_admin.replica import read_alias
-from worker_admin.schema import capabilities
+from worker_admin.schema import read_capabilities
 from worker_admin.views.entities import entity_path
 from worker_admin.worker_detail import stale_worker_count
 
@@ -55,7 +55,7 @@ def stale_workers() -> dict | None:
     """The overview's card: registered workers stale at the workers page's default threshold;
     None when the schema keeps no registrations or cannot be read."""
     try:
-        caps = capabilities()
+        caps = read_capabilities()
         if not caps.usable or not caps.has_workers_table:
             return None
         count = stale_worker_count(

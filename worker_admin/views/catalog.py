@@ -5,13 +5,13 @@ from django.views.decorators.http import require_safe
 
 from worker_admin import catalog
 from worker_admin.replica import read_alias
-from worker_admin.schema import capabilities
+from worker_admin.schema import read_capabilities
 
 
 @require_safe  # a read: PUT, PATCH, DELETE and POST get 405
 def queue_list(request):
     context = {"active": "queues", "title": "Queues"}
-    if capabilities().usable:
+    if read_capabilities().usable:
         name = request.GET.get("name", "").strip()[:128]
         if "\x00" in name:  # PostgreSQL text cannot hold NUL: no queue has it in its name
             context["problem"] = "Ignored the name filter: it contains a NUL character."
@@ -29,7 +29,7 @@ def queue_list(request):
 @require_safe  # a read: PUT, PATCH, DELETE and POST get 405
 def task_list(request):
     context = {"active": "tasks", "title": "Tasks"}
-    if capabilities().usable:
+    if read_capabilities().usable:
         context["report"] = catalog.task_report(read_alias())
     template = "worker_admin/tasks.html"
     if request.htmx:

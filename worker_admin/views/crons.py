@@ -5,13 +5,13 @@ from django.views.decorators.http import require_safe
 
 from worker_admin import crons
 from worker_admin.replica import read_alias
-from worker_admin.schema import capabilities
+from worker_admin.schema import read_capabilities
 
 
 @require_safe  # a read: PUT, PATCH, DELETE and POST get 405
 def cron_list(request):
     context = {"active": "crons", "title": "Crons"}
-    if capabilities().usable:
+    if read_capabilities().usable:
         context["report"] = crons.cron_report(read_alias())
     template = "worker_admin/crons.html"
     if request.htmx:

@@ -14,7 +14,7 @@ from django.db import DatabaseError
 
 from worker_admin import databases, snapshots
 from worker_admin.replica import read_alias
-from worker_admin.schema import capabilities
+from worker_admin.schema import read_capabilities
 from worker_admin.stats import QueueStats, queue_stats
 
 
@@ -50,7 +50,7 @@ def database_rows(request) -> tuple[list[DatabaseHealth], list[str]]:
         current = database.name == databases.current().name
         with databases.using(database.name):
             try:
-                caps = capabilities()
+                caps = read_capabilities()
                 if not caps.usable:
                     rows.append(DatabaseHealth(database.name, url, current, problem=caps.problem))
                     versions.append(f"{database.name}:problem")

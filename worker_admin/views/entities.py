@@ -11,11 +11,12 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_safe
 
-from worker_admin import catalog, databases
+from worker_admin import catalog
 from worker_admin.history import series
 from worker_admin.history.charts import group_charts
 from worker_admin.history.entity_series import read_group
-from worker_admin.schema import capabilities
+from worker_admin.replica import read_alias
+from worker_admin.schema import read_capabilities
 
 # The schema's checks allow 128 characters in a task identifier or a queue name.
 MAX_NAME_LENGTH = 128
@@ -66,10 +67,10 @@ def _render(request, kind: str, name: str, report, row) -> object:
 
 @require_safe  # a read: PUT, PATCH, DELETE and POST get 405
 def task_page(request, identifier: str):
-    if not capabilities().usable:
+    if not read_capabilities().usable:
         return render(request, "worker_admin/entity.html", {"active": "tasks", "kind": "task"})
     _checked("task", identifier)
-    report, row = catalog.task_row(databases.current().alias, identifier)
+    report, row = catalog.task_row(read_alias(), identifier)
     if row is None:
         raise Http404(
             f"No task “{identifier[:200]}” is known to this schema: no job with this identifier "
@@ -80,10 +81,10 @@ def task_page(request, identifier: str):
 
 @require_safe  # a read: PUT, PATCH, DELETE and POST get 405
 def queue_page(request, name: str):
-    if not capabilities().usable:
+    if not read_capabilities().usable:
         return render(request, "worker_admin/entity.html", {"active": "queues", "kind": "queue"})
     _checked("queue", name)
-    report, row = catalog.queue_row(databases.current().alias, name)
+    report, row = catalog.queue_row(read_alias(), name)
     if row is None:
         raise Http404(
             f"No queue “{name[:200]}” exists in this schema: no job named it, or the "

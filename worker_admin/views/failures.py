@@ -6,13 +6,13 @@ from django.views.decorators.http import require_safe
 from worker_admin import failures
 from worker_admin.index_advice import FAILING, guarded
 from worker_admin.replica import read_alias
-from worker_admin.schema import capabilities
+from worker_admin.schema import read_capabilities
 
 
 @require_safe  # a read: PUT, PATCH, DELETE and POST get 405
 def failure_groups(request):
     context = {"active": "failures", "title": "Failures", "states": list(failures.FailureState)}
-    if capabilities().usable:
+    if read_capabilities().usable:
         task = request.GET.get("task", "").strip()[:128]
         if "\x00" in task:  # PostgreSQL text cannot hold NUL: no task has it in its name
             context["problem"] = "Ignored the task filter: it contains a NUL character."

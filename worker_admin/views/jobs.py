@@ -48,7 +48,7 @@ from worker_admin.index_advice import filter_needs, guarded
 from worker_admin.models import Job
 from worker_admin.redaction import may_reveal, redact
 from worker_admin.replica import read_alias
-from worker_admin.schema import capabilities
+from worker_admin.schema import read_capabilities
 from worker_admin.stats import (
     available_priorities,
     database_now,
@@ -270,7 +270,7 @@ def _rows(jobs, filters: JobFilters, *, forward: bool, limit: int) -> list[Job]:
 @require_safe  # a read: PUT, PATCH, DELETE and POST get 405
 def job_list(request):
     context = {"active": "jobs", "title": "Jobs"}
-    if not capabilities().usable:
+    if not read_capabilities().usable:
         return render(request, "worker_admin/jobs.html", context)
     if request.htmx:
         # The list's refresh: one query and rendering per interval for every viewer of the same
@@ -322,7 +322,7 @@ def job_detail(request, job_id: int):
 def job_page(request, job_id: int, *, reveal: bool = False):
     """One job. Its payload is shown redacted (REDACT_PAYLOAD_PATHS) unless `reveal`, which
     only the audited reveal view (views/reveal.py, a POST) passes."""
-    if not capabilities().usable:
+    if not read_capabilities().usable:
         return render(request, "worker_admin/job_detail.html", {"active": "jobs", "title": "Job"})
     try:
         job = _jobs().with_state().select_related("task", "job_queue").get(id=job_id)

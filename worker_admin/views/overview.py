@@ -9,7 +9,7 @@ from django.shortcuts import render
 from django.views.decorators.http import require_safe
 
 from worker_admin import databases
-from worker_admin.schema import capabilities
+from worker_admin.schema import read_capabilities
 from worker_admin.states import JobState
 from worker_admin.views.database_health import database_rows, overview_snapshot
 from worker_admin.views.polling import shared_fragment
@@ -19,7 +19,7 @@ TEMPLATE = "worker_admin/overview.html"
 
 @require_safe  # a read: PUT, PATCH, DELETE and POST get 405
 def overview(request):
-    caps = capabilities()
+    caps = read_capabilities()
     if request.htmx and caps.usable:
         # The refresh: one rendering per interval for every viewer, 304 when what it shows
         # did not change (views/polling.py).

@@ -17,7 +17,7 @@ from worker_admin.history.entity_series import read_heartbeats
 from worker_admin.index_advice import LOCKED, guarded
 from worker_admin.replica import read_alias
 from worker_admin.roles import can_run_maintenance
-from worker_admin.schema import capabilities
+from worker_admin.schema import read_capabilities
 from worker_admin.worker_detail import MAX_ID_LENGTH, worker_detail
 
 THRESHOLDS = [1, 2, 5, 10, 15, 30, 60]  # minutes
@@ -40,7 +40,7 @@ def _threshold(request) -> tuple[int, str | None]:
 
 @require_safe  # a read: PUT, PATCH, DELETE and POST get 405
 def workers(request):
-    caps = capabilities()
+    caps = read_capabilities()
     minutes, problem = _threshold(request)
     stale_only = request.GET.get("stale") == "1"
     context = {
@@ -80,7 +80,7 @@ def workers(request):
 def worker(request, worker_id: str):
     """One worker or lock holder. The id is any text a worker library wrote in locked_by (it
     comes URL-encoded); one that is neither registered nor holding a lock is a 404."""
-    caps = capabilities()
+    caps = read_capabilities()
     minutes, problem = _threshold(request)
     context = {
         "active": "workers",
