@@ -55,11 +55,9 @@ def measure(conninfo: str, users: int, seconds: float, poll_seconds: float) -> d
 
 
 def _split(server: serve_bench.Server, meter: observer_http.CpuMeter) -> tuple[float, float]:
-    master = server.process.pid
-    processes = serve_bench.process_cpu(master, with_children=True) + sum(
-        serve_bench.process_cpu(pid) for pid in serve_bench.children(master)
-    )
-    return processes, sum(serve_bench.process_cpu(pid) for pid in meter._backends())
+    """CPU so far of the server's processes, and of their PostgreSQL backends."""
+    backends = meter._backends()
+    return server.cpu_seconds([]), server.cpu_seconds(backends) - server.cpu_seconds([])
 
 
 def main(argv: list[str] | None = None) -> int:
