@@ -270,6 +270,39 @@ def test_pinned_targets__a_job_changed_after_the_preview_is_skipped_and_kept(ope
     assert sorted(entry.changed_ids) == sorted(j.id for j in jobs[1:])
 
 
+@pytest.mark.parametrize(
+    "column, value",
+    [
+        ("run_at", "now() + interval '1 day'"),
+        ("priority", "7"),
+        ("max_attempts", "9"),
+        ("key", "'set-behind-our-back'"),
+    ],
+)
+def test_pinned_targets__a_raw_update_that_keeps_the_revision_is_caught_too(
+    operator_session, column, value
+):
+    """The pin's digest (computed in SQL, operations/job_actions/pins.py) covers the values a
+    raw UPDATE moves without touching revision or updated_at."""
+    jobs = [WorkerUtils().add_raw_job("pin_raw", {"n": n}) for n in range(2)]
+    form = {"action": "fail", "scope": "filter", "reason": "stop"}
+    preview = operator_session.post(URL + "?task=pin_raw", form)
+    with connections["default"].cursor() as cursor:
+        cursor.execute(
+            f"UPDATE graphile_worker._private_jobs SET {column} = {value} WHERE id = %s",
+            [jobs[0].id],
+        )
+
+    done = operator_session.post(
+        URL + "?task=pin_raw", form | {"token": _token(preview)}, follow=True
+    )
+
+    assert [str(m) for m in done.context["messages"]] == [
+        "Permanently fail: changed 1 of 2; 1 changed since the preview."
+    ]
+    assert Job.objects.get(id=jobs[0].id).attempts == 0
+
+
 def _priority(value: int):
     from worker_admin.utils import RescheduleJobOptions
 

@@ -26,7 +26,6 @@ from dataclasses import asdict, dataclass, field
 
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections, transaction
-from django.utils import timezone
 
 from worker_admin import audit
 from worker_admin.counting import bounded_count
@@ -34,13 +33,8 @@ from worker_admin.filters import apply_filters
 from worker_admin.operations import claims
 from worker_admin.operations.errors import Refused
 from worker_admin.operations.job_actions.kinds import ActionKind
-from worker_admin.operations.job_actions.previewing import (
-    KIND,
-    OLD_LOCK,
-    PIN_COLUMNS,
-    jobs,
-    pin,
-)
+from worker_admin.operations.job_actions.pins import HELD, as_pinned, pinned_rows
+from worker_admin.operations.job_actions.previewing import KIND, jobs
 from worker_admin.operations.job_actions.request import ActionRequest, from_stored, options_for
 from worker_admin.utils import JobActionResult, WorkerUtils
 
@@ -256,13 +250,9 @@ def _act(utils: WorkerUtils, request: ActionRequest, chunk: list[list]) -> PartR
     """Lock the chunk's jobs, keep those still as previewed, act on them."""
     ids = [pinned[0] for pinned in chunk]
     as_previewed = {pinned[0]: pinned for pinned in chunk}
-    rows = jobs().filter(id__in=ids).select_for_update().values_list(*PIN_COLUMNS, "locked_at")
-    now, locked = {}, set()
-    young = timezone.now() - OLD_LOCK
-    for row in rows:
-        now[row[0]] = pin(row[:-1])
-        if row[-1] is not None and row[-1] >= young:
-            locked.add(row[0])
+    rows = as_pinned(pinned_rows(jobs().filter(id__in=ids).select_for_update()))
+    now = {row.id: row.pin for row in rows}
+    locked = {row.id for row in rows if row.lock == HELD}
     matching = set(now)
     if request.target.filters is not None and now:
         matching = set(

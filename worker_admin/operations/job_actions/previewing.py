@@ -6,22 +6,21 @@ not in it, and skips one whose revision or updated_at moved since."""
 
 from __future__ import annotations
 
-import hashlib
-import json
+from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Count
 
 from worker_admin import databases
 from worker_admin.filters import apply_filters
 from worker_admin.index_advice import filter_needs, guarded
-from worker_admin.models import Job
+from worker_admin.models import Job, Task
 from worker_admin.operations import claims
 from worker_admin.operations.errors import NotFound, Refused
 from worker_admin.operations.job_actions.kinds import ActionKind
+from worker_admin.operations.job_actions.pins import HELD, OLD, PinnedRow, as_pinned, pinned_rows
 from worker_admin.operations.job_actions.request import ActionRequest
 from worker_admin.stats import database_now
 from worker_admin.utils import RUN_NOW
@@ -29,7 +28,6 @@ from worker_admin.utils import RUN_NOW
 KIND = "job_action"
 PREVIEW_ROWS = 20
 BY_TASK_STATE_ROWS = 20
-OLD_LOCK = timedelta(hours=4)
 
 
 @dataclass(frozen=True)
@@ -99,25 +97,9 @@ def target_queryset(request: ActionRequest):
     return jobs().filter(id__in=request.target.ids)
 
 
-# What a pin compares, beside revision and updated_at (which the schema's functions move): the
-# values a change made some other way (a raw UPDATE) would move. A lock is not among them: a
-# worker taking a job is reported as "a worker holds them", by the schema function.
-PIN_COLUMNS = ("id", "revision", "updated_at", "run_at", "priority", "attempts", "max_attempts")
-PIN_COLUMNS += ("key", "task_id", "job_queue_id")
-
-
-def pin(row: tuple) -> list:
-    """[id, revision, updated_at, digest of the other pinned values] for a PIN_COLUMNS row."""
-    job_id, revision, updated_at, *rest = row
-    values = [value.isoformat() if isinstance(value, datetime) else value for value in rest]
-    digest = hashlib.sha256(json.dumps(values).encode()).hexdigest()[:16]
-    return [job_id, revision, updated_at.isoformat(), digest]
-
-
-def _pinned_rows(request: ActionRequest) -> list[tuple]:
+def _pinned_rows(request: ActionRequest) -> list[PinnedRow]:
     limit = settings.BULK_ACTION_LIMIT
-    columns = (*PIN_COLUMNS, "locked_at")
-    rows = list(target_queryset(request).order_by("id").values_list(*columns)[: limit + 1])
+    rows = as_pinned(pinned_rows(target_queryset(request).order_by("id"))[: limit + 1])
     if len(rows) > limit:
         raise Refused(
             f"More than {limit:,} jobs match this filter, the most one bulk action may change. "
@@ -155,12 +137,11 @@ def _read(request: ActionRequest) -> Preview:
         raise NotFound(
             "None of the chosen jobs exists (completed jobs are deleted): nothing to do."
         )
-    if request.kind is ActionKind.REMOVE and not rows[0][PIN_COLUMNS.index("key")]:
+    if request.kind is ActionKind.REMOVE and not rows[0].key:
         raise Refused("Remove by key works on one job that has a key.")
     now = database_now(databases.current().alias)
-    locks = [row[-1] for row in rows if row[-1] is not None]
-    locked = sum(1 for locked_at in locks if locked_at >= now - OLD_LOCK)
-    old_locks = len(locks) - locked
+    locked = sum(1 for row in rows if row.lock == HELD)
+    old_locks = sum(1 for row in rows if row.lock == OLD)
     shown_rows = list(
         jobs()
         .with_state()
@@ -175,30 +156,30 @@ def _read(request: ActionRequest) -> Preview:
         locked=locked,
         old_locks=old_locks,
         missing=missing,
-        pinned=[pin(row[:-1]) for row in rows],
+        pinned=[row.pin for row in rows],
     )
     result.changes = {job.id: changes_of(request, job, now) for job in shown_rows}
     for job in shown_rows:
         job.changes = result.changes[job.id]
     if len(rows) > PREVIEW_ROWS:
-        result.by_task_state = _by_task_state(ids)
-    attempts, max_attempts = PIN_COLUMNS.index("attempts"), PIN_COLUMNS.index("max_attempts")
-    not_failed = sum(1 for row in rows if row[attempts] < row[max_attempts])
+        result.by_task_state = _by_task_state(rows)
+    not_failed = sum(1 for row in rows if row.attempts < row.max_attempts)
     result.warnings = warnings(result, not_failed)
     return result
 
 
-def _by_task_state(ids: list[int]) -> list[tuple[str, str, int]]:
-    """How many of the pinned jobs there are per task and state (the largest groups first)."""
-    counts = (
-        jobs()
-        .filter(id__in=ids)
-        .with_state()
-        .values_list("task__identifier", "state")
-        .annotate(n=Count("id"))
-        .order_by("-n", "task__identifier", "state")[:BY_TASK_STATE_ROWS]
+def _by_task_state(rows: list[PinnedRow]) -> list[tuple[str, str, int]]:
+    """How many of the pinned jobs there are per task and state (the largest groups first),
+    counted from the rows already read: a second query naming 10,000 ids cost 250 ms at 10M."""
+    counts = Counter((row.task_id, row.state) for row in rows)
+    names = dict(
+        Task.objects.using(databases.current().alias)
+        .filter(id__in={task_id for task_id, _ in counts})
+        .values_list("id", "identifier")
     )
-    return [(task, state, n) for task, state, n in counts]
+    groups = [(names.get(task_id, "?"), state, n) for (task_id, state), n in counts.items()]
+    groups.sort(key=lambda group: (-group[2], group[0], group[1]))
+    return groups[:BY_TASK_STATE_ROWS]
 
 
 def changes_of(request: ActionRequest, job: Job, now: datetime) -> list[Change]:
