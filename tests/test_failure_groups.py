@@ -21,14 +21,25 @@ def _text(response) -> str:
     return html.unescape(re.sub(r"\s+", " ", without_tags))
 
 
-def _forms(response) -> dict[str, str]:
-    """action value -> the form's URL, for each group action form on the page."""
+def _forms(response) -> dict[str, list[str]]:
+    """action value -> the URLs its group buttons post to (each button names its formaction
+    and submits the page's one group-action form, which holds the CSRF token and the scope)."""
     body = response.content.decode()
-    found = {}
-    for action_url, form in re.findall(r'<form method="post" action="([^"]+)">(.*?)</form>', body):
-        kind = re.search(r'name="action" value="(\w+)"', form)
-        if kind and "/jobs/actions/" in action_url:
-            found.setdefault(kind.group(1), []).append(html.unescape(action_url))
+    found: dict[str, list[str]] = {}
+    form = re.search(
+        r'<form id="group-action" method="post" action="[^"]+" hidden>(.*?)</form>', body
+    )
+    buttons = re.findall(
+        r'<button type="submit" form="group-action" formaction="([^"]+)"[^>]*'
+        r'name="action" value="(\w+)"',
+        body,
+    )
+    if buttons:
+        assert form and "csrfmiddlewaretoken" in form.group(1), "the buttons' form is missing"
+        assert 'name="scope" value="filter"' in form.group(1)
+    for action_url, kind in buttons:
+        if "/jobs/actions/" in action_url:
+            found.setdefault(kind, []).append(html.unescape(action_url))
     return found
 
 

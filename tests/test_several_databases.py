@@ -230,6 +230,24 @@ def test_a_preview_made_on_one_database_never_acts_on_another(console, rosa, sec
     assert sorted(entry.changed_ids) == sorted(before)
 
 
+def test_failures_are_grouped_and_shared_per_database(console, rosa, second_database):
+    # The production server shares each grouping for SHARED_SNAPSHOT_SECONDS (2 s by default):
+    # asked one after the other within that time, each database still shows only its own.
+    main_ids = _main_jobs(2)
+    failed = "UPDATE graphile_worker._private_jobs SET attempts = max_attempts, last_error = %s"
+    with psycopg.connect(server_conninfo()) as conn:
+        conn.execute(failed + " WHERE id = ANY(%s)", ["main boom 17", main_ids])
+    with psycopg.connect(second_database) as conn:
+        conn.execute(failed, ["second boom 42"])
+    browser = _browser(console)
+    for _ in range(2):
+        second = browser.get("/db/second/failures/").text
+        main = browser.get("/db/main/failures/").text
+        assert "second boom &lt;n&gt;" in second and "main boom" not in second
+        assert "main boom &lt;n&gt;" in main and "second boom" not in main
+        assert "second boom &lt;n&gt;" in browser.get("/db/readonly/failures/").text
+
+
 def test_max_role_and_groups_limit_what_is_done_where(
     console, rosa, django_user_model, second_database
 ):

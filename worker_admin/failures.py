@@ -37,8 +37,10 @@ Speed. The regular expressions cost tens of microseconds per row in PostgreSQL, 
 the grouping. No rule tells one digit from another (rule 6 says "a digit, x", not "0x"), so
 replacing every digit by 0 first changes no result; the page uses that to collapse lines that
 differ only in their digits, and in their stack frames, before it runs any regular expression
-(see `_grouped_sql`). Patterns avoid capture groups where they can: PostgreSQL matches those
-several times slower.
+(see `_grouped_sql`). That replacement is nine `replace()` calls rather than one `translate()`:
+on UTF-8 text `translate` looks every character up in its map, about five times slower over the
+10,000 lines the page reads on a large table (40 ms of a 110 ms query at 10M jobs). Patterns
+avoid capture groups where they can: PostgreSQL matches those several times slower.
 """
 
 from __future__ import annotations
@@ -72,7 +74,8 @@ from worker_admin.stats import database_now, is_large
 MAX_MESSAGE_LENGTH = 500
 NEWEST_FAILURES = 10_000  # on a large table, the failing jobs grouped (the newest ones)
 NO_ERROR = "<no error>"
-EXAMPLE_LENGTH = 8000  # characters of a group's example error sent to the page
+EXAMPLE_LENGTH = 8000  # characters of a group's example error, by default (the API's)
+EXCERPT_LENGTH = 600  # the page's: the start of the error; the job's page has all of it
 
 _SPACE = r" \t\r\n\f\v"
 _LEADING_SPACE = " \t\r\n\f\v"  # the same characters, for ltrim and str.lstrip
@@ -250,11 +253,12 @@ def failure_groups(
     task: str = "",
     state: FailureState = FailureState.BOTH,
     limit: int = 200,
+    example_length: int = EXAMPLE_LENGTH,
 ) -> FailureReport:
     """Failed and/or retrying jobs grouped by task and normalised error, largest group first.
 
     One grouped query over the jobs table (see `_grouped_sql`), then one by primary key for an
-    example error per group (the newest job's, cut at EXAMPLE_LENGTH characters), then the
+    example error per group (the newest job's, cut at `example_length` characters), then the
     database clock. `task` is an exact identifier; `limit` caps the groups (the largest ones).
     """
     jobs = Job.objects.using(alias).filter(state.predicate)
@@ -286,7 +290,7 @@ def failure_groups(
         job_id: (text or "", length or 0)
         for job_id, text, length in Job.objects.using(alias)
         .filter(id__in=[row["example_job_id"] for row in rows[:limit]])
-        .values_list("id", Left("last_error", EXAMPLE_LENGTH), Length("last_error"))
+        .values_list("id", Left("last_error", example_length), Length("last_error"))
     }
     groups = []
     for row in rows[:limit]:
@@ -301,7 +305,7 @@ def failure_groups(
                 last_seen=row["last_seen"],
                 example_job_id=row["example_job_id"],
                 example_error=text,
-                example_truncated=length > EXAMPLE_LENGTH,
+                example_truncated=length > example_length,
             )
         )
     return FailureReport(
@@ -323,13 +327,7 @@ def _grouped_sql(jobs: QuerySet, alias: str) -> tuple[str, list]:
         jobs.order_by()
         .values(
             task_identifier=F("task__identifier"),
-            line=Func(
-                first_line_expression(),
-                Value(_NONZERO_DIGITS),
-                Value(_ZEROS),
-                function="translate",
-                output_field=TextField(),
-            ),
+            line=_digits_to_zero(first_line_expression()),
         )
         .annotate(
             failed=Count("id", filter=STATE_PREDICATES[JobState.FAILED]),
@@ -361,6 +359,14 @@ def _grouped_sql(jobs: QuerySet, alias: str) -> tuple[str, list]:
          LIMIT %s
     """
     return sql, [*message_params, *lines_params]
+
+
+def _digits_to_zero(line: Expression) -> Expression:
+    """Every digit 1-9 becomes 0, as `translate(line, '123456789', '000000000')` would, but with
+    nine `replace()` calls: several times faster on UTF-8 text (see the module docstring)."""
+    for digit in _NONZERO_DIGITS:
+        line = Func(line, Value(digit), Value("0"), function="replace", output_field=TextField())
+    return line
 
 
 def _compile(expression: Expression, query, alias: str) -> tuple[str, tuple]:
