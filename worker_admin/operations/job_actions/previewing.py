@@ -99,13 +99,22 @@ def target_queryset(request: ActionRequest):
 
 def _pinned_rows(request: ActionRequest) -> list[PinnedRow]:
     limit = settings.BULK_ACTION_LIMIT
-    rows = as_pinned(pinned_rows(target_queryset(request).order_by("id"))[: limit + 1])
-    if len(rows) > limit:
-        raise Refused(
-            f"More than {limit:,} jobs match this filter, the most one bulk action may change. "
-            "Narrow the filter, or raise BULK_ACTION_LIMIT."
-        )
+    targets = target_queryset(request)
+    # Over the limit is told by ids alone first (an index-only walk, ~2 ms for a task with
+    # millions of jobs), before the pins read every row (~300 ms for such a task at 10M).
+    if targets.order_by().values("pk")[: limit + 1].count() > limit:
+        _refuse_over(limit)
+    rows = as_pinned(pinned_rows(targets.order_by("id"))[: limit + 1])
+    if len(rows) > limit:  # more matched between the two reads
+        _refuse_over(limit)
     return rows
+
+
+def _refuse_over(limit: int) -> None:
+    raise Refused(
+        f"More than {limit:,} jobs match this filter, the most one bulk action may change. "
+        "Narrow the filter, or raise BULK_ACTION_LIMIT."
+    )
 
 
 def preview(actor, request: ActionRequest, *, index_budget: bool = False) -> Preview:
