@@ -214,3 +214,24 @@ def test_the_planner_can_use_the_failing_index_for_the_failed_and_retrying_tabs(
         with connections[settings.WORKER_DATABASE].cursor() as cursor:
             cursor.execute("RESET enable_seqscan")
     assert all("console_jobs_failing" in plan for plan in plans), plans
+
+
+def test_a_filtered_tabs_rare_locked_count_can_use_the_locked_index(clean_indexes):
+    # A hot task's locked jobs are few: "locked_at IS NOT NULL" alone cannot use
+    # console_jobs_locked (its predicate is locked_by IS NOT NULL), so the count walked the
+    # task's millions of jobs and ran out of its budget at 10M. The tabs count what the overview
+    # counts when the index exists: jobs with locked_by set.
+    from worker_admin.models import Job
+    from worker_admin.views.jobs import _rare_predicate
+
+    alias = settings.WORKER_DATABASE
+    jobs = Job.objects.using(alias).filter(task_id=1)
+    _run("create", "console_jobs_locked")
+    with connections[alias].cursor() as cursor:
+        cursor.execute("SET enable_seqscan = off")  # an empty table: force the choice it has
+    try:
+        plan = jobs.filter(_rare_predicate("locked", alias)).values("id")[:1001].explain()
+    finally:
+        with connections[alias].cursor() as cursor:
+            cursor.execute("RESET enable_seqscan")
+    assert "console_jobs_locked" in plan, plan
