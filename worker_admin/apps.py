@@ -11,12 +11,14 @@ class WorkerAdminConfig(AppConfig):
         from worker_admin import (
             account_audit,
             checks,  # noqa: F401 - registers the system checks
+            fast_timestamps,
             replica,  # noqa: F401 - resets the per-request replica choice
         )
         from worker_admin.console_schema import ensure_console_schema
 
         pre_migrate.connect(ensure_console_schema, dispatch_uid="worker_admin.console_schema")
         account_audit.connect()
+        fast_timestamps.connect()  # psycopg's C loader for timestamps in a UTC session
         from worker_admin.history import signals as history_signals
 
         history_signals.connect()  # snapshots taken by the first request once one is due
