@@ -14,6 +14,7 @@ from typing import Any
 from django.conf import settings
 
 from worker_admin import databases
+from worker_admin.counting import bounded_count
 from worker_admin.filters import apply_filters
 from worker_admin.index_advice import filter_needs, guarded
 from worker_admin.models import Job, Task
@@ -102,7 +103,7 @@ def _pinned_rows(request: ActionRequest) -> list[PinnedRow]:
     targets = target_queryset(request)
     # Over the limit is told by ids alone first (an index-only walk, ~2 ms for a task with
     # millions of jobs), before the pins read every row (~300 ms for such a task at 10M).
-    if targets.order_by().values("pk")[: limit + 1].count() > limit:
+    if bounded_count(targets, bound=limit).kind == "at_least":
         _refuse_over(limit)
     rows = as_pinned(pinned_rows(targets.order_by("id"))[: limit + 1])
     if len(rows) > limit:  # more matched between the two reads
