@@ -166,10 +166,19 @@ def test_sweep__dry_run_page_shows_superseded_jobs_and_the_sweep_leaves_them_fai
     preview = admin_client.post("/maintenance/sweep/", form)
 
     text = _text(preview)
-    assert f"stays failed: superseded by job {replacement.id}" in text
-    assert "stays failed: superseded " in text
-    assert f'href="/jobs/{replacement.id}/"' in preview.content.decode()
+    assert "stays failed: superseded" in text and "superseded by job" not in text
     assert "will release 4 jobs of 1 dead worker; 2 superseded stay failed" in text
+    # The page names the replacements once shown (a lookup no index serves at 10M jobs).
+    lookup = re.search(r'hx-get="([^"]+)"', preview.content.decode()).group(1)
+    ids = sorted([replaced.id, removed.id])
+    assert lookup == f"/maintenance/sweep/replacements/?ids={ids[0]},{ids[1]}"
+    named = admin_client.get(lookup.replace("&amp;", "&"))
+    assert named.status_code == 200
+    assert f'<span id="replaced-{replaced.id}" hx-swap-oob="true">' in named.content.decode()
+    assert f"superseded by job {replacement.id}" in _text(named)
+    assert f'href="/jobs/{replacement.id}/"' in named.content.decode()
+    assert f'id="replaced-{removed.id}"' not in named.content.decode()
+    assert "Replacements found for 1 of 2 superseded jobs shown" in _text(named)
     admin_client.post("/maintenance/sweep/", {"token": _token(preview), "reason": "dead"})
     for job in (replaced, removed):
         after = Job.objects.with_state().get(id=job.id)
@@ -210,3 +219,18 @@ def test_sweep__api_preview_and_apply_report_superseded_jobs(client, django_user
         assert Job.objects.with_state().get(id=job.id).state == "failed"
     entry = AuditEntry.objects.get(action="sweep", outcome="done")
     assert sorted(entry.changed_ids) == sorted(plans)
+
+
+@pytest.mark.parametrize(
+    ("ids", "message"),
+    [
+        ("1,two", "ids must be job ids"),
+        ("1;DROP TABLE jobs", "ids must be job ids"),
+        ("-5", "ids must be job ids"),
+        ("9" * 30, "ids must be job ids"),
+        (",".join(str(n) for n in range(1, 30)), "at most 20 jobs"),
+    ],
+)
+def test_sweep_replacements__bad_ids_are_refused(admin_client, db, ids, message):
+    response = admin_client.get("/maintenance/sweep/replacements/", {"ids": ids})
+    assert response.status_code == 400 and message in _text(response)

@@ -101,6 +101,7 @@ READS = {
     "worker_admin:worker",
     "worker_admin:history",
     "worker_admin:history_charts",
+    "worker_admin:sweep_replacements",
 }
 
 

@@ -60,6 +60,11 @@ urlpatterns = [
     path("maintenance/add-recovery/", maintenance.add_recovery, name="add_recovery"),
     path("maintenance/index/", maintenance.index_change, name="index_change"),
     path("maintenance/sweep/", recovery.sweep, name="sweep"),
+    path(
+        "maintenance/sweep/replacements/",
+        recovery.sweep_replacements,
+        name="sweep_replacements",
+    ),
     path("maintenance/force-unlock/", recovery.force_unlock, name="force_unlock"),
     path("maintenance/cleanup/", recovery.cleanup, name="cleanup"),
     path("audit/", audit.audit_log, name="audit"),

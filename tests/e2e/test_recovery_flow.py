@@ -8,7 +8,7 @@ from django.db import connection
 
 from worker_admin.models import Job, Worker
 from worker_admin.roles import ensure_groups
-from worker_admin.utils import WorkerUtils
+from worker_admin.utils import JobSpec, WorkerUtils
 
 pytestmark = pytest.mark.browser
 
@@ -64,3 +64,52 @@ def test_recovery_flow__dry_run_then_sweep_then_audit(
     expect(row).to_contain_text("sweep")
     expect(row).to_contain_text("changed 1 of 1 job of 1 dead worker (1 recovered)")
     screenshot("audit-after-sweep")
+
+
+@pytest.fixture
+def superseded_job(worker_rows, django_user_model):
+    """A dead worker's keyed job whose key add_job gave to a new job while it was dead."""
+    ensure_groups()
+    utils = WorkerUtils()
+    old = utils.add_raw_job("nightly_report", {"v": 1}, JobSpec(job_key="nightly"))
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT graphile_worker.worker_heartbeat('graphile_worker_gone')")
+        cursor.execute(
+            "UPDATE graphile_worker._private_workers SET last_heartbeat_at = now() - "
+            "interval '20 minutes' WHERE id = 'graphile_worker_gone'"
+        )
+        cursor.execute(
+            "UPDATE graphile_worker._private_jobs SET locked_by = 'graphile_worker_gone', "
+            "locked_at = now() - interval '25 minutes', attempts = 1 WHERE id = %s",
+            [old.id],
+        )
+    new = utils.add_raw_job("nightly_report", {"v": 2}, JobSpec(job_key="nightly"))
+    admin = django_user_model.objects.create_user("ada", password="ada-password-1")
+    admin.groups.add(Group.objects.get(name="admin"))
+    return old, new
+
+
+def test_recovery_flow__dry_run_names_the_replacement_after_it_is_shown(
+    live_server, page, screenshot, superseded_job
+):
+    """The replacement lookup (no index serves it) runs after the dry run's page is shown and
+    fills the superseded row's cell in place."""
+    from playwright.sync_api import expect
+
+    old, new = superseded_job
+    page.goto(f"{live_server.url}/login/")
+    page.get_by_label("User name").fill("ada")
+    page.get_by_label("Password").fill("ada-password-1")
+    page.get_by_role("button", name="Log in").click()
+    page.goto(f"{live_server.url}/maintenance/")
+    page.get_by_role("button", name="Dry run…").click()
+
+    row = page.locator(".preview tbody tr", has_text=str(old.id))
+    expect(row).to_contain_text(f"stays failed: superseded by job {new.id}")
+    expect(row.get_by_role("link", name=f"job {new.id}")).to_have_attribute(
+        "href", f"/jobs/{new.id}/"
+    )
+    expect(page.locator("#replacement-lookup")).to_contain_text(
+        "Replacements found for 1 of 1 superseded job shown"
+    )
+    screenshot("sweep-dry-run-replacement")

@@ -20,10 +20,10 @@ from worker_admin import audit
 from worker_admin.cleanup import plural, require_usable
 from worker_admin.fleet import FRESH_HEARTBEAT
 from worker_admin.installer import quote_schema
-from worker_admin.operations import claims
+from worker_admin.operations import claims, lock_pins
 from worker_admin.operations import releasing as rel
 from worker_admin.operations.errors import Refused
-from worker_admin.operations.sweep_finding import _locked_rows
+from worker_admin.operations.sweep_finding import FLAGS
 from worker_admin.utils import WorkerUtils, WorkerUtilsError
 
 KIND = "force_unlock"
@@ -92,13 +92,15 @@ def preview(actor, ids, reason: str = "", *, utils: WorkerUtils | None = None) -
     with transaction.atomic(using=utils.alias), connections[utils.alias].cursor() as cursor:
         cursor.execute("SELECT now()")
         now = cursor.fetchone()[0]
-        jobs = _locked_rows(cursor, q, ids)
+        pins = lock_pins.read(cursor, q, "j.locked_by = ANY(%s::text[])", [ids], FLAGS)
+        shown = lock_pins.shown(cursor, q, [pin.id for pin in pins[: rel.PREVIEW_ROWS]])
+        counts = lock_pins.counts(cursor, q, [(pin.task_id, "unlock") for pin in pins])
         queues = rel.pin_queues(cursor, q, ids)
         fresh = _fresh(cursor, q, ids, now) if caps.has_workers_table else []
     pinned = {
         "alias": utils.alias,
         "schema": utils.schema,
-        "jobs": [job.pin(rel.UNLOCK) for job in jobs],
+        "jobs": [pin.pin(rel.UNLOCK) for pin in pins],
         "queues": queues,
     }
     values = {"worker_ids": ids}
@@ -110,7 +112,7 @@ def preview(actor, ids, reason: str = "", *, utils: WorkerUtils | None = None) -
         "jobs may run twice if unlocked."
         for w in fresh
     ]
-    holding = {job.locked_by for job in jobs} | {by for _n, by, _at in queues}
+    holding = {pin.locked_by for pin in pins} | {by for _n, by, _at in queues}
     idle = [w for w in ids if w not in holding]
     if idle:
         warnings.append(f"Holding no locks now: {', '.join(idle[:20])}.")
@@ -119,12 +121,12 @@ def preview(actor, ids, reason: str = "", *, utils: WorkerUtils | None = None) -
         worker_ids=ids,
         reason=reason,
         now=now,
-        job_ids=[job.id for job in jobs],
+        job_ids=[pin.id for pin in pins],
         rows=[
             rel.Row(job.id, job.task, job.locked_by, "unlock", rel.changes(job, rel.UNLOCK))
-            for job in jobs[: rel.PREVIEW_ROWS]
+            for job in shown
         ],
-        counts=rel.counts_by_task([(job.task, "unlock") for job in jobs]),
+        counts=counts,
         queue_names=[name for name, _by, _at in queues],
         fresh=fresh,
         warnings=warnings,

@@ -1,17 +1,18 @@
 """Shared by the stale-worker sweep and force-unlock: pinning the locks dead workers hold,
 showing what releasing them changes, and releasing exactly those, once.
 
-A pinned job is [id, revision, updated_at, locked_by, locked_at, plan]; a pinned queue is
-[queue_name, locked_by, locked_at]. At apply the pinned jobs are locked (FOR UPDATE) and compared
-with the pin: a job now held by another worker is skipped ("a worker holds them"), one whose
-revision, updated_at or lock changed otherwise is skipped ("changed since the preview"), one
-deleted meanwhile is "gone". Only the jobs still exactly as previewed are released; a job the
-same worker locked after the preview was never pinned and is never touched.
+A pinned job is [id, revision, updated_at, locked_by, locked_at, plan], both times in
+microseconds since the epoch as PostgreSQL computes them (`micros`, operations/lock_pins.py);
+a pinned queue is [queue_name, locked_by, locked_at]. At apply the pinned jobs are locked
+(FOR UPDATE) and compared with the pin: a job now held by another worker is skipped ("a worker
+holds them"), one whose revision, updated_at or lock changed otherwise is skipped ("changed
+since the preview"), one deleted meanwhile is "gone". Only the jobs still exactly as previewed
+are released; a job the same worker locked after the preview was never pinned and is never
+touched.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -20,7 +21,7 @@ from worker_admin.operations import claims
 from worker_admin.operations.errors import Refused
 from worker_admin.roles import ADMIN, can_run_maintenance, refusal
 
-PREVIEW_ROWS = 200
+PREVIEW_ROWS = 20  # as every other preview: the first rows, and counts by task for all
 REASON_MAX = 2000
 RECOVERED_ERROR = "Job recovered after worker interruption"
 NONE = "(none)"
@@ -38,6 +39,11 @@ SET_SQL = {
     SUPERSEDED: "locked_at = NULL, locked_by = NULL",
     UNLOCK: "locked_at = NULL, locked_by = NULL",
 }
+
+
+def micros(column: str) -> str:
+    """SQL for a timestamp as whole microseconds since the epoch: what a lock pin compares."""
+    return f"(extract(epoch from {column}) * 1000000)::bigint"
 
 
 def utc_iso(moment: datetime | None) -> str:
@@ -101,16 +107,6 @@ class LockedJob:
     last_error: str
     superseded: bool = False
 
-    def pin(self, plan: str) -> list:
-        return [
-            self.id,
-            self.revision,
-            self.updated_at.isoformat(),
-            self.locked_by,
-            self.locked_at.isoformat(),
-            plan,
-        ]
-
 
 def changes(job: LockedJob, plan: str, run_at_after: datetime | None = None) -> tuple:
     """Before -> after of every column the plan sets, in the console's format."""
@@ -127,11 +123,6 @@ def changes(job: LockedJob, plan: str, run_at_after: datetime | None = None) -> 
             shown.append(Change("last_error", job.last_error or NONE, RECOVERED_ERROR))
         shown.append(Change("updated_at", utc_iso(job.updated_at), "the time of the sweep"))
     return tuple(shown)
-
-
-def counts_by_task(rows: list[tuple[str, str]]) -> list[tuple[str, str, int]]:
-    """(task, what happens, count), largest first: the shape of a large set at a glance."""
-    return [(task, plan, n) for (task, plan), n in Counter(rows).most_common()]
 
 
 @dataclass
@@ -176,8 +167,8 @@ def release_jobs(cursor, q: str, pinned: list[list], result: Released, **values)
     if not wanted:
         return
     cursor.execute(
-        f"SELECT id, revision, updated_at, locked_by, locked_at FROM {q}._private_jobs "
-        "WHERE id = ANY(%s::bigint[]) ORDER BY id FOR UPDATE",
+        f"SELECT id, revision, {micros('updated_at')}, locked_by, {micros('locked_at')} "
+        f"FROM {q}._private_jobs WHERE id = ANY(%s::bigint[]) ORDER BY id FOR UPDATE",
         [[pin[0] for pin in wanted]],
     )
     now = {row[0]: row for row in cursor.fetchall()}
@@ -189,7 +180,7 @@ def release_jobs(cursor, q: str, pinned: list[list], result: Released, **values)
         _id, rev_now, updated_now, by_now, at_now = now[job_id]
         if by_now is not None and by_now != locked_by:
             result.held_ids.append(job_id)
-        elif (rev_now, updated_now.isoformat(), by_now, at_now and at_now.isoformat()) != (
+        elif (rev_now, updated_now, by_now, at_now) != (
             revision,
             updated_at,
             locked_by,

@@ -21,6 +21,7 @@ transaction.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -30,7 +31,7 @@ from worker_admin import audit
 from worker_admin.cleanup import plural
 from worker_admin.index_advice import LOCKED, guarded
 from worker_admin.installer import quote_schema
-from worker_admin.operations import claims
+from worker_admin.operations import claims, sweep_finding
 from worker_admin.operations import releasing as rel
 from worker_admin.operations.errors import Refused
 from worker_admin.operations.sweep_finding import Found, find
@@ -38,6 +39,7 @@ from worker_admin.recovery import SWEEP_LOCK_KEY, _require_recovery, format_dura
 from worker_admin.utils import WorkerUtils, WorkerUtilsError
 
 KIND = "sweep"
+LOOKUP_SECONDS = sweep_finding.LOOKUP_BUDGET_MS / 1000  # replacements(): past it, None
 REASON_NEEDED = "Give a reason for the sweep; it goes in the audit log."
 LOCK_BUSY = (
     "Another sweeper (a Rust worker or another console) holds the sweep lock right now: "
@@ -64,6 +66,11 @@ class Preview:
     counts: list[tuple[str, str, int]]
     queue_names: list[str]
     warnings: list[str]
+    replacements_pending: bool = False  # superseded rows shown whose replacement is not named
+
+    @property
+    def superseded_shown(self) -> list[int]:
+        return [row.id for row in self.rows if row.superseded and row.replaced_by is None]
 
     @property
     def worker_ids(self) -> list[str]:
@@ -149,9 +156,12 @@ def preview(
     *,
     utils: WorkerUtils | None = None,
     index_budget: bool = False,
+    name_replacements: bool = True,
 ) -> Preview:
     """The dry run (read-only, under the sweep lock): pin what the sweep will release.
 
+    Without `name_replacements` (the web page, which asks `replacements()` once the page is
+    shown) the rows of superseded jobs do not name the job that took the key.
     With `index_budget` (the web page and the API; not the command line, whose scripted sweeps
     may wait), the read of the locked jobs without console_jobs_locked on a large table has
     the index guard's budget (index_advice.py) and raises IndexNeeded past it."""
@@ -174,7 +184,7 @@ def preview(
     ):
         if not _sweep_lock(cursor):
             raise Refused(LOCK_BUSY, status=409)
-        found = find(cursor, q, threshold, delay, include_node)
+        found = find(cursor, q, threshold, delay, include_node, name_replacements)
     pinned = {
         "alias": utils.alias,
         "schema": utils.schema,
@@ -184,7 +194,20 @@ def preview(
     }
     request = values | {"reason": reason}
     token = claims.issue(KIND, actor, request, [pinned], claims.fingerprint(values))
-    return _shown(token, threshold, delay, include_node, reason, found)
+    shown = _shown(token, threshold, delay, include_node, reason, found)
+    return dataclasses.replace(shown, replacements_pending=bool(shown.superseded_shown))
+
+
+def replacements(ids: list[int], *, utils: WorkerUtils | None = None) -> dict[int, int] | None:
+    """Read-only: the job that took the key of each of these superseded jobs (those with
+    exactly one candidate), or None when the lookup ran past its budget. For the dry run's
+    page, which shows first and names the replacements of its first rows afterwards."""
+    if len(ids) > rel.PREVIEW_ROWS:
+        raise Refused(f"Ask for at most {rel.PREVIEW_ROWS} jobs at a time.")
+    utils = utils or WorkerUtils()
+    with transaction.atomic(using=utils.alias), connections[utils.alias].cursor() as cursor:
+        q = quote_schema(utils.schema)
+        return sweep_finding.replacements(cursor, q, ids, sweep_finding.LOOKUP_BUDGET_MS)
 
 
 def _shown(token, threshold, delay, include_node, reason, found: Found) -> Preview:

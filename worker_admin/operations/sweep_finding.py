@@ -12,12 +12,14 @@ instead of an EXISTS over every job per stale worker.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.db import OperationalError
 
 from worker_admin.counting import cancelled, statement_budget
+from worker_admin.operations import lock_pins
 from worker_admin.operations import releasing as rel
 from worker_admin.recovery import (
     _SUPERSEDED,
@@ -44,56 +46,53 @@ class Found:
     warnings: list[str] = field(default_factory=list)
 
 
-def _select(q: str, where: str) -> str:
-    return f"""
-        SELECT j.id, j.revision, j.updated_at, j.locked_by, j.locked_at, t.identifier,
-               j.attempts, j.max_attempts, j.run_at,
-               left(split_part(coalesce(j.last_error, ''), E'\\n', 1), 200),
-               {_SUPERSEDED}, coalesce(j.flags ?| %s::text[], false)
-        FROM {q}._private_jobs AS j JOIN {q}._private_tasks AS t ON t.id = j.task_id
-        WHERE {where}
-        ORDER BY j.id
-        """
-
-
-def _locked_jobs(cursor, q: str) -> tuple[list[rel.LockedJob], dict[str, bool]]:
-    """Every locked job (one pass), and per holder whether it holds a resilient job."""
-    cursor.execute(_select(q, "j.locked_by IS NOT NULL"), [FLAGS])
-    jobs, resilient = [], {}
-    for *values, superseded, flagged in cursor.fetchall():
-        job = rel.LockedJob(*values, superseded=superseded)
-        jobs.append(job)
-        resilient[job.locked_by] = resilient.get(job.locked_by, False) or flagged
-    return jobs, resilient
-
-
-def _locked_rows(cursor, q: str, holders: list[str]) -> list[rel.LockedJob]:
-    """The jobs these ids hold (force-unlock), read like the sweep's."""
-    cursor.execute(_select(q, "j.locked_by = ANY(%s::text[])"), [FLAGS, holders])
-    return [rel.LockedJob(*values, superseded=s) for *values, s, _flagged in cursor.fetchall()]
-
-
-def find(cursor, q: str, threshold: timedelta, delay: timedelta, include_node: bool) -> Found:
-    cursor.execute("SELECT now()")
-    found = Found(now=cursor.fetchone()[0])
-    jobs, resilient = _locked_jobs(cursor, q)
+def find(
+    cursor,
+    q: str,
+    threshold: timedelta,
+    delay: timedelta,
+    include_node: bool,
+    name_replacements: bool = True,
+) -> Found:
+    """Who is dead, and the pins, rows and counts of what releasing them changes. Without
+    `name_replacements` the rows do not name the job that replaced a superseded one (the web page
+    looks them up after it is shown: see `replacements`)."""
+    cursor.execute(f"SELECT now(), {rel.micros('now()')}")
+    now, now_us = cursor.fetchone()
+    found = Found(now=now)
+    pins = lock_pins.read(cursor, q, "j.locked_by IS NOT NULL", [], FLAGS)
     cursor.execute(
         f"SELECT locked_by, locked_at FROM {q}._private_job_queues WHERE locked_by IS NOT NULL"
     )
     queue_locks = cursor.fetchall()
     cursor.execute(f"SELECT id, last_heartbeat_at FROM {q}._private_workers ORDER BY id")
     registered = dict(cursor.fetchall())
-    _decide(found, threshold, include_node, registered, resilient, jobs, queue_locks)
+    oldest, resilient = _holders(pins, now, now_us)
+    _decide(found, threshold, include_node, registered, resilient, oldest, queue_locks)
     dead = {worker for worker, _why in found.dead}
-    mine = [job for job in jobs if job.locked_by in dead]
-    _pin_and_show(cursor, q, found, mine, delay)
+    _pin_and_show(cursor, q, found, [pin for pin in pins if pin.locked_by in dead], delay)
+    if name_replacements:
+        _name_replacements(cursor, q, found)
     found.pinned_queues = [
         [name, by, at and at.isoformat()] for name, by, at in _queue_rows(cursor, q, sorted(dead))
     ]
     return found
 
 
-def _decide(found: Found, threshold, include_node, registered, resilient, jobs, queue_locks):
+def _holders(pins: list[lock_pins.LockPin], now: datetime, now_us: int):
+    """Per lock holder: its oldest job lock (as a datetime) and whether it holds a flagged job."""
+    oldest_us: dict[str, int] = {}
+    resilient: dict[str, bool] = {}
+    for pin in pins:
+        oldest_us[pin.locked_by] = min(
+            oldest_us.get(pin.locked_by, pin.locked_at_us), pin.locked_at_us
+        )
+        resilient[pin.locked_by] = resilient.get(pin.locked_by, False) or pin.flagged
+    oldest = {holder: now - timedelta(microseconds=now_us - us) for holder, us in oldest_us.items()}
+    return oldest, resilient
+
+
+def _decide(found: Found, threshold, include_node, registered, resilient, oldest, queue_locks):
     now = found.now
     resilient_after = threshold * RESILIENT_FACTOR
     holds = _resilient_job(FLAGS)
@@ -119,8 +118,8 @@ def _decide(found: Found, threshold, include_node, registered, resilient, jobs, 
             continue
         found.dead.append((worker, why))
         found.pinned_workers.append([worker, beat.isoformat()])
-    oldest: dict[str, datetime] = {}
-    for holder, locked_at in [(j.locked_by, j.locked_at) for j in jobs] + list(queue_locks):
+    oldest = {holder: at for holder, at in oldest.items() if holder not in registered}
+    for holder, locked_at in queue_locks:
         if holder not in registered and locked_at is not None:
             oldest[holder] = min(oldest.get(holder, locked_at), locked_at)
     for holder in sorted(oldest):
@@ -143,75 +142,84 @@ def _decide(found: Found, threshold, include_node, registered, resilient, jobs, 
     found.excluded.sort()
 
 
-def _pin_and_show(cursor, q, found: Found, jobs: list[rel.LockedJob], delay: timedelta):
+SUPERSEDED_SAID, RECOVER_SAID = "stays failed: superseded", "recover: runnable again"
+
+
+def _pin_and_show(cursor, q, found: Found, pins: list[lock_pins.LockPin], delay: timedelta):
+    """Pin every job of the dead workers; show the first PREVIEW_ROWS, count all by task."""
+    plans = {pin.id: rel.SUPERSEDED if pin.superseded else rel.RECOVER for pin in pins}
+    found.pinned_jobs = [pin.pin(plans[pin.id]) for pin in pins]
     run_after = found.now + delay
-    superseded = [job for job in jobs if job.superseded]
-    replaced = _replacements(cursor, q, superseded[: rel.PREVIEW_ROWS])
-    pairs = []
-    for job in jobs:
-        plan = rel.SUPERSEDED if job.superseded else rel.RECOVER
-        found.pinned_jobs.append(job.pin(plan))
-        if job.superseded:
-            by = replaced.get(job.id)
-            said = f"stays failed: superseded by job {by}" if by else "stays failed: superseded"
-        else:
-            said = "recover: runnable again"
-        pairs.append((job.task, "stays failed (superseded)" if job.superseded else "recover"))
-        if len(found.rows) < rel.PREVIEW_ROWS:
-            found.rows.append(
-                rel.Row(
-                    job.id,
-                    job.task,
-                    job.locked_by,
-                    said,
-                    rel.changes(job, plan, max(job.run_at, run_after)),
-                    replaced.get(job.id),
-                )
-            )
-    found.counts = rel.counts_by_task(pairs)
+    for job in lock_pins.shown(cursor, q, [pin.id for pin in pins[: rel.PREVIEW_ROWS]]):
+        plan = plans.get(job.id, rel.SUPERSEDED if job.superseded else rel.RECOVER)
+        said = SUPERSEDED_SAID if plan == rel.SUPERSEDED else RECOVER_SAID
+        changes = rel.changes(job, plan, max(job.run_at, run_after))
+        found.rows.append(rel.Row(job.id, job.task, job.locked_by, said, changes))
+    label = {rel.SUPERSEDED: "stays failed (superseded)", rel.RECOVER: "recover"}
+    found.counts = lock_pins.counts(cursor, q, [(p.task_id, label[plans[p.id]]) for p in pins])
+    superseded = sum(1 for plan in plans.values() if plan == rel.SUPERSEDED)
     if superseded:
         found.warnings.append(
-            f"{plural_jobs(len(superseded))} superseded (the key was replaced while the worker "
+            f"{plural_jobs(superseded)} superseded (the key was replaced while the worker "
             "was dead): the sweep only unlocks them and they stay failed, so the replacement is "
             "the only copy that runs."
         )
+
+
+def _name_replacements(cursor, q: str, found: Found) -> None:
+    """Name the replacing job in the shown rows of superseded jobs (within the budget)."""
+    named = replacements(cursor, q, [row.id for row in found.rows if row.superseded]) or {}
+    found.rows = [
+        dataclasses.replace(
+            row, plan=f"{SUPERSEDED_SAID} by job {named[row.id]}", replaced_by=named[row.id]
+        )
+        if row.id in named
+        else row
+        for row in found.rows
+    ]
 
 
 def plural_jobs(n: int) -> str:
     return f"{n:,} job is" if n == 1 else f"{n:,} jobs are"
 
 
-# What finding the replacements may cost: no column of the rule is indexed, so at 10M jobs the
-# read can take seconds. Past this the preview says "superseded" without naming the new job.
+# What finding the replacements may cost inside a dry run: no column of the rule is indexed, so
+# at 10M jobs the read takes seconds. Past this the preview says "superseded" without naming the
+# new job; the web page asks `replacements` afterwards with LOOKUP_BUDGET_MS.
 REPLACEMENT_BUDGET_MS = 100
+LOOKUP_BUDGET_MS = 3000
 
 
-def _replacements(cursor, q: str, superseded: list[rel.LockedJob]) -> dict[int, int]:
-    """The job that took each superseded job's key, by recovery._REPLACEMENT's rule (created
-    when the old one was superseded, keyed, newer; told only when exactly one matches), for all
-    of them in one read (one correlated subquery per job was a scan of every job per job), only
-    ids above the oldest of them, and within REPLACEMENT_BUDGET_MS: the replacement's id is a
-    courtesy of the preview, and a dry run must not take seconds for it."""
-    if not superseded:
+def replacements(
+    cursor, q: str, ids: list[int], budget_ms: int = REPLACEMENT_BUDGET_MS
+) -> dict[int, int] | None:
+    """The job that took each superseded job's key (of `ids`, those still superseded), by
+    recovery._REPLACEMENT's rule (created when the old one was superseded, keyed, newer; told
+    only when exactly one matches), in one read over the ids above the oldest of them (one
+    correlated subquery per job was a scan of every job per job), within `budget_ms`: None past
+    it. The replacement's id is a courtesy of the preview, never worth seconds of a dry run."""
+    if not ids:
         return {}
     try:
-        with statement_budget(cursor.db.alias, REPLACEMENT_BUDGET_MS):
+        with statement_budget(cursor.db.alias, budget_ms):
             cursor.execute(
                 f"""
+                WITH w AS MATERIALIZED (
+                    SELECT j.id, j.updated_at AS superseded_at FROM {q}._private_jobs AS j
+                     WHERE j.id = ANY(%s::bigint[]) AND {_SUPERSEDED})
                 SELECT w.id, min(r.id)
-                  FROM unnest(%s::bigint[], %s::timestamptz[]) AS w(id, superseded_at)
-                  JOIN {q}._private_jobs AS r
+                  FROM w JOIN {q}._private_jobs AS r
                     ON r.created_at = w.superseded_at AND r.key IS NOT NULL AND r.id > w.id
-                 WHERE r.id > %s
+                 WHERE r.id > (SELECT min(id) FROM w)
                  GROUP BY w.id
                 HAVING count(*) = 1
                 """,
-                [[j.id for j in superseded], [j.updated_at for j in superseded], superseded[0].id],
+                [ids],
             )
             return dict(cursor.fetchall())
     except OperationalError as error:
         if cancelled(error):
-            return {}
+            return None
         raise
 
 

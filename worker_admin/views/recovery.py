@@ -100,6 +100,7 @@ def sweep(request):
                 timedelta(seconds=data["delay_seconds"]),
                 data["include_node"],
                 index_budget=True,
+                name_replacements=False,  # asked by the page once shown: sweep_replacements
             )
             context = {"active": "maintenance", "title": "Sweep stale workers: dry run"}
             return render(request, "worker_admin/sweep_preview.html", context | {"p": shown})
@@ -110,6 +111,27 @@ def sweep(request):
         return _failed(request, "sweep", exc)
     messages.success(request, f"Sweep: {result.summary}.")
     return redirect("worker_admin:maintenance")
+
+
+def sweep_replacements(request):
+    """The dry run's page asks, once shown, which jobs took the keys of the superseded jobs it
+    lists (read-only; a lookup no index serves, so it is not part of the dry run itself)."""
+    if request.method != "GET":
+        return HttpResponseNotAllowed(["GET"])
+    try:
+        ids = _job_ids(request.GET.get("ids", ""))
+        named = sweep_operation.replacements(ids)
+    except Refused as exc:
+        return render(request, "worker_admin/_sweep_replacements.html", {"error": exc}, status=400)
+    context = {"ids": ids, "named": named, "budget_seconds": f"{sweep_operation.LOOKUP_SECONDS:g}"}
+    return render(request, "worker_admin/_sweep_replacements.html", context)
+
+
+def _job_ids(text: str) -> list[int]:
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if not all(part.isdigit() and len(part) < 19 for part in parts):
+        raise Refused("ids must be job ids (whole numbers) separated by commas.")
+    return sorted({int(part) for part in parts})
 
 
 def force_unlock(request):
