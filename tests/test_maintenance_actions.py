@@ -56,6 +56,38 @@ def test_sweep__dry_run_page_lists_the_first_jobs_and_the_sweep_takes_all(
     assert not Job.objects.filter(id__in=held, locked_by__isnull=False).exists()
 
 
+def test_sweep__dry_run_counts_every_pinned_job_by_task_beyond_the_rows_shown(
+    admin_client, jobs, monkeypatch
+):
+    from worker_admin.operations import releasing
+
+    monkeypatch.setattr(releasing, "PREVIEW_ROWS", 1)
+    _register(jobs, "graphile_worker_dead", "20 minutes")
+    for identifier in ("send_email", "send_email", "resize_image"):
+        jobs.locked(by="graphile_worker_dead", age="19 minutes", identifier=identifier)
+    preview = admin_client.post(
+        "/maintenance/sweep/", {"threshold_minutes": "5", "delay_seconds": "30"}
+    )
+    assert preview.context["p"].counts == [
+        ("send_email", "recover", 2),
+        ("resize_image", "recover", 1),
+    ]
+    assert "By task: send_email recover 2, resize_image recover 1" in _text(preview)
+
+
+def test_sweep__dry_run_lists_the_first_50_dead_workers_and_sweeps_them_all(admin_client, jobs):
+    for n in range(52):
+        _register(jobs, f"graphile_worker_dead{n:02}", "20 minutes")
+    preview = admin_client.post(
+        "/maintenance/sweep/", {"threshold_minutes": "5", "delay_seconds": "30"}
+    )
+    text = _text(preview)
+    assert "graphile_worker_dead49" in text and "graphile_worker_dead50" not in text
+    assert "The first 50 of 52 dead workers, by id; all of them are in the sweep." in text
+    admin_client.post("/maintenance/sweep/", {"token": _token(preview), "reason": "gone"})
+    assert not Worker.objects.filter(id__startswith="graphile_worker_dead").exists()
+
+
 def test_sweep__dry_run_then_real_sweep(admin_client, jobs):
     _register(jobs, "graphile_worker_dead", "20 minutes")
     _register(jobs, "graphile_worker_alive", "5 seconds")
