@@ -62,6 +62,17 @@ def _fresh_capabilities():
     clear_capabilities_cache()
 
 
+@pytest.fixture(autouse=True)
+def _fresh_readings():
+    """Each test takes its own samples: a reading another test took within the reuse interval
+    (stats.reused) holds that test's rows."""
+    from worker_admin import stats
+
+    stats._reused.clear()
+    yield
+    stats._reused.clear()
+
+
 @pytest.fixture
 def worker_rows(transactional_db):
     """For tests whose rows must be committed (other processes read them): every job, task,

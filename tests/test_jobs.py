@@ -370,6 +370,49 @@ def test_jobs__filtered_tabs_on_a_large_table_never_make_up_a_number(
         assert count.low > 50  # the pass saw more than its bound
 
 
+def test_jobs__a_large_filters_sampled_counts_are_shared_within_the_interval(
+    console, utils, jobs, monkeypatch
+):
+    """Users watching one filter on a large table take one sample per interval between them
+    (as the overview's): the second request reuses it, another filter and a later request
+    take their own, and the bounded pass still runs on every request (a filter that now
+    matches few rows is counted exactly at once)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from worker_admin import stats
+    from worker_admin.views import jobs as jobs_view
+
+    utils.add_raw_jobs([RawJobSpec("t", {"i": i}) for i in range(300)])
+    utils.add_raw_jobs([RawJobSpec("u", {"i": i}) for i in range(300)])
+    jobs.sql("ANALYZE graphile_worker._private_jobs")
+    monkeypatch.setattr(stats, "EXACT_ROW_LIMIT", 100)
+    monkeypatch.setattr(stats, "SAMPLE_ROWS", 40)
+    monkeypatch.setattr(stats, "SAMPLE_WINDOWS", 4)
+    monkeypatch.setattr(stats, "SAMPLE_REUSE_SECONDS", 60)
+    monkeypatch.setattr(jobs_view, "PASS_BOUND", 50)
+
+    def samples(params) -> tuple[int, dict]:
+        with CaptureQueriesContext(connection) as seen:
+            tabs = {t.key: t.count for t in console.get(URL, params).context["tabs"]}
+        return sum("WITH s AS MATERIALIZED" in q["sql"] for q in seen.captured_queries), tabs
+
+    first, tabs = samples({"task": "t"})
+    again, same = samples({"task": "t"})
+    other, _ = samples({"task": "u"})
+    assert (first, again, other) == (1, 0, 1)
+    assert same == tabs
+    monkeypatch.setattr(stats, "SAMPLE_REUSE_SECONDS", 0)
+    assert samples({"task": "t"})[0] == 1
+    monkeypatch.setattr(stats, "SAMPLE_REUSE_SECONDS", 60)
+    jobs.sql(
+        "DELETE FROM graphile_worker._private_jobs WHERE task_id = "
+        "(SELECT id FROM graphile_worker._private_tasks WHERE identifier = 't') AND id %% 10 <> 0"
+    )
+    fewer, tabs = samples({"task": "t"})
+    assert fewer == 0 and tabs["all"] == Estimate.exact_count(30)
+
+
 def test_jobs__rare_states_of_a_large_filter_are_counted_together_within_one_budget(
     utils, jobs, monkeypatch
 ):

@@ -162,12 +162,16 @@ class SampledGroups:
         return self.by_queue.get(queue_id, self.unseen)
 
 
-def _shared(name: str, alias: str, compute):
+REUSED_MAX = 256  # entries kept per process: one per distinct filter seen in the interval
+
+
+def reused(name: str, alias: str, compute):
     """compute(), or its result from less than SAMPLE_REUSE_SECONDS ago in this process.
 
     Twenty users polling every two seconds then cost one sample read per interval, not twenty.
     The key holds the database and the sampling parameters, so a changed setting (or another
-    database) never reads a stale entry.
+    database) never reads a stale entry. Only for a large table's readings (samples, and the
+    counts taken with them); a small table is always counted afresh.
     """
     key = (
         name,
@@ -182,6 +186,11 @@ def _shared(name: str, alias: str, compute):
     if hit is not None and now - hit[0] < SAMPLE_REUSE_SECONDS:
         return hit[1]
     value = compute()
+    if len(_reused) >= REUSED_MAX:  # drop what has expired (a filter nobody asks for again)
+        for old in [k for k, (at, _v) in _reused.items() if now - at >= SAMPLE_REUSE_SECONDS]:
+            del _reused[old]
+        if len(_reused) >= REUSED_MAX:
+            _reused.clear()
     _reused[key] = (now, value)
     return value
 
@@ -192,7 +201,7 @@ def sampled_groups(alias: str) -> SampledGroups | None:
     exact locked/failing counts), so they show the same numbers within a refresh interval."""
     if not is_large(alias):
         return None
-    return _shared("groups", alias, lambda: _sampled_groups(alias))
+    return reused("groups", alias, lambda: _sampled_groups(alias))
 
 
 def _draw(alias: str, narrowed=None, dimensions=sampling.DIMENSIONS) -> sampling.Sample | None:

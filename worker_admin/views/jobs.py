@@ -56,6 +56,7 @@ from worker_admin.stats import (
     available_priorities,
     database_now,
     is_large,
+    reused,
     sampled_state_counts,
     state_aggregates,
 )
@@ -139,35 +140,50 @@ def _tab_counts(narrowed, filters: JobFilters, alias: str) -> dict[str, Estimate
     narrowed by the filter estimates each state, and a state too rare in it for a useful
     interval is counted up to the bound instead ("more than 1,000" past it). A text search on
     a large table is not counted: it would read every error and payload again for the numbers.
+    On a large table a filter's sampled counts are shared like the overview's sample: requests
+    for the same filter within SAMPLE_REUSE_SECONDS (users watching one queue) take one sample.
     """
-    large = is_large(alias)
+    if not is_large(alias):
+        if not filters.active():
+            return {key: _bounded(filter_state(narrowed, key)) for key in STATE_TABS}
+        seen, reached = bounded_state_counts(narrowed, state_aggregates(), COUNT_BOUND)
+        if not reached:
+            return {key: Estimate.exact_count(seen[key]) for key in STATE_TABS}
+        return {key: _bounded(filter_state(narrowed, key)) for key in STATE_TABS}
     if not filters.active():
-        estimates = sampled_state_counts(alias) if large else None
+        estimates = sampled_state_counts(alias)
         if estimates is not None:
             return {key: estimates.estimate(_name(key)) for key in STATE_TABS}
         return {key: _bounded(filter_state(narrowed, key)) for key in STATE_TABS}
-    if large and is_text_search(filters):
+    if is_text_search(filters):
         return dict.fromkeys(STATE_TABS, NOT_COUNTED)
-    # On a large table the pass stops early (PASS_BOUND rows): a hot filter's counts are
-    # estimates anyway, and reading 10,000 matching rows to prove it costs ~100 ms at 10M jobs.
-    bound = PASS_BOUND if large else COUNT_BOUND
-    seen, reached = bounded_state_counts(narrowed, state_aggregates(), bound)
+    # The pass stops early (PASS_BOUND rows): a hot filter's counts are estimates anyway, and
+    # reading 10,000 matching rows to prove it costs ~100 ms at 10M jobs.
+    seen, reached = bounded_state_counts(narrowed, state_aggregates(), PASS_BOUND)
     if not reached:
         return {key: Estimate.exact_count(seen[key]) for key in STATE_TABS}
-    if not large:
-        return {key: _bounded(filter_state(narrowed, key)) for key in STATE_TABS}
+    sql, params = narrowed.order_by().values("pk").query.sql_with_params()
+    estimated = reused(f"tabs:{sql}:{params!r}", alias, lambda: _estimated(narrowed, alias))
+    counts = {"all": at_least(estimated["all"], PASS_BOUND + 1)}
+    for key in STATE_TABS[1:]:
+        counts[key] = at_least(estimated[key], seen[key])  # the pass saw that many: never below
+    return counts
+
+
+def _estimated(narrowed, alias: str) -> dict[str, Estimate]:
+    """A filter's states from a fresh sample narrowed by it; a state too rare in the sample to
+    help is counted up to PASS_BOUND instead, unless that would read too much of the table (no
+    index serves this filter): then the sample's range stays."""
     sampled = sampled_state_counts(alias, narrowed)
-    counts = {"all": at_least(sampled.estimate("total"), bound + 1)}
-    # States too rare in the sample to help are counted, unless that would read too much of
-    # the table (no index serves this filter); then the sample's range stays.
+    estimated = {"all": sampled.estimate("total")}
     rare = [key for key in STATE_TABS[1:] if sampled.estimate(key).method != "sampled"]
-    found = _rare_counts(narrowed, rare, bound)
+    found = _rare_counts(narrowed, rare, PASS_BOUND)
     for key in STATE_TABS[1:]:
         value = sampled.estimate(key)
         if found.get(key) is not None:
-            value = bounded(found[key], bound, value)
-        counts[key] = at_least(value, seen[key])  # the pass saw that many: never below
-    return counts
+            value = bounded(found[key], PASS_BOUND, value)
+        estimated[key] = value
+    return estimated
 
 
 def _rare_counts(narrowed, rare: list[str], bound: int) -> dict[str, int | None]:
