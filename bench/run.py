@@ -607,6 +607,35 @@ def set_indexes(wanted: bool) -> None:
             print(f"dropped {item.index.name}")
 
 
+def prewarm() -> dict[str, Any]:
+    """Read the jobs table and its indexes into the OS cache (pg_prewarm's 'read' mode: the
+    shared buffers are left as they are). A database the console watches is in use, so its hot
+    relations are cached; a freshly built or restored one is not, and its first random samples
+    then measure the disk."""
+    started = time.monotonic()
+    with worker_cursor() as cursor:
+        cursor.execute("CREATE EXTENSION IF NOT EXISTS pg_prewarm")
+        cursor.execute(
+            "SELECT extnamespace::regnamespace::text FROM pg_extension WHERE extname = 'pg_prewarm'"
+        )
+        where = cursor.fetchone()[0]  # the console's connection has its own search_path
+        cursor.execute(
+            f"""
+            SELECT coalesce(sum({where}.pg_prewarm(c.oid::regclass, 'read')), 0)
+              FROM pg_class c
+             WHERE c.oid = '{worker_schema()}._private_jobs'::regclass
+                OR c.oid IN (SELECT indexrelid FROM pg_index
+                              WHERE indrelid = '{worker_schema()}._private_jobs'::regclass)
+            """
+        )
+        blocks = int(cursor.fetchone()[0])
+    seconds = time.monotonic() - started
+    print(
+        f"prewarmed the jobs table and its indexes: {blocks * 8 / 1024:,.0f} MiB in {seconds:.0f} s"
+    )
+    return {"mib": round(blocks * 8 / 1024), "seconds": round(seconds, 1)}
+
+
 # --- output ----------------------------------------------------------------------------------
 
 
@@ -753,6 +782,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="time one history snapshot and the overview with and without its charts "
         "(bench/history.py)",
     )
+    parser.add_argument(
+        "--prewarm",
+        action="store_true",
+        help="read the jobs table and its indexes once first (pg_prewarm 'read': into the "
+        "OS cache), as a database in use has them; without it the first samples read from disk",
+    )
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     args = parser.parse_args(argv)
     if args.output == DEFAULT_OUTPUT and (args.http or args.history):
@@ -824,6 +859,8 @@ def main(argv: list[str] | None = None) -> int:
     present = [i.index.name for i in index_status() if i.present]
     print(f"opt-in indexes present: {', '.join(present) or 'none'}")
     context = {"machine": machine, "dataset": dataset, "code": code, "indexes": present}
+    if args.prewarm:
+        context["prewarmed"] = prewarm()
     if args.http or args.history:
         return other_mode(args, database_url, targets, extra, client, context)
     measurements, comparisons = [], []

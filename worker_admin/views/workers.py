@@ -25,7 +25,7 @@ THRESHOLDS = [1, 2, 5, 10, 15, 30, 60]  # minutes
 HEARTBEAT_RANGES = ("1h", "24h")
 # A fleet of a thousand workers is a page no one reads: each table shows the rows that need
 # attention first (stale workers, the oldest locks) up to this many, and links to the rest.
-ROWS_SHOWN = 200
+ROWS_SHOWN = 100
 
 
 def _threshold(request) -> tuple[int, str | None]:

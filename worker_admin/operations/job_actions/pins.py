@@ -15,9 +15,12 @@ sides always compute them the same way.
 
 from __future__ import annotations
 
+import operator
 from datetime import timedelta
 from typing import NamedTuple
 
+from django.core.exceptions import EmptyResultSet
+from django.db import connections
 from django.db.models import (
     BigIntegerField,
     Case,
@@ -90,10 +93,23 @@ def pinned_rows(jobs: QuerySet) -> QuerySet:
         pin_state=state_case(),
         pin_lock=_lock(),
     )
-    fields = ("id", "revision", "pin_updated", "pin_digest", "task_id", "attempts")
-    fields += ("max_attempts", "key", "pin_state", "pin_lock")
-    return annotated.values_list(*fields, named=False)
+    return annotated.values_list(*FIELDS, named=False)
 
 
-def as_pinned(rows) -> list[PinnedRow]:
-    return [PinnedRow(*row) for row in rows]
+FIELDS = ("id", "revision", "pin_updated", "pin_digest", "task_id", "attempts")
+FIELDS += ("max_attempts", "key", "pin_state", "pin_lock")
+
+
+def as_pinned(rows: QuerySet) -> list[PinnedRow]:
+    """Run a `pinned_rows()` queryset as its SQL and take the values as psycopg loads them.
+    Django's row iteration would pass two of them through int() converters for each row:
+    ~20 ms of a 10,000-job preview, for values that are ints already."""
+    try:
+        sql, params = rows.query.get_compiler(using=rows.db).as_sql()
+    except EmptyResultSet:  # a filter that cannot match (an empty id list): Django's own way
+        return []
+    with connections[rows.db].cursor() as cursor:
+        cursor.execute(sql, params)
+        names = [column.name for column in cursor.description]  # each column is aliased
+        pick = operator.itemgetter(*(names.index(name) for name in FIELDS))
+        return [PinnedRow._make(pick(row)) for row in cursor.fetchall()]
