@@ -15,6 +15,7 @@ per watching user and minute. A backend that closes during the window loses its 
 
 from __future__ import annotations
 
+import os
 import statistics
 import threading
 import time
@@ -79,11 +80,19 @@ def log_in_users(server: serve_bench.Server, users: int) -> list[Session]:
 
 
 def start_polling(
-    sessions: list[Session], poll_seconds: float, stop: threading.Event, log: PollLog
+    sessions: list[Session],
+    poll_seconds: float,
+    stop: threading.Event,
+    log: PollLog,
+    nice: int = 0,
 ) -> list[threading.Thread]:
-    """One thread per user, their first polls spread over one interval (tabs opened apart)."""
+    """One thread per user, their first polls spread over one interval (tabs opened apart).
+    `nice` lowers the users' threads' priority (Linux: per thread): the browsers they stand
+    for run on the users' machines, not on the 2 CPUs the workers and the console share."""
 
     def user(session: Session, offset: float) -> None:
+        if nice:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
         etags: dict[str, str] = {}
         stop.wait(offset)
         while not stop.is_set():
