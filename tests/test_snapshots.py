@@ -4,6 +4,7 @@ has two real servers), one computes and the others get its result."""
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 
@@ -57,3 +58,36 @@ def test_a_fresh_snapshot_is_not_recomputed_and_names_are_separate(empty_cache):
     assert snapshots.shared("a", compute, seconds=60).version == one.version
     other = snapshots.shared("b", compute, seconds=60)
     assert other.version != one.version and len(calls) == 2
+
+
+def test_a_snapshot_is_stored_compressed_and_taken_without_a_synchronous_commit(empty_cache):
+    """A rendered overview is ~120 KB of HTML: it is stored compressed, and the transaction that
+    takes it does not wait for a WAL flush (the workers' commits queue behind each flush)."""
+    from django.db import connection
+
+    page = ("<tr><td>send_email</td><td>12,345</td></tr>" * 3000).encode()
+    seen: list[str] = []
+
+    def compute():
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW synchronous_commit")
+            seen.append(cursor.fetchone()[0])
+        return page
+
+    taken = snapshots.shared("big", compute, seconds=10)
+    assert seen == ["off"]
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW synchronous_commit")
+        assert cursor.fetchone()[0] == "on"  # SET LOCAL: only that transaction
+    stored = caches[snapshots.CACHE].get("snapshot:" + hashlib.sha256(b"big").hexdigest())
+    assert isinstance(stored, bytes) and len(stored) < len(page) // 10
+    again = snapshots.shared("big", compute, seconds=10)
+    assert (again.value, again.version, len(seen)) == (page, taken.version, 1)
+
+
+def test_a_snapshot_stored_before_compression_is_still_read(empty_cache):
+    old = snapshots.Snapshot({"ready": 3}, "v-old", time.time())
+    key = "snapshot:" + hashlib.sha256(b"legacy").hexdigest()
+    caches[snapshots.CACHE].set(key, old, timeout=60)
+    got = snapshots.shared("legacy", lambda: {"ready": 4}, seconds=10)
+    assert got == old
