@@ -266,3 +266,17 @@ def test_sweep__api_preview_and_apply_report_superseded_jobs(client, django_user
 def test_sweep_replacements__bad_ids_are_refused(admin_client, db, ids, message):
     response = admin_client.get("/maintenance/sweep/replacements/", {"ids": ids})
     assert response.status_code == 400 and message in _text(response)
+
+
+def test_sweep__a_lock_holder_set_by_hand_without_locked_at_does_not_break_the_dry_run(
+    admin_client, jobs
+):
+    _register(jobs, "graphile_worker_dead", "20 minutes")
+    held = jobs.locked(by="graphile_worker_dead", age="19 minutes")
+    odd = jobs.set(jobs.ready(), locked_by="'graphile_worker_odd'", locked_at="NULL")
+    preview = admin_client.post(
+        "/maintenance/sweep/", {"threshold_minutes": "5", "delay_seconds": "30"}
+    )
+    assert preview.status_code == 200
+    assert preview.context["p"].job_ids == [held.id]
+    assert odd.id not in preview.context["p"].job_ids  # no lock age: not called an orphan

@@ -26,7 +26,7 @@ class LockPin(NamedTuple):
     revision: int
     updated_us: int
     locked_by: str
-    locked_at_us: int
+    locked_at_us: int | None  # None only where locked_by was set by hand without locked_at
     task_id: int
     superseded: bool
     flagged: bool  # holds a job with one of the flags asked for (infrastructure_resilient)

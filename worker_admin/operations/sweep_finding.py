@@ -84,9 +84,9 @@ def _holders(pins: list[lock_pins.LockPin], now: datetime, now_us: int):
     oldest_us: dict[str, int] = {}
     resilient: dict[str, bool] = {}
     for pin in pins:
-        oldest_us[pin.locked_by] = min(
-            oldest_us.get(pin.locked_by, pin.locked_at_us), pin.locked_at_us
-        )
+        if pin.locked_at_us is not None:  # locked_by set by hand without locked_at
+            at = pin.locked_at_us
+            oldest_us[pin.locked_by] = min(oldest_us.get(pin.locked_by, at), at)
         resilient[pin.locked_by] = resilient.get(pin.locked_by, False) or pin.flagged
     oldest = {holder: now - timedelta(microseconds=now_us - us) for holder, us in oldest_us.items()}
     return oldest, resilient
