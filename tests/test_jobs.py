@@ -341,23 +341,31 @@ def test_jobs__unfiltered_tabs_on_a_large_table_are_estimates(console, utils, jo
     assert filtered["ready"] == Estimate.exact_count(300)
 
 
+def _sampled_above_100_rows(monkeypatch, sample_rows: int) -> None:
+    """A table of more than 100 rows counts as large: its tabs are sampled (4 windows), and a
+    filter's counting pass stops after 50 rows."""
+    from worker_admin import stats
+    from worker_admin.views import jobs as jobs_view
+
+    monkeypatch.setattr(stats, "EXACT_ROW_LIMIT", 100)
+    monkeypatch.setattr(stats, "SAMPLE_ROWS", sample_rows)
+    monkeypatch.setattr(stats, "SAMPLE_WINDOWS", 4)
+    monkeypatch.setattr(jobs_view, "PASS_BOUND", 50)
+
+
 def test_jobs__filtered_tabs_on_a_large_table_never_make_up_a_number(
     console, utils, jobs, monkeypatch
 ):
     """A filter matching more than the pass bound: each state comes from a random sample of the
     filter's rows with its interval, and a state too rare in it for that (2 locked jobs) is
     counted up to the bound instead, exactly."""
-    from worker_admin import stats
     from worker_admin.views import jobs as jobs_view
 
     utils.add_raw_jobs([RawJobSpec("t", {"i": i}) for i in range(300)])
     for n in range(2):
         jobs.locked(by=f"graphile_worker_{n}", identifier="t")
     jobs.sql("ANALYZE graphile_worker._private_jobs")
-    monkeypatch.setattr(stats, "EXACT_ROW_LIMIT", 100)
-    monkeypatch.setattr(stats, "SAMPLE_ROWS", 20)
-    monkeypatch.setattr(stats, "SAMPLE_WINDOWS", 4)
-    monkeypatch.setattr(jobs_view, "PASS_BOUND", 50)
+    _sampled_above_100_rows(monkeypatch, sample_rows=20)
     # Room for the rare counts on a busy test machine (they give up past their budget).
     monkeypatch.setattr(jobs_view, "RARE_COUNT_BUDGET_MS", 10_000)
     tabs = {t.key: t.count for t in console.get(URL, {"task": "t"}).context["tabs"]}
@@ -381,16 +389,12 @@ def test_jobs__a_large_filters_sampled_counts_are_shared_within_the_interval(
     from django.test.utils import CaptureQueriesContext
 
     from worker_admin import stats
-    from worker_admin.views import jobs as jobs_view
 
     utils.add_raw_jobs([RawJobSpec("t", {"i": i}) for i in range(300)])
     utils.add_raw_jobs([RawJobSpec("u", {"i": i}) for i in range(300)])
     jobs.sql("ANALYZE graphile_worker._private_jobs")
-    monkeypatch.setattr(stats, "EXACT_ROW_LIMIT", 100)
-    monkeypatch.setattr(stats, "SAMPLE_ROWS", 40)
-    monkeypatch.setattr(stats, "SAMPLE_WINDOWS", 4)
+    _sampled_above_100_rows(monkeypatch, sample_rows=40)
     monkeypatch.setattr(stats, "SAMPLE_REUSE_SECONDS", 60)
-    monkeypatch.setattr(jobs_view, "PASS_BOUND", 50)
 
     def samples(params) -> tuple[int, dict]:
         with CaptureQueriesContext(connection) as seen:

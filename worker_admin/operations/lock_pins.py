@@ -2,7 +2,7 @@
 
 A pin is [id, revision, updated_at in µs since the epoch, locked_by, locked_at in µs, plan]:
 the preview reads it with `read()` and the apply with releasing.release_jobs, through the same
-`releasing.micros`, so both
+`job_actions.pins.micros`, so both
 sides compute it the same way and compare plain integers and text. Nothing here turns a
 timestamp into a Python datetime: a sweep of dead workers that held 10,000 jobs pins them all,
 and parsing their timestamps, hashing them and rendering a row for each cost most of the dry
@@ -16,6 +16,7 @@ from collections import Counter
 from typing import NamedTuple
 
 from worker_admin.operations import releasing as rel
+from worker_admin.operations.job_actions.pins import micros
 from worker_admin.recovery import _SUPERSEDED
 
 
@@ -39,8 +40,8 @@ def read(cursor, q: str, where: str, params: list, flags: list[str]) -> list[Loc
     """The locked jobs `where` selects (alias j), by id."""
     cursor.execute(
         f"""
-        SELECT j.id, j.revision, {rel.micros("j.updated_at")},
-               j.locked_by, {rel.micros("j.locked_at")}, j.task_id,
+        SELECT j.id, j.revision, {micros("j.updated_at")},
+               j.locked_by, {micros("j.locked_at")}, j.task_id,
                {_SUPERSEDED}, coalesce(j.flags ?| %s::text[], false)
           FROM {q}._private_jobs AS j
          WHERE {where}

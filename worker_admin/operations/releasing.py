@@ -2,7 +2,7 @@
 showing what releasing them changes, and releasing exactly those, once.
 
 A pinned job is [id, revision, updated_at, locked_by, locked_at, plan], both times in
-microseconds since the epoch as PostgreSQL computes them (`micros`, operations/lock_pins.py);
+microseconds since the epoch as PostgreSQL computes them (`job_actions.pins.micros`);
 a pinned queue is [queue_name, locked_by, locked_at]. At apply the pinned jobs are locked
 (FOR UPDATE) and compared with the pin: a job now held by another worker is skipped ("a worker
 holds them"), one whose revision, updated_at or lock changed otherwise is skipped ("changed
@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from worker_admin.cleanup import plural
 from worker_admin.operations import claims
 from worker_admin.operations.errors import Refused
+from worker_admin.operations.job_actions.pins import micros
 from worker_admin.roles import ADMIN, can_run_maintenance, refusal
 
 PREVIEW_ROWS = 20  # as every other preview: the first rows, and counts by task for all
@@ -39,11 +40,6 @@ SET_SQL = {
     SUPERSEDED: "locked_at = NULL, locked_by = NULL",
     UNLOCK: "locked_at = NULL, locked_by = NULL",
 }
-
-
-def micros(column: str) -> str:
-    """SQL for a timestamp as whole microseconds since the epoch: what a lock pin compares."""
-    return f"(extract(epoch from {column}) * 1000000)::bigint"
 
 
 def utc_iso(moment: datetime | None) -> str:

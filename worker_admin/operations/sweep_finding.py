@@ -21,6 +21,7 @@ from django.db import OperationalError
 from worker_admin.counting import cancelled, statement_budget
 from worker_admin.operations import lock_pins
 from worker_admin.operations import releasing as rel
+from worker_admin.operations.job_actions.pins import micros
 from worker_admin.recovery import (
     _SUPERSEDED,
     NODE_WORKER_ID,
@@ -57,7 +58,7 @@ def find(
     """Who is dead, and the pins, rows and counts of what releasing them changes. Without
     `name_replacements` the rows do not name the job that replaced a superseded one (the web page
     looks them up after it is shown: see `replacements`)."""
-    cursor.execute(f"SELECT now(), {rel.micros('now()')}")
+    cursor.execute(f"SELECT now(), {micros('now()')}")
     now, now_us = cursor.fetchone()
     found = Found(now=now)
     pins = lock_pins.read(cursor, q, "j.locked_by IS NOT NULL", [], FLAGS)

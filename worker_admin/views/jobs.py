@@ -143,17 +143,16 @@ def _tab_counts(narrowed, filters: JobFilters, alias: str) -> dict[str, Estimate
     On a large table a filter's sampled counts are shared like the overview's sample: requests
     for the same filter within SAMPLE_REUSE_SECONDS (users watching one queue) take one sample.
     """
-    if not is_large(alias):
-        if not filters.active():
-            return {key: _bounded(filter_state(narrowed, key)) for key in STATE_TABS}
+    large = is_large(alias)
+    if not filters.active():
+        estimates = sampled_state_counts(alias) if large else None
+        if estimates is not None:
+            return {key: estimates.estimate(_name(key)) for key in STATE_TABS}
+        return {key: _bounded(filter_state(narrowed, key)) for key in STATE_TABS}
+    if not large:
         seen, reached = bounded_state_counts(narrowed, state_aggregates(), COUNT_BOUND)
         if not reached:
             return {key: Estimate.exact_count(seen[key]) for key in STATE_TABS}
-        return {key: _bounded(filter_state(narrowed, key)) for key in STATE_TABS}
-    if not filters.active():
-        estimates = sampled_state_counts(alias)
-        if estimates is not None:
-            return {key: estimates.estimate(_name(key)) for key in STATE_TABS}
         return {key: _bounded(filter_state(narrowed, key)) for key in STATE_TABS}
     if is_text_search(filters):
         return dict.fromkeys(STATE_TABS, NOT_COUNTED)

@@ -58,12 +58,14 @@ class PinnedRow(NamedTuple):
         return [self.id, self.revision, self.updated_us, self.digest]
 
 
+def micros(column: str) -> str:
+    """SQL for a timestamp as whole microseconds since the epoch: how every pin holds a time
+    (these and the sweep's and force-unlock's, operations/lock_pins.py)."""
+    return f"(extract(epoch from {column}) * 1000000)::bigint"
+
+
 def _microseconds(field: str) -> Func:
-    return Func(
-        F(field),
-        template="(extract(epoch from %(expressions)s) * 1000000)::bigint",
-        output_field=BigIntegerField(),
-    )
+    return Func(F(field), template=micros("%(expressions)s"), output_field=BigIntegerField())
 
 
 def _digest() -> Func:
