@@ -55,7 +55,9 @@ POLL_INTERVAL_FLOOR_SECONDS = 2
 POLL_INTERVAL_SECONDS = max(env_int("POLL_INTERVAL_SECONDS", 5, minimum=1), 2)
 # Counts behind polled pages are taken at most once per this many seconds, for every user and
 # every console process together (worker_admin/snapshots.py); 0 computes them on each request.
-SHARED_SNAPSHOT_SECONDS = env_int("SHARED_SNAPSHOT_SECONDS", 2, minimum=0)
+# By default once per refresh interval: a tab never sees numbers older than its own refresh, and
+# a shorter interval would recount on the workers' database for refreshes nobody asked for.
+SHARED_SNAPSHOT_SECONDS = env_int("SHARED_SNAPSHOT_SECONDS", POLL_INTERVAL_SECONDS, minimum=0)
 
 # A bulk action may post up to 10,000 ticked ids; accept more fields than that so an oversized
 # request gets the console's own sentence (and an audit entry) rather than a bare 400.

@@ -92,5 +92,6 @@ def test_the_jobs_list_poll__shared_and_304_when_its_rows_did_not_change(
     assert not any("_private_jobs" in q["sql"] for q in seen.captured_queries)
     WorkerUtils().add_raw_job("poll_task_two", {})
     caches[snapshots.CACHE].clear()  # the interval has passed
+    snapshots.forget()
     changed = console.get("/jobs/", headers={**HTMX, "If-None-Match": first["ETag"]})
     assert changed.status_code == 200 and b"poll_task_two" in changed.content

@@ -91,3 +91,45 @@ def test_a_snapshot_stored_before_compression_is_still_read(empty_cache):
     caches[snapshots.CACHE].set(key, old, timeout=60)
     got = snapshots.shared("legacy", lambda: {"ready": 4}, seconds=10)
     assert got == old
+
+
+def _store(name: str, snapshot: snapshots.Snapshot) -> None:
+    """As another process would: the compressed snapshot under its name in the shared cache."""
+    import pickle
+    import zlib
+
+    key = "snapshot:" + hashlib.sha256(name.encode()).hexdigest()
+    caches[snapshots.CACHE].set(key, zlib.compress(pickle.dumps(snapshot)), timeout=60)
+
+
+def test_within_the_interval_a_process_answers_from_its_own_copy_without_a_query(empty_cache):
+    """Twenty polls a second in one process read the shared cache once per interval, not twenty
+    times: the process keeps the snapshot it last served."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    calls: list = []
+    first = snapshots.shared("polled", _counting_compute(calls, delay=0), seconds=60)
+    _store("polled", snapshots.Snapshot({"ready": 99}, "v-other", time.time()))
+    with CaptureQueriesContext(connection) as seen:
+        again = snapshots.shared("polled", _counting_compute(calls, delay=0), seconds=60)
+    assert again is first and seen.captured_queries == [] and len(calls) == 1
+
+
+def test_past_the_interval_a_process_reads_what_another_process_took(empty_cache):
+    calls: list = []
+    compute = _counting_compute(calls, delay=0)
+    snapshots.shared("polled", compute, seconds=0.3)
+    time.sleep(0.35)  # this process's copy is now too old
+    _store("polled", snapshots.Snapshot({"ready": 99}, "v-other", time.time()))
+    got = snapshots.shared("polled", compute, seconds=0.3)
+    assert (got.value, got.version, len(calls)) == ({"ready": 99}, "v-other", 1)
+
+
+def test_forget_drops_the_process_copies_but_not_the_shared_cache(empty_cache):
+    calls: list = []
+    compute = _counting_compute(calls, delay=0)
+    first = snapshots.shared("polled", compute, seconds=60)
+    snapshots.forget()
+    assert snapshots.shared("polled", compute, seconds=60).version == first.version
+    assert len(calls) == 1

@@ -10,6 +10,10 @@ advisory lock and computes the next one while the others keep answering with the
 snapshot (up to STALE_FACTOR intervals old), so a slow count is never run twice at once; with
 no usable snapshot at all they wait for the one being taken rather than take their own.
 
+Each process also keeps its last copy of every snapshot it served (`_recent`): until that copy
+is `seconds` old a poll is answered from memory, without reading the shared cache, so a
+process reads each snapshot at most once per interval however many users poll it.
+
 The version is a digest of the value, so a queue where nothing moved keeps it: a polled page's
 ETag is built from the versions of the snapshots it shows, and a refresh of unchanged data is
 answered 304 Not Modified without rendering (see `worker_admin/polling.py`).
@@ -32,6 +36,8 @@ from django.db import DEFAULT_DB_ALIAS, connections, transaction
 T = TypeVar("T")
 CACHE = "snapshots"
 STALE_FACTOR = 5  # a snapshot this many intervals old is recomputed by whoever asks
+RECENT_LIMIT = 256  # snapshots this process keeps in memory (one per page, filter and role)
+_recent: dict[str, Snapshot] = {}
 
 
 @dataclass(frozen=True)
@@ -47,8 +53,16 @@ class Snapshot(Generic[T]):
 
 def shared(name: str, compute: Callable[[], T], *, seconds: float) -> Snapshot[T]:
     """The snapshot `name`, taken at most `seconds` ago (or by whoever is taking the next)."""
-    cache = caches[CACHE]
     key = "snapshot:" + hashlib.sha256(name.encode()).hexdigest()
+    mine = _recent.get(key)
+    if mine is not None and mine.age < seconds:
+        return mine
+    return _remember(key, _shared(key, compute, seconds))
+
+
+def _shared(key: str, compute: Callable[[], T], seconds: float) -> Snapshot[T]:
+    """The shared cache's copy if young enough, else the next one (taken once, see above)."""
+    cache = caches[CACHE]
     found = _get(cache, key)
     if found is not None and found.age < seconds:
         return found
@@ -62,6 +76,18 @@ def shared(name: str, compute: Callable[[], T], *, seconds: float) -> Snapshot[T
         if found is not None and found.age < seconds:
             return found
         return _take(cache, key, compute, seconds)
+
+
+def _remember(key: str, snapshot: Snapshot[T]) -> Snapshot[T]:
+    if len(_recent) >= RECENT_LIMIT and key not in _recent:
+        _recent.clear()  # a burst of distinct filters: start over rather than grow
+    _recent[key] = snapshot
+    return snapshot
+
+
+def forget() -> None:
+    """Drop this process's copies (tests; the shared cache is left as it is)."""
+    _recent.clear()
 
 
 def _take(cache, key: str, compute: Callable[[], T], seconds: float) -> Snapshot[T]:
