@@ -141,6 +141,28 @@ def test_workers_and_worker_pages__need_the_locked_index(tight, big, jobs, conso
     assert console.get("/workers/graphile_worker_dead/").status_code == 200
 
 
+def test_workers_and_sweep__within_the_budget_answer_and_name_the_index_that_would_help(
+    settings, big, jobs, console, login_as
+):
+    """Without console_jobs_locked the workers page and the sweep's dry run scan every job: when
+    that fits the budget they answer, and say which index would make them fast."""
+    settings.UNINDEXED_READ_ROWS = 100_000
+    settings.UNINDEXED_READ_TIMEOUT_MS = 60_000
+    hint = "Without the opt-in index console_jobs_locked"
+    page = text_of(console.get("/workers/"))
+    assert "graphile_worker_dead" in page and hint in page
+    assert "python3 manage.py console_indexes create console_jobs_locked" in page
+    assert hint in text_of(console.get("/workers/graphile_worker_dead/"))
+    ensure_groups()
+    admin = login_as("admin", "boss")
+    form = {"threshold_minutes": "5", "delay_seconds": "30"}
+    dry_run = text_of(admin.post("/maintenance/sweep/", form))
+    assert "graphile_worker_dead" in dry_run and hint in dry_run
+    create_index(jobs, "console_jobs_locked")
+    assert hint not in text_of(console.get("/workers/"))
+    assert hint not in text_of(admin.post("/maintenance/sweep/", form))
+
+
 def test_failures_page__needs_the_failing_index(tight, big, jobs, console):
     assert_index_page(console.get("/failures/"), "console_jobs_failing")
     create_index(jobs, "console_jobs_failing")

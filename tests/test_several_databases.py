@@ -231,8 +231,9 @@ def test_a_preview_made_on_one_database_never_acts_on_another(console, rosa, sec
 
 
 def test_failures_are_grouped_and_shared_per_database(console, rosa, second_database):
-    # The production server shares each grouping for SHARED_SNAPSHOT_SECONDS (2 s by default):
-    # asked one after the other within that time, each database still shows only its own.
+    # The production server shares each grouping for SHARED_SNAPSHOT_SECONDS (the refresh
+    # interval by default): asked one after the other within that time, each database still
+    # shows only its own.
     main_ids = _main_jobs(2)
     failed = "UPDATE graphile_worker._private_jobs SET attempts = max_attempts, last_error = %s"
     with psycopg.connect(server_conninfo()) as conn:

@@ -147,6 +147,13 @@ def missing(
     return [need for need in dict.fromkeys(needs) if need.index not in found.present], found.rows
 
 
+def hints(alias: str, *needs: Need) -> list[tuple[Need, int]]:
+    """The needs a page's reads scan every job without, with the row estimate: for the note
+    that names the index while the page still answers within its budget (views/index_hint)."""
+    absent, rows = missing(alias, needs)
+    return [(need, rows) for need in absent]
+
+
 # --- the guard -------------------------------------------------------------------------------
 
 

@@ -12,6 +12,8 @@ from django.http import HttpResponseNotAllowed
 from django.shortcuts import redirect, render
 from django.urls import reverse
 
+from worker_admin import databases
+from worker_admin.index_advice import LOCKED, hints
 from worker_admin.operations import cleanup as cleanup_operation
 from worker_admin.operations import force_unlock as force_unlock_operation
 from worker_admin.operations import sweep as sweep_operation
@@ -102,7 +104,12 @@ def sweep(request):
                 index_budget=True,
                 name_replacements=False,  # asked by the page once shown: sweep_replacements
             )
-            context = {"active": "maintenance", "title": "Sweep stale workers: dry run"}
+            context = {
+                "active": "maintenance",
+                "title": "Sweep stale workers: dry run",
+                "index_hints": hints(databases.current().alias, LOCKED),
+                "can_maintain": True,  # a sweep is a maintenance action
+            }
             return render(request, "worker_admin/sweep_preview.html", context | {"p": shown})
         result = sweep_operation.apply(
             request.user, request.POST["token"], reason=request.POST.get("reason", "")

@@ -14,7 +14,7 @@ from worker_admin.fleet import DEFAULT_THRESHOLD, fleet
 from worker_admin.history import series
 from worker_admin.history.charts import heartbeat_chart
 from worker_admin.history.entity_series import read_heartbeats
-from worker_admin.index_advice import LOCKED, guarded
+from worker_admin.index_advice import LOCKED, guarded, hints
 from worker_admin.replica import read_alias
 from worker_admin.roles import can_run_maintenance
 from worker_admin.schema import read_capabilities
@@ -63,6 +63,7 @@ def workers(request):
         listed = [w for w in found.workers or [] if w.stale or not stale_only]
         holders = [h for h in found.holders if h.stale or not stale_only]
         context |= {
+            "index_hints": hints(read_alias(), LOCKED),
             "fleet": found,
             "listed_workers": listed,
             "listed_holders": holders,
@@ -106,6 +107,7 @@ def worker(request, worker_id: str):
                 "stopped, or its locks were freed."
             )
         context["worker"] = detail
+        context["index_hints"] = hints(read_alias(), LOCKED)
         if caps.has_workers_table:
             context |= _heartbeat_history(request, worker_id, minutes)
     template = "worker_admin/worker.html"
