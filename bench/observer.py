@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -404,12 +405,36 @@ def _stop_workers(workers: list) -> None:
             worker.kill()
 
 
+def ratio_error(windows: list[dict], ratio: float) -> float | None:
+    """The ratio's standard error from the windows' spread (delta method: the relative
+    errors of the two means add in quadrature); None with fewer than two windows a phase.
+    Windows vary by several per cent from identical starts, so a 2-window ratio is noise."""
+    phases = [
+        [w["jobs_per_second"] for w in windows if (w["phase"] == "alone") == alone]
+        for alone in (True, False)
+    ]
+    if min(len(rates) for rates in phases) < 2 or not all(statistics.mean(r) for r in phases):
+        return None
+    relative = sum(
+        (statistics.stdev(rates) / statistics.mean(rates)) ** 2 / len(rates) for rates in phases
+    )
+    return ratio * math.sqrt(relative)
+
+
 def _finish(results: dict, output: Path | None) -> int:
     alone = max(results["alone"]["jobs_per_second"], 1)
     ratio = results["with console"]["jobs_per_second"] / alone
     results["ratio"] = round(ratio, 3)
     results["load_average_after"] = list(os.getloadavg())
-    print(f"throughput with the console polling: {ratio:.1%} of the throughput alone (target 95 %)")
+    error = ratio_error(results.get("windows", []), ratio)
+    spread = ""
+    if error is not None:
+        results["ratio_standard_error"] = round(error, 3)
+        spread = f" ± {error:.1%} (standard error; ×2 for a 95 % interval)"
+    print(
+        f"throughput with the console polling: {ratio:.1%}{spread} of the throughput alone "
+        "(target 95 %)"
+    )
     watched = results["with console"]
     if "polls" in watched:
         polls = watched["polls"]

@@ -198,6 +198,25 @@ def test_observer_over_http__users_poll_while_node_workers_drain(server_url, tmp
     assert set(polls["by_path"]) == {"/", "/jobs/"}
     assert results["with console"]["console_cpu_seconds"] > 0  # it served the polls
     assert "per watching user per minute" in done.stdout
+    assert results["ratio_standard_error"] >= 0 and "standard error" in done.stdout
+
+
+def test_observer_ratio_error__from_the_windows_spread(monkeypatch):
+    """The observer's error bar (bench/observer.py ratio_error): none from one window a phase,
+    zero for identical windows, and the quadrature sum of the two means' relative errors."""
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    from observer import ratio_error
+
+    def windows(alone, watched):
+        return [{"phase": "alone", "jobs_per_second": r} for r in alone] + [
+            {"phase": "with console", "jobs_per_second": r} for r in watched
+        ]
+
+    assert ratio_error(windows([100], [90]), 0.9) is None
+    assert ratio_error(windows([100, 100], [90, 90]), 0.9) == 0
+    # each side: stdev/mean = (10 / sqrt 2) / 100 over two windows; the ratio is 1.0
+    got = ratio_error(windows([95, 105], [95, 105]), 1.0)
+    assert abs(got - (2 * (10 / 2**0.5 / 100) ** 2 / 2) ** 0.5) < 1e-9
 
 
 def test_poll_cost__server_and_database_cpu_per_poll(server_url):
