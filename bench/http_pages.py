@@ -11,8 +11,8 @@ network and the body's size, which the in-process mode leaves out.
 Unlike the in-process mode the server keeps the console's defaults, except that with
 `--sample-reuse 0` (the default) every request reads its own sample and takes its own snapshot
 (SHARED_SNAPSHOT_SECONDS=0): the cost one refresh pays. `--sample-reuse 2` measures the console
-as it runs (polling tabs share one snapshot per 2 s). No floor or naive column here: the
-production server does not mount the naive admin.
+as it runs (polling tabs share one snapshot per refresh interval, its default). No floor or
+naive column here: the production server does not mount the naive admin.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def main(args: argparse.Namespace, database_url: str, targets, extra, walker) ->
         threads=args.http_threads,
         schema=args.schema,
         stats=server_stats(args),
-        env={"SHARED_SNAPSHOT_SECONDS": "0" if args.sample_reuse == 0 else "2"},
+        env={"SHARED_SNAPSHOT_SECONDS": "0"} if args.sample_reuse == 0 else {},
     )
     # The sessions exist (not yet logged in) so that the probes can be built first: the
     # in-process walk to the deep pages must happen before `console_user` sets the bench

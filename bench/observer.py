@@ -117,6 +117,27 @@ def completed(conninfo: str) -> int:
     return int(n)
 
 
+def ran_dry(conninfo: str, args: argparse.Namespace) -> bool:
+    """Whether fewer jobs are left than the workers can run at once: then the window measured
+    the size of the queue, not the workers' speed (a fast server drains a small --jobs)."""
+    slots = args.processes * args.concurrency
+    with psycopg.connect(conninfo) as conn:
+        (left,) = conn.execute(
+            "select count(*) from (select 1 from graphile_worker._private_jobs limit %s) j",
+            [slots],
+        ).fetchone()
+    return left < slots
+
+
+def refuse_dry(windows: list[dict]) -> None:
+    dry = sum(1 for window in windows if window.get("ran_dry"))
+    if dry:
+        raise SystemExit(
+            f"The queue ran dry in {dry} of {len(windows)} windows: their throughput is the "
+            "queue's size, not the workers' speed. Run again with a larger --jobs."
+        )
+
+
 def start_workers(conninfo: str, processes: int, concurrency: int, workdir: Path) -> list:
     tasks = workdir / "tasks"
     tasks.mkdir(parents=True, exist_ok=True)
@@ -267,12 +288,17 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(2)  # in both phases, as in _http_window (the drain slows as it goes)
                 load_before = os.getloadavg()[0]
                 rate = throughput(conninfo, args.seconds)
+                dry = ran_dry(conninfo, args)
             finally:
                 stop.set()
                 for thread in threads:
                     thread.join(timeout=30)
                 _stop_workers(workers)
-            entry = {"jobs_per_second": round(rate, 1), "load_average": round(load_before, 2)}
+            entry = {
+                "jobs_per_second": round(rate, 1),
+                "load_average": round(load_before, 2),
+                "ran_dry": dry,
+            }
             if latencies:
                 latencies.sort()
                 entry |= {
@@ -282,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
                 }
             results[phase] = entry
             print(f"{phase}: {rate:,.0f} jobs/s {entry}", flush=True)
+    refuse_dry([results["alone"], results["with console"]])
     return _finish(results, args.output)
 
 
@@ -328,6 +355,7 @@ def main_http(args: argparse.Namespace, conninfo: str) -> int:
             windows.append(window)
             print(f"{phase}: {window['jobs_per_second']:,.0f} jobs/s {window}", flush=True)
     results["windows"] = windows
+    refuse_dry(windows)
     for phase in ("alone", "with console"):
         mine = [w for w in windows if w["phase"] == phase]
         seconds = sum(w["seconds"] for w in mine)
@@ -374,6 +402,7 @@ def _http_window(args, conninfo, server, sessions, workdir: Path, phase: str) ->
         before, started = completed(conninfo), time.monotonic()
         time.sleep(args.seconds)
         done, seconds = completed(conninfo) - before, time.monotonic() - started
+        dry = ran_dry(conninfo, args)
         cpu = meter.stop()
         client_cpu = time.process_time() - client_before
         answers = list(log.answers)
@@ -391,6 +420,7 @@ def _http_window(args, conninfo, server, sessions, workdir: Path, phase: str) ->
         "console_cpu_seconds": round(cpu, 2),
         "users_cpu_seconds": round(client_cpu, 2),
         "polls": len(answers),
+        "ran_dry": dry,
         "answers": answers,
     }
 

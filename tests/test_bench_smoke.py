@@ -177,7 +177,7 @@ def test_observer_over_http__users_poll_while_node_workers_drain(server_url, tmp
         "observer.py",
         "--http",
         *("--server-url", server_url, "--database", OBSERVER_DATABASE),
-        *("--seconds", "3", "--jobs", "20000", "--users", "3", "--poll-seconds", "1"),
+        *("--seconds", "3", "--jobs", "200000", "--users", "3", "--poll-seconds", "1"),
         *("--processes", "1", "--concurrency", "2", "--rounds", "2", "--warmup-windows", "0"),
         *("--output", str(output)),
     )
@@ -190,6 +190,7 @@ def test_observer_over_http__users_poll_while_node_workers_drain(server_url, tmp
         "with console",
         "alone",
     ]
+    assert not any(w["ran_dry"] for w in results["windows"]), results["windows"]
     for phase in ("alone", "with console"):
         assert results[phase]["jobs_per_second"] > 0, results  # the real workers ran
     polls = results["with console"]["polls"]
