@@ -7,8 +7,8 @@ graphile-worker processes (the pinned npm package in tests/node) drain no-op job
 Their throughput is measured twice over the same window: alone, and while this process serves a
 polling load through the console (USERS users, each requesting the overview and the jobs page
 every POLL_SECONDS, as open browser tabs do). The target is at least 95 % of the throughput
-without the console. Each window starts from the same fresh queue (top_up), so the queue never
-runs dry.
+without the console. Each window starts from the same fresh queue (bench/node_queue.py); a window
+whose queue ran dry fails the run rather than report the queue's size as the workers' speed.
 
     .venv/bin/python bench/observer.py --http [--users 20]
 
@@ -22,111 +22,27 @@ backends) per watching user per minute.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
-from urllib.parse import quote
-
-import psycopg
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import build_dataset  # noqa: E402
+import node_queue  # noqa: E402
 import observer_http  # noqa: E402
 import serve_bench  # noqa: E402
 
-from worker_admin.installer import migrate  # noqa: E402
-
-NODE_DIR = ROOT / "tests" / "node"
-CLI = NODE_DIR / "node_modules" / ".bin" / "graphile-worker"
 DATABASE = "gw_bench_observer"
 USERS = 20
 POLL_SECONDS = 2.0
-NOOP_TASK = "module.exports = async () => {};\n"
-
-
-def prepare(server_url: str, database: str) -> str:
-    """Create (or reuse) the marked scratch database with the worker schema; its conninfo."""
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        exists = admin.execute(
-            "select 1 from pg_database where datname = %s", [database]
-        ).fetchone()
-        if not exists:
-            admin.execute(f'create database "{database}"')
-            build_dataset._mark(
-                admin, database, {"marker": build_dataset.MARKER, "state": "observer"}
-            )
-    conninfo = build_dataset.scratch_conninfo(server_url, database)
-    with psycopg.connect(conninfo) as conn, conn.cursor() as cur:
-        cur.execute("select to_regclass('graphile_worker._private_jobs')")
-        if cur.fetchone()[0] is None:
-            migrate(cur, "graphile_worker", recovery=True)
-        conn.commit()
-    return conninfo
-
-
-def top_up(conninfo: str, jobs: int) -> int:
-    """Start a window from the same queue every time: exactly `jobs` fresh no-op jobs in a new
-    table, vacuumed and analysed, right after a checkpoint; return how many wait.
-
-    Each of these takes out a source of noise larger than the effect measured. Jobs left over
-    from the previous window, and their dead rows (autovacuum is off on the benchmark machine),
-    would make every window's table different; and the first change to a page after a
-    checkpoint writes the whole page to the WAL, so a window that a timed checkpoint (every 5
-    minutes) fell into flushed several times the WAL of one that it did not."""
-    with psycopg.connect(conninfo) as conn:
-        conn.execute("set lock_timeout = '10s'")
-        conn.execute(
-            "insert into graphile_worker._private_tasks (identifier) values ('noop') "
-            "on conflict do nothing"
-        )
-        (task_id,) = conn.execute(
-            "select id from graphile_worker._private_tasks where identifier = 'noop'"
-        ).fetchone()
-        conn.execute("truncate graphile_worker._private_jobs")
-        conn.execute(
-            "insert into graphile_worker._private_jobs (task_id, payload) "
-            "select %s, '{}'::json from generate_series(1, %s)",
-            [task_id, jobs],
-        )
-        conn.commit()
-    with psycopg.connect(conninfo, autocommit=True) as conn:
-        conn.execute("vacuum (analyze) graphile_worker._private_jobs")
-        # Neither superuser nor pg_checkpoint: the windows are noisier, not wrong.
-        with contextlib.suppress(psycopg.errors.InsufficientPrivilege):
-            conn.execute("checkpoint")
-    return jobs
-
-
-def completed(conninfo: str) -> int:
-    """Jobs completed so far: graphile-worker deletes a job when it completes."""
-    with psycopg.connect(conninfo) as conn:
-        (n,) = conn.execute(
-            "select coalesce(sum(n_tup_del), 0) from pg_stat_user_tables "
-            "where schemaname = 'graphile_worker' and relname = '_private_jobs'"
-        ).fetchone()
-    return int(n)
-
-
-def ran_dry(conninfo: str, args: argparse.Namespace) -> bool:
-    """Whether fewer jobs are left than the workers can run at once: then the window measured
-    the size of the queue, not the workers' speed (a fast server drains a small --jobs)."""
-    slots = args.processes * args.concurrency
-    with psycopg.connect(conninfo) as conn:
-        (left,) = conn.execute(
-            "select count(*) from (select 1 from graphile_worker._private_jobs limit %s) j",
-            [slots],
-        ).fetchone()
-    return left < slots
 
 
 def refuse_dry(windows: list[dict]) -> None:
@@ -136,41 +52,6 @@ def refuse_dry(windows: list[dict]) -> None:
             f"The queue ran dry in {dry} of {len(windows)} windows: their throughput is the "
             "queue's size, not the workers' speed. Run again with a larger --jobs."
         )
-
-
-def start_workers(conninfo: str, processes: int, concurrency: int, workdir: Path) -> list:
-    tasks = workdir / "tasks"
-    tasks.mkdir(parents=True, exist_ok=True)
-    (tasks / "noop.cjs").write_text(NOOP_TASK)
-    env = {**os.environ, "DATABASE_URL": _url(conninfo), "NO_LOG_SUCCESS": "1"}
-    return [
-        subprocess.Popen(
-            [str(CLI), "--jobs", str(concurrency), "--schema", "graphile_worker"],
-            cwd=workdir,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for _ in range(processes)
-    ]
-
-
-def _url(conninfo: str) -> str:
-    """node-postgres takes only URLs: every part percent-encoded, so a socket directory as the
-    host (the embedded server) stays a host rather than becoming part of the path."""
-    params = psycopg.conninfo.conninfo_to_dict(conninfo)
-    user = quote(str(params.get("user", "postgres")), safe="")
-    password = params.get("password")
-    auth = f"{user}:{quote(str(password), safe='')}" if password else user
-    host = quote(str(params.get("host", "127.0.0.1")), safe="")
-    port = params.get("port", "5432")
-    return f"postgresql://{auth}@{host}:{port}/{quote(str(params['dbname']), safe='')}"
-
-
-def throughput(conninfo: str, seconds: float) -> float:
-    before, started = completed(conninfo), time.monotonic()
-    time.sleep(seconds)
-    return (completed(conninfo) - before) / (time.monotonic() - started)
 
 
 def polling_load(stop: threading.Event, clients: list, done: list[float]) -> list[threading.Thread]:
@@ -245,9 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--output", type=Path)
     args = parser.parse_args(argv)
-    if not CLI.exists():
-        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=NODE_DIR, check=True)
-    conninfo = prepare(args.server_url, args.database)
+    node_queue.ensure_installed()
+    conninfo = node_queue.prepare(args.server_url, args.database)
     if args.http:
         return main_http(args, conninfo)
 
@@ -273,8 +153,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     with tempfile.TemporaryDirectory(prefix="gw-observer-") as workdir:
         for phase in ("alone", "with console"):
-            top_up(conninfo, args.jobs)
-            workers = start_workers(conninfo, args.processes, args.concurrency, Path(workdir))
+            node_queue.top_up(conninfo, args.jobs)
+            workers = node_queue.start_workers(
+                conninfo, args.processes, args.concurrency, Path(workdir)
+            )
             stop, latencies, threads = threading.Event(), [], []
             try:
                 time.sleep(5)  # the workers connect, install nothing, and reach full speed
@@ -287,13 +169,13 @@ def main(argv: list[str] | None = None) -> int:
                     threads = polling_load(stop, clients, latencies)
                 time.sleep(2)  # in both phases, as in _http_window (the drain slows as it goes)
                 load_before = os.getloadavg()[0]
-                rate = throughput(conninfo, args.seconds)
-                dry = ran_dry(conninfo, args)
+                rate = node_queue.throughput(conninfo, args.seconds)
+                dry = node_queue.ran_dry(conninfo, args.processes * args.concurrency)
             finally:
                 stop.set()
                 for thread in threads:
                     thread.join(timeout=30)
-                _stop_workers(workers)
+                node_queue.stop_workers(workers)
             entry = {
                 "jobs_per_second": round(rate, 1),
                 "load_average": round(load_before, 2),
@@ -378,8 +260,8 @@ def main_http(args: argparse.Namespace, conninfo: str) -> int:
 def _http_window(args, conninfo, server, sessions, workdir: Path, phase: str) -> dict:
     """One measured window: fresh jobs, a vacuumed table, the workers at full speed, and in the
     watched phase every user polling."""
-    top_up(conninfo, args.jobs)
-    workers = start_workers(conninfo, args.processes, args.concurrency, workdir)
+    node_queue.top_up(conninfo, args.jobs)
+    workers = node_queue.start_workers(conninfo, args.processes, args.concurrency, workdir)
     stop, log, threads = threading.Event(), observer_http.PollLog(), []
     meter = observer_http.CpuMeter(server, conninfo)
     try:
@@ -399,10 +281,10 @@ def _http_window(args, conninfo, server, sessions, workdir: Path, phase: str) ->
         meter.start()
         client_before = time.process_time()  # this process: the simulated users' threads
         load_before = os.getloadavg()[0]
-        before, started = completed(conninfo), time.monotonic()
+        before, started = node_queue.completed(conninfo), time.monotonic()
         time.sleep(args.seconds)
-        done, seconds = completed(conninfo) - before, time.monotonic() - started
-        dry = ran_dry(conninfo, args)
+        done, seconds = node_queue.completed(conninfo) - before, time.monotonic() - started
+        dry = node_queue.ran_dry(conninfo, args.processes * args.concurrency)
         cpu = meter.stop()
         client_cpu = time.process_time() - client_before
         answers = list(log.answers)
@@ -410,7 +292,7 @@ def _http_window(args, conninfo, server, sessions, workdir: Path, phase: str) ->
         stop.set()
         for thread in threads:
             thread.join(timeout=30)
-        _stop_workers(workers)
+        node_queue.stop_workers(workers)
     return {
         "phase": phase,
         "jobs": done,
@@ -423,16 +305,6 @@ def _http_window(args, conninfo, server, sessions, workdir: Path, phase: str) ->
         "ran_dry": dry,
         "answers": answers,
     }
-
-
-def _stop_workers(workers: list) -> None:
-    for worker in workers:
-        worker.terminate()
-    for worker in workers:
-        try:
-            worker.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            worker.kill()
 
 
 def ratio_error(windows: list[dict], ratio: float) -> float | None:

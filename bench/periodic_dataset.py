@@ -94,16 +94,13 @@ def state_bounds() -> tuple[list[str], list[int], list[int]]:
 def install_schema(conninfo: str, schema: str, npm: bool) -> str:
     """Install the worker schema; return which installer did it."""
     if npm:
-        import observer  # the pinned npm package and the conninfo → URL that Node accepts
+        import node_queue  # the pinned npm package and the conninfo → URL that Node accepts
 
-        if not observer.CLI.exists():
-            subprocess.run(
-                ["npm", "ci", "--no-audit", "--no-fund"], cwd=observer.NODE_DIR, check=True
-            )
-        url = observer._url(conninfo)
+        node_queue.ensure_installed()
+        url = node_queue.node_url(conninfo)
         subprocess.run(
-            [str(observer.CLI), "--connection", url, "--schema", schema, "--schema-only"],
-            cwd=observer.NODE_DIR,
+            [str(node_queue.CLI), "--connection", url, "--schema", schema, "--schema-only"],
+            cwd=node_queue.NODE_DIR,
             check=True,
             capture_output=True,
             timeout=300,
