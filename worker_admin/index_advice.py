@@ -149,7 +149,8 @@ def missing(
 
 def hints(alias: str, *needs: Need) -> list[tuple[Need, int]]:
     """The needs a page's reads scan every job without, with the row estimate: for the note
-    that names the index while the page still answers within its budget (views/index_hint)."""
+    that names the index while the page still answers within its budget
+    (templates/worker_admin/_index_hint.html)."""
     absent, rows = missing(alias, needs)
     return [(need, rows) for need in absent]
 

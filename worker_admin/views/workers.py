@@ -63,7 +63,7 @@ def workers(request):
         listed = [w for w in found.workers or [] if w.stale or not stale_only]
         holders = [h for h in found.holders if h.stale or not stale_only]
         context |= {
-            "index_hints": hints(read_alias(), LOCKED),
+            "index_hints": [] if request.htmx else hints(read_alias(), LOCKED),  # not in a poll
             "fleet": found,
             "listed_workers": listed,
             "listed_holders": holders,
@@ -107,7 +107,7 @@ def worker(request, worker_id: str):
                 "stopped, or its locks were freed."
             )
         context["worker"] = detail
-        context["index_hints"] = hints(read_alias(), LOCKED)
+        context["index_hints"] = [] if request.htmx else hints(read_alias(), LOCKED)
         if caps.has_workers_table:
             context |= _heartbeat_history(request, worker_id, minutes)
     template = "worker_admin/worker.html"
