@@ -10,9 +10,12 @@ network and the body's size, which the in-process mode leaves out.
 
 Unlike the in-process mode the server keeps the console's defaults, except that with
 `--sample-reuse 0` (the default) every request reads its own sample and takes its own snapshot
-(SHARED_SNAPSHOT_SECONDS=0): the cost one refresh pays. `--sample-reuse 2` measures the console
-as it runs (polling tabs share one snapshot per refresh interval, its default). No floor or
-naive column here: the production server does not mount the naive admin.
+(SHARED_SNAPSHOT_SECONDS=0): the cost one refresh pays. `--sample-reuse 5` measures the console
+as it runs (every reading shared for its 5-s refresh interval, its default: the server gets
+SHARED_SNAPSHOT_SECONDS=N). With it, `--after-interval` waits out the interval after the timed
+runs and times one more request: the first of the next interval, which the console answers
+from the last snapshot and renews after the response. No floor or naive column here: the
+production server does not mount the naive admin.
 """
 
 from __future__ import annotations
@@ -29,8 +32,11 @@ from http_client import Session
 from serve_bench import ADMIN, OPERATOR
 
 
-def measure_http(probe: run.Probe, runs: int, warmups: int) -> run.Measurement:
-    """The first request alone, then warm-ups, then the timed runs."""
+def measure_http(
+    probe: run.Probe, runs: int, warmups: int, after_interval: float = 0
+) -> run.Measurement:
+    """The first request alone, then warm-ups, then the timed runs (then, with
+    `after_interval`, one request that many seconds after the last)."""
     started = time.perf_counter()
     first = probe.fetch()
     first_ms = first.elapsed_ms or (time.perf_counter() - started) * 1000
@@ -40,12 +46,19 @@ def measure_http(probe: run.Probe, runs: int, warmups: int) -> run.Measurement:
     measurement.first_ms = round(first_ms, 2)
     if first.status != 200 and measurement.status == 200:
         measurement.status = first.status
+    if after_interval > 0:
+        time.sleep(after_interval)
+        started = time.perf_counter()
+        later = probe.fetch()
+        later_ms = later.elapsed_ms or (time.perf_counter() - started) * 1000
+        measurement.after_interval_ms = round(later_ms, 2)
     return measurement
 
 
 def server_stats(args: argparse.Namespace) -> dict[str, float]:
     """The worker_admin.stats constants the server runs with (see the module docstring)."""
-    overrides: dict[str, float] = {"SAMPLE_REUSE_SECONDS": args.sample_reuse}
+    # 0: every request its own sample; else the readings follow SHARED_SNAPSHOT_SECONDS (env)
+    overrides: dict[str, float] = {"SAMPLE_REUSE_SECONDS": 0} if args.sample_reuse == 0 else {}
     if args.exact_row_limit:
         overrides["EXACT_ROW_LIMIT"] = args.exact_row_limit
         overrides["SAMPLE_ROWS"] = max(200, args.exact_row_limit // 2)
@@ -55,17 +68,18 @@ def server_stats(args: argparse.Namespace) -> dict[str, float]:
 def print_table(measurements: list[run.Measurement]) -> None:
     width = max(len(m.name) for m in measurements)
     header = f"{'page':<{width}}  {'first ms':>8}  {'median ms':>9}  {'p95 ms':>8}  "
-    header += f"{'rows':>5}  {'load':>4}  status"
+    header += f"{'next ms':>7}  {'rows':>5}  {'load':>4}  status"
     print(header)
     print("-" * len(header))
     for m in measurements:
         print(
             f"{m.name:<{width}}  {run.fmt(m.first_ms):>8}  {run.fmt(m.median_ms):>9}  "
-            f"{run.fmt(m.p95_ms):>8}  {run.fmt(m.rows):>5}  "
+            f"{run.fmt(m.p95_ms):>8}  {run.fmt(m.after_interval_ms):>7}  {run.fmt(m.rows):>5}  "
             f"{run.fmt(m.load_average, '{:.1f}'):>4}  {m.status}"
         )
     print("over HTTP through gunicorn (manage.py serve), one keep-alive connection per user;")
-    print("first = the first request to the page; load: the 1-minute load average after it")
+    print("first = the first request to the page; next = one request after the snapshot")
+    print("interval (--after-interval); load: the 1-minute load average after it")
 
 
 def main(args: argparse.Namespace, database_url: str, targets, extra, walker) -> dict[str, Any]:
@@ -78,7 +92,7 @@ def main(args: argparse.Namespace, database_url: str, targets, extra, walker) ->
         threads=args.http_threads,
         schema=args.schema,
         stats=server_stats(args),
-        env={"SHARED_SNAPSHOT_SECONDS": "0"} if args.sample_reuse == 0 else {},
+        env={"SHARED_SNAPSHOT_SECONDS": str(round(args.sample_reuse))},
     )
     # The sessions exist (not yet logged in) so that the probes can be built first: the
     # in-process walk to the deep pages must happen before `console_user` sets the bench
@@ -96,7 +110,8 @@ def main(args: argparse.Namespace, database_url: str, targets, extra, walker) ->
         measurements = []
         for _, probe in pages:
             print(f"  {probe.name} …", flush=True)
-            measurements.append(measure_http(probe, args.runs, args.warmups))
+            wait = args.sample_reuse + 0.5 if args.after_interval else 0
+            measurements.append(measure_http(probe, args.runs, args.warmups, wait))
         requests = operator.requests + admin.requests
         connections = operator.reconnects + admin.reconnects
     print()

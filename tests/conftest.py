@@ -64,15 +64,12 @@ def _fresh_capabilities():
 
 @pytest.fixture(autouse=True)
 def _fresh_readings():
-    """Each test takes its own samples: a reading another test took within the reuse interval
-    (stats.reused) holds that test's rows, and a process's copy of a shared snapshot
-    (snapshots._recent) holds that test's counts."""
-    from worker_admin import snapshots, stats
+    """Each test takes its own samples: a process's copy of a shared snapshot or reading
+    (snapshots._recent, stats.reused) holds another test's counts."""
+    from worker_admin import snapshots
 
-    stats._reused.clear()
     snapshots.forget()
     yield
-    stats._reused.clear()
     snapshots.forget()
 
 

@@ -95,3 +95,36 @@ def test_the_jobs_list_poll__shared_and_304_when_its_rows_did_not_change(
     snapshots.forget()
     changed = console.get("/jobs/", headers={**HTMX, "If-None-Match": first["ETag"]})
     assert changed.status_code == 200 and b"poll_task_two" in changed.content
+
+
+def test_the_first_viewer_after_the_interval__answered_from_the_last_snapshot_then_renewed(
+    sharing, console, worker_rows, settings
+):
+    """The overview past its interval: the page answers with the last snapshot (its "as of"
+    time says when) without counting in the request, and the next snapshot is taken after the
+    response, so the next viewer sees the change without counting either."""
+    from dataclasses import replace
+    from time import time
+
+    from django.test.utils import CaptureQueriesContext
+
+    from worker_admin import databases
+    from worker_admin.replica import read_alias
+    from worker_admin.views.database_health import overview_snapshot
+
+    settings.SHARED_SNAPSHOT_SECONDS = 10
+    WorkerUtils().add_raw_job("poll_task", {})
+    assert b"poll_task" in console.get("/").content
+    WorkerUtils().add_raw_job("poll_task_two", {})
+    taken = overview_snapshot(databases.main(), settings.GRAPHILE_WORKER_SCHEMA)
+    name = f"overview:{read_alias()}:{settings.GRAPHILE_WORKER_SCHEMA}"
+    from tests.test_snapshots import _store
+
+    _store(name, replace(taken, taken_at=time() - 15))  # past the interval, within twice it
+    snapshots.forget()
+    answered = console.get("/")
+    assert b"poll_task_two" not in answered.content  # the last snapshot, not a count
+    with CaptureQueriesContext(connection) as seen:
+        renewed = console.get("/")
+    assert b"poll_task_two" in renewed.content
+    assert not any("_private_jobs" in q["sql"] for q in seen.captured_queries)

@@ -133,3 +133,62 @@ def test_forget_drops_the_process_copies_but_not_the_shared_cache(empty_cache):
     snapshots.forget()
     assert snapshots.shared("polled", compute, seconds=60).version == first.version
     assert len(calls) == 1
+
+
+def _stale(name: str, snapshot: snapshots.Snapshot, age: float) -> None:
+    """The shared copy of `name` as if taken `age` seconds ago; this process's copy dropped."""
+    from dataclasses import replace
+
+    _store(name, replace(snapshot, taken_at=time.time() - age))
+    snapshots.forget()
+
+
+def test_in_a_request_a_stale_snapshot_is_answered_at_once_and_renewed_after_the_response(
+    empty_cache,
+):
+    """The first viewer after the interval does not wait for the count: the previous snapshot
+    (at most REVALIDATE_FACTOR intervals old) answers, and the next is taken once the response
+    is out (request_finished), for whoever asks next."""
+    calls: list = []
+    compute = _counting_compute(calls, delay=0)
+    first = snapshots.shared("stale", compute, seconds=10)
+    _stale("stale", first, age=15)
+    snapshots.on_request_started(None)
+    answered = snapshots.shared("stale", compute, seconds=10)
+    assert answered.value == {"ready": 1} and len(calls) == 1  # nothing counted in the request
+    snapshots.on_request_finished(None)
+    assert len(calls) == 2  # renewed once the response was out
+    snapshots.forget()
+    assert snapshots.shared("stale", compute, seconds=10).value == {"ready": 2}
+    assert len(calls) == 2  # the next request reads the renewed one from the shared cache
+
+
+def test_too_stale_or_outside_a_request__the_snapshot_is_renewed_in_the_path(empty_cache):
+    calls: list = []
+    compute = _counting_compute(calls, delay=0)
+    first = snapshots.shared("stale", compute, seconds=10)
+    _stale("stale", first, age=15)
+    assert snapshots.shared("stale", compute, seconds=10).value == {"ready": 2}  # a command
+    _stale("stale", first, age=10 * snapshots.REVALIDATE_FACTOR + 1)
+    snapshots.on_request_started(None)
+    assert snapshots.shared("stale", compute, seconds=10).value == {"ready": 3}  # too old
+    snapshots.on_request_finished(None)
+    assert len(calls) == 3  # nothing left to renew after the response
+
+
+def test_a_renewal_that_fails_is_logged_and_never_reaches_the_viewer(empty_cache, caplog):
+    calls: list = []
+    first = snapshots.shared("stale", _counting_compute(calls, delay=0), seconds=10)
+    _stale("stale", first, age=15)
+
+    def broken():
+        raise RuntimeError("the database went away")
+
+    snapshots.on_request_started(None)
+    assert snapshots.shared("stale", broken, seconds=10).value == {"ready": 1}
+    snapshots.on_request_finished(None)  # does not raise
+    assert "Could not renew a shared snapshot" in caplog.text
+    snapshots.forget()
+    with pytest.raises(RuntimeError):  # still stale: the next request past the window asks
+        _stale("stale", first, age=10 * snapshots.REVALIDATE_FACTOR + 1)
+        snapshots.shared("stale", broken, seconds=10)

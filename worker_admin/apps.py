@@ -22,6 +22,9 @@ class WorkerAdminConfig(AppConfig):
         from worker_admin.history import signals as history_signals
 
         history_signals.connect()  # snapshots taken by the first request once one is due
+        from worker_admin import snapshots
+
+        snapshots.connect()  # a shared snapshot answered stale is renewed after the response
         # The role groups come from a migration; `flush` (transactional tests, in whatever order
         # pytest-xdist runs them) empties them and then sends post_migrate: create them again.
         post_migrate.connect(_ensure_role_groups, sender=self, dispatch_uid="worker_admin.roles")

@@ -22,10 +22,12 @@ COUNT_BOUND = 10_000
 @dataclass(frozen=True)
 class CountValue:
     value: int
-    kind: str  # "exact", "at_least", "estimate" or "not_counted"
+    kind: str  # "exact", "at_least", "estimate", "not_counted" or "counting"
 
     @property
     def display(self) -> str:
+        if self.kind == "counting":
+            return f"{self.value:,}+" if self.value else "…"
         if self.kind == "at_least":
             return f"{self.value:,}+"
         if self.kind == "estimate":
@@ -46,6 +48,11 @@ class CountValue:
                 "An estimate: the table is large, so this comes from PostgreSQL's statistics "
                 "rather than reading every row."
             )
+        if self.kind == "counting":
+            return (
+                f"At least {self.value:,} so far; the estimate for this filter is being taken "
+                "and replaces this in a moment."
+            )
         if self.kind == "not_counted":
             return (
                 "Not counted: on a table this large a text search would read every error and "
@@ -55,6 +62,11 @@ class CountValue:
 
 
 NOT_COUNTED = CountValue(0, "not_counted")
+
+
+def counting(seen: int) -> CountValue:
+    """A count being estimated right after the page: what a bounded pass has seen so far."""
+    return CountValue(seen, "counting")
 
 
 def _compact(n: int) -> str:

@@ -14,6 +14,13 @@ Each process also keeps its last copy of every snapshot it served (`_recent`): u
 is `seconds` old a poll is answered from memory, without reading the shared cache, so a
 process reads each snapshot at most once per interval however many users poll it.
 
+Inside a request, a snapshot past its interval but younger than REVALIDATE_FACTOR intervals is
+answered at once, and the next one is taken after the response has gone out (request_finished)
+by the process that noticed, under the same advisory lock: the viewer who happens to arrive
+first in an interval does not wait for the count, and what any page shows is at most
+REVALIDATE_FACTOR intervals old (the pages say "as of" when). Outside a request (commands, the
+Python API) there is no "after", so a stale snapshot is renewed at once as before.
+
 The version is a digest of the value, so a queue where nothing moved keeps it: a polled page's
 ETag is built from the versions of the snapshots it shows, and a refresh of unchanged data is
 answered 304 Not Modified without rendering (see `worker_admin/polling.py`).
@@ -22,7 +29,9 @@ answered 304 Not Modified without rendering (see `worker_admin/polling.py`).
 from __future__ import annotations
 
 import hashlib
+import logging
 import pickle
+import threading
 import time
 import uuid
 import zlib
@@ -34,10 +43,13 @@ from django.core.cache import caches
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 CACHE = "snapshots"
 STALE_FACTOR = 5  # a snapshot this many intervals old is recomputed by whoever asks
+REVALIDATE_FACTOR = 2  # younger than this many intervals: answered now, renewed after
 RECENT_LIMIT = 256  # snapshots this process keeps in memory (one per page, filter and role)
 _recent: dict[str, Snapshot] = {}
+_request = threading.local()  # .renewals: what to renew once this thread's response is out
 
 
 @dataclass(frozen=True)
@@ -53,11 +65,33 @@ class Snapshot(Generic[T]):
 
 def shared(name: str, compute: Callable[[], T], *, seconds: float) -> Snapshot[T]:
     """The snapshot `name`, taken at most `seconds` ago (or by whoever is taking the next)."""
-    key = "snapshot:" + hashlib.sha256(name.encode()).hexdigest()
+    key = _key(name)
     mine = _recent.get(key)
     if mine is not None and mine.age < seconds:
         return mine
     return _remember(key, _shared(key, compute, seconds))
+
+
+def ready(name: str, compute: Callable[[], T], *, seconds: float) -> Snapshot[T] | None:
+    """The snapshot `name` if one is usable now (young, or renewed after this response as in
+    `shared`), else None, without computing it: for a page that shows the rest at once and
+    asks for this part right after."""
+    key = _key(name)
+    mine = _recent.get(key)
+    if mine is not None and mine.age < seconds:
+        return mine
+    found = _get(caches[CACHE], key)
+    if found is None:
+        return None
+    if found.age < seconds:
+        return _remember(key, found)
+    if found.age < seconds * REVALIDATE_FACTOR and _renew_later(key, compute, seconds):
+        return found
+    return None
+
+
+def _key(name: str) -> str:
+    return "snapshot:" + hashlib.sha256(name.encode()).hexdigest()
 
 
 def _shared(key: str, compute: Callable[[], T], seconds: float) -> Snapshot[T]:
@@ -65,6 +99,12 @@ def _shared(key: str, compute: Callable[[], T], seconds: float) -> Snapshot[T]:
     cache = caches[CACHE]
     found = _get(cache, key)
     if found is not None and found.age < seconds:
+        return found
+    if (
+        found is not None
+        and found.age < seconds * REVALIDATE_FACTOR
+        and _renew_later(key, compute, seconds)
+    ):
         return found
     with transaction.atomic(using=DEFAULT_DB_ALIAS):
         _volatile()
@@ -85,9 +125,58 @@ def _remember(key: str, snapshot: Snapshot[T]) -> Snapshot[T]:
     return snapshot
 
 
+def _renew_later(key: str, compute: Callable[[], T], seconds: float) -> bool:
+    """Queue `key` for renewal after this request's response; False outside a request."""
+    renewals = getattr(_request, "renewals", None)
+    if renewals is None:
+        return False
+    from worker_admin import databases  # the compute reads the database this request is about
+
+    renewals.setdefault(key, (compute, seconds, databases.current().name))
+    return True
+
+
+def on_request_started(sender, **kwargs) -> None:
+    _request.renewals = {}
+
+
+def on_request_finished(sender, **kwargs) -> None:
+    """Renew what this request answered stale, now that its response is out."""
+    renewals = getattr(_request, "renewals", None) or {}
+    _request.renewals = None
+    for key, (compute, seconds, database) in renewals.items():
+        try:
+            _renew(key, compute, seconds, database)
+        except Exception:  # the next request past the stale window takes it in its path
+            logger.warning("Could not renew a shared snapshot.", exc_info=True)
+
+
+def _renew(key: str, compute: Callable[[], T], seconds: float, database: str) -> None:
+    from worker_admin import databases
+
+    cache = caches[CACHE]
+    with databases.using(database), transaction.atomic(using=DEFAULT_DB_ALIAS):
+        _volatile()
+        if not _lock(key, wait=False):
+            return  # another process is renewing it
+        found = _get(cache, key)
+        if found is None or found.age >= seconds:
+            found = _take(cache, key, compute, seconds)
+        _remember(key, found)
+
+
+def connect() -> None:
+    from django.core.signals import request_finished, request_started
+
+    request_started.connect(on_request_started, dispatch_uid="worker_admin.snapshots.started")
+    request_finished.connect(on_request_finished, dispatch_uid="worker_admin.snapshots.finished")
+
+
 def forget() -> None:
-    """Drop this process's copies (tests; the shared cache is left as it is)."""
+    """Drop this process's copies and this thread's pending renewals (tests; the shared cache
+    is left as it is)."""
     _recent.clear()
+    _request.renewals = None
 
 
 def _take(cache, key: str, compute: Callable[[], T], seconds: float) -> Snapshot[T]:

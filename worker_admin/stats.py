@@ -12,7 +12,6 @@ never read). Counts an opt-in index makes cheap (locked, failed, retrying) are e
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
@@ -20,7 +19,7 @@ from django.conf import settings
 from django.db import connections
 from django.db.models import Count, Min
 
-from worker_admin import indexes, sampling
+from worker_admin import indexes, sampling, snapshots
 from worker_admin.counting import bounded_count_within, table_estimate
 from worker_admin.estimates import Estimate, bounded
 from worker_admin.installer import quote_schema
@@ -89,10 +88,9 @@ SAMPLE_WINDOWS = 200
 # A bounded count reads at most this many rows through an opt-in index (failing jobs).
 INDEXED_COUNT_BOUND = 10_000
 INDEXED_COUNT_BUDGET_MS = 150
-# Open tabs poll every few seconds: within this many seconds, requests in the same process share
-# one read of the sample (the numbers are estimates anyway; see _shared).
-SAMPLE_REUSE_SECONDS = 2.0
-_reused: dict[tuple, tuple[float, object]] = {}
+# Open tabs poll every few seconds: within this many seconds, every request shares one read of
+# the sample (see reused); None: the console's SHARED_SNAPSHOT_SECONDS.
+SAMPLE_REUSE_SECONDS: float | None = None
 # The overview lists at most this many tasks and queues (the queues page pages through more).
 GROUP_LIMIT = 500
 
@@ -162,37 +160,28 @@ class SampledGroups:
         return self.by_queue.get(queue_id, self.unseen)
 
 
-REUSED_MAX = 256  # entries kept per process: one per distinct filter seen in the interval
+def reused(name: str, alias: str, compute, *, wait: bool = True):
+    """compute(), or the shared snapshot of it taken less than SAMPLE_REUSE_SECONDS ago (the
+    console's SHARED_SNAPSHOT_SECONDS unless set) by any process (worker_admin/snapshots.py).
 
-
-def reused(name: str, alias: str, compute):
-    """compute(), or its result from less than SAMPLE_REUSE_SECONDS ago in this process.
-
-    Twenty users polling every two seconds then cost one sample read per interval, not twenty.
-    The key holds the database and the sampling parameters, so a changed setting (or another
-    database) never reads a stale entry. Only for a large table's readings (samples, and the
-    counts taken with them); a small table is always counted afresh.
+    Twenty users polling every few seconds, whichever server process answers them, then cost
+    one sample read per interval, not twenty. The key holds the database and the sampling
+    parameters, so a changed setting (or another database) never reads a stale entry. Only for
+    a large table's readings (samples, and the counts taken with them); a small table is always
+    counted afresh. With `wait=False`, None instead of taking a reading nobody has taken (the
+    page shows the rest now and asks for this part right after).
     """
-    key = (
-        name,
-        alias,
-        connections[alias].settings_dict.get("NAME"),
-        EXACT_ROW_LIMIT,
-        SAMPLE_ROWS,
-        SAMPLE_WINDOWS,
-    )
-    now = time.monotonic()
-    hit = _reused.get(key)
-    if hit is not None and now - hit[0] < SAMPLE_REUSE_SECONDS:
-        return hit[1]
-    value = compute()
-    if len(_reused) >= REUSED_MAX:  # drop what has expired (a filter nobody asks for again)
-        for old in [k for k, (at, _v) in _reused.items() if now - at >= SAMPLE_REUSE_SECONDS]:
-            del _reused[old]
-        if len(_reused) >= REUSED_MAX:
-            _reused.clear()
-    _reused[key] = (now, value)
-    return value
+    seconds = SAMPLE_REUSE_SECONDS
+    if seconds is None:
+        seconds = settings.SHARED_SNAPSHOT_SECONDS
+    if seconds <= 0:  # nothing is shared: nothing to ask for later either
+        return compute()
+    database = connections[alias].settings_dict.get("NAME")
+    key = f"reading:{name}:{alias}:{database}:{EXACT_ROW_LIMIT}:{SAMPLE_ROWS}:{SAMPLE_WINDOWS}"
+    if not wait:
+        found = snapshots.ready(key, compute, seconds=seconds)
+        return found.value if found is not None else None
+    return snapshots.shared(key, compute, seconds=seconds).value
 
 
 def sampled_groups(alias: str) -> SampledGroups | None:

@@ -28,6 +28,7 @@ from worker_admin.counting import (
     bounded_count_within,
     bounded_state_counts,
     bounded_state_counts_within,
+    counting,
 )
 from worker_admin.estimates import Estimate, at_least, bounded
 from worker_admin.filters import (
@@ -120,9 +121,9 @@ def _jobs():
     return Job.objects.using(read_alias())
 
 
-def _tabs(filters: JobFilters) -> list[Tab]:
+def _tabs(filters: JobFilters, *, wait: bool = True) -> list[Tab]:
     narrowed = apply_filters(_jobs(), filters, with_state=False)
-    counts = _tab_counts(narrowed, filters, read_alias())
+    counts = _tab_counts(narrowed, filters, read_alias(), wait=wait)
     tabs = []
     for key in STATE_TABS:
         url = "?" + urlencode(filters.query(state=key, sort=None, cursor=None))
@@ -130,7 +131,9 @@ def _tabs(filters: JobFilters) -> list[Tab]:
     return tabs
 
 
-def _tab_counts(narrowed, filters: JobFilters, alias: str) -> dict[str, Estimate | CountValue]:
+def _tab_counts(
+    narrowed, filters: JobFilters, alias: str, *, wait: bool = True
+) -> dict[str, Estimate | CountValue]:
     """Each tab's count, at a cost that does not grow with the table.
 
     Unfiltered on a large table: the overview's estimates (the same random sample, the same
@@ -141,7 +144,10 @@ def _tab_counts(narrowed, filters: JobFilters, alias: str) -> dict[str, Estimate
     interval is counted up to the bound instead ("more than 1,000" past it). A text search on
     a large table is not counted: it would read every error and payload again for the numbers.
     On a large table a filter's sampled counts are shared like the overview's sample: requests
-    for the same filter within SAMPLE_REUSE_SECONDS (users watching one queue) take one sample.
+    for the same filter within the snapshot interval (users watching one queue, on any server
+    process) take one sample. With `wait=False` (a page's first load) a filter nobody has
+    sampled yet shows what the pass saw ("1,000+") and the page asks for the estimates right
+    after, so its rows are not held up by the sample.
     """
     large = is_large(alias)
     if not filters.active():
@@ -162,7 +168,10 @@ def _tab_counts(narrowed, filters: JobFilters, alias: str) -> dict[str, Estimate
     if not reached:
         return {key: Estimate.exact_count(seen[key]) for key in STATE_TABS}
     sql, params = narrowed.order_by().values("pk").query.sql_with_params()
-    estimated = reused(f"tabs:{sql}:{params!r}", alias, lambda: _estimated(narrowed, alias))
+    compute = lambda: _estimated(narrowed, alias)  # noqa: E731
+    estimated = reused(f"tabs:{sql}:{params!r}", alias, compute, wait=wait)
+    if estimated is None:  # being counted: asked for by the page at once (counts_pending)
+        return {"all": counting(PASS_BOUND)} | {key: counting(seen[key]) for key in STATE_TABS[1:]}
     counts = {"all": at_least(estimated["all"], PASS_BOUND + 1)}
     for key in STATE_TABS[1:]:
         counts[key] = at_least(estimated[key], seen[key])  # the pass saw that many: never below
@@ -323,7 +332,8 @@ def _list_context(request) -> dict:
     ):
         page = _page(request, filters)
         now = database_now(read_alias())
-        tabs = _tabs(filters)
+        # A first load does not wait for a filter's sample; its refresh (htmx) does.
+        tabs = _tabs(filters, wait=bool(request.htmx))
     for job in page.jobs:
         job.lock = lock_standing(job.locked_at, now)
     locked_tab = filters.state == "locked"
@@ -332,6 +342,7 @@ def _list_context(request) -> dict:
         values=filters.values,
         state=filters.state,
         tabs=tabs,
+        counts_pending=any(getattr(tab.count, "kind", "") == "counting" for tab in tabs),
         page=page,
         sorts={k: v for k, v in SORTS.items() if locked_tab or k not in LOCKED_ONLY_SORTS},
         sort_key=filters.sort_key,
