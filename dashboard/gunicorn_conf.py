@@ -20,7 +20,10 @@ threads = int(os.environ.get("SERVE_THREADS", "4"))
 timeout = 60
 # On SIGTERM, workers finish the requests they are serving for up to this long, then exit.
 graceful_timeout = 30
-keepalive = 5
+# Longer than the pages' refresh (POLL_INTERVAL_SECONDS, 5 s by default): a tab polling the
+# server directly keeps its connection instead of opening one per refresh (the threaded worker
+# holds idle connections in its poller, not in a thread).
+keepalive = 20
 # Recycle workers now and then, spread out so they never all restart at once. Not often: open
 # tabs poll several times a second between them, and a fresh worker pays Django's start and its
 # first requests' catalog checks again (every ~8 minutes per worker at 2,000 with 20 watchers).

@@ -157,7 +157,8 @@ def test_in_a_request_a_stale_snapshot_is_answered_at_once_and_renewed_after_the
     answered = snapshots.shared("stale", compute, seconds=10)
     assert answered.value == {"ready": 1} and len(calls) == 1  # nothing counted in the request
     snapshots.on_request_finished(None)
-    assert len(calls) == 2  # renewed once the response was out
+    snapshots.settle()
+    assert len(calls) == 2  # renewed once the response was out, on a thread of its own
     snapshots.forget()
     assert snapshots.shared("stale", compute, seconds=10).value == {"ready": 2}
     assert len(calls) == 2  # the next request reads the renewed one from the shared cache
@@ -173,6 +174,7 @@ def test_too_stale_or_outside_a_request__the_snapshot_is_renewed_in_the_path(emp
     snapshots.on_request_started(None)
     assert snapshots.shared("stale", compute, seconds=10).value == {"ready": 3}  # too old
     snapshots.on_request_finished(None)
+    snapshots.settle()
     assert len(calls) == 3  # nothing left to renew after the response
 
 
@@ -187,6 +189,7 @@ def test_a_renewal_that_fails_is_logged_and_never_reaches_the_viewer(empty_cache
     snapshots.on_request_started(None)
     assert snapshots.shared("stale", broken, seconds=10).value == {"ready": 1}
     snapshots.on_request_finished(None)  # does not raise
+    snapshots.settle()
     assert "Could not renew a shared snapshot" in caplog.text
     snapshots.forget()
     with pytest.raises(RuntimeError):  # still stale: the next request past the window asks

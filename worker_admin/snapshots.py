@@ -16,7 +16,8 @@ process reads each snapshot at most once per interval however many users poll it
 
 Inside a request, a snapshot past its interval but younger than REVALIDATE_FACTOR intervals is
 answered at once, and the next one is taken after the response has gone out (request_finished)
-by the process that noticed, under the same advisory lock: the viewer who happens to arrive
+by the process that noticed (on a thread of its own, with its own database connection), under
+the same advisory lock: the viewer who happens to arrive
 first in an interval does not wait for the count, and what any page shows is at most
 REVALIDATE_FACTOR intervals old (the pages say "as of" when). Outside a request (commands, the
 Python API) there is no "after", so a stale snapshot is renewed at once as before.
@@ -50,6 +51,9 @@ REVALIDATE_FACTOR = 2  # younger than this many intervals: answered now, renewed
 RECENT_LIMIT = 256  # snapshots this process keeps in memory (one per page, filter and role)
 _recent: dict[str, Snapshot] = {}
 _request = threading.local()  # .renewals: what to renew once this thread's response is out
+_renewing: set[str] = set()  # keys this process is renewing now
+_renewing_guard = threading.Lock()
+_started: list[threading.Thread] = []  # renewal threads not yet waited for (settle)
 
 
 @dataclass(frozen=True)
@@ -141,14 +145,41 @@ def on_request_started(sender, **kwargs) -> None:
 
 
 def on_request_finished(sender, **kwargs) -> None:
-    """Renew what this request answered stale, now that its response is out."""
+    """Renew what this request answered stale, now that its response is out: on a thread of
+    its own, so that the next request on the same keep-alive connection (which the server
+    reads only once this one is finished) does not wait for the count either."""
     renewals = getattr(_request, "renewals", None) or {}
     _request.renewals = None
     for key, (compute, seconds, database) in renewals.items():
-        try:
-            _renew(key, compute, seconds, database)
-        except Exception:  # the next request past the stale window takes it in its path
-            logger.warning("Could not renew a shared snapshot.", exc_info=True)
+        with _renewing_guard:
+            if key in _renewing:
+                continue  # this process is already renewing it
+            _renewing.add(key)
+        thread = threading.Thread(
+            target=_renew_apart,
+            args=(key, compute, seconds, database),
+            name="snapshot-renewal",
+            daemon=True,  # a renewal is disposable: never hold up a process that is stopping
+        )
+        _started[:] = [*(t for t in _started if t.is_alive()), thread]
+        thread.start()
+
+
+def _renew_apart(key: str, compute: Callable[[], T], seconds: float, database: str) -> None:
+    try:
+        _renew(key, compute, seconds, database)
+    except Exception:  # the next request past the stale window takes it in its path
+        logger.warning("Could not renew a shared snapshot.", exc_info=True)
+    finally:
+        connections.close_all()  # this thread's own connections end with it
+        with _renewing_guard:
+            _renewing.discard(key)
+
+
+def settle(timeout: float = 30.0) -> None:
+    """Wait for the renewals this process has started (tests, and a clean shutdown)."""
+    while _started:
+        _started.pop().join(timeout)
 
 
 def _renew(key: str, compute: Callable[[], T], seconds: float, database: str) -> None:
