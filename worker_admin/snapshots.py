@@ -85,13 +85,16 @@ def ready(name: str, compute: Callable[[], T], *, seconds: float) -> Snapshot[T]
     if mine is not None and mine.age < seconds:
         return mine
     found = _get(caches[CACHE], key)
+    return _remember(key, found) if _answer_now(key, compute, seconds, found) else None
+
+
+def _answer_now(key: str, compute: Callable[[], T], seconds: float, found) -> bool:
+    """`found` is young, or stale enough to answer while it is renewed after the response."""
     if found is None:
-        return None
+        return False
     if found.age < seconds:
-        return _remember(key, found)
-    if found.age < seconds * REVALIDATE_FACTOR and _renew_later(key, compute, seconds):
-        return found
-    return None
+        return True
+    return found.age < seconds * REVALIDATE_FACTOR and _renew_later(key, compute, seconds)
 
 
 def _key(name: str) -> str:
@@ -102,13 +105,7 @@ def _shared(key: str, compute: Callable[[], T], seconds: float) -> Snapshot[T]:
     """The shared cache's copy if young enough, else the next one (taken once, see above)."""
     cache = caches[CACHE]
     found = _get(cache, key)
-    if found is not None and found.age < seconds:
-        return found
-    if (
-        found is not None
-        and found.age < seconds * REVALIDATE_FACTOR
-        and _renew_later(key, compute, seconds)
-    ):
+    if _answer_now(key, compute, seconds, found):
         return found
     with transaction.atomic(using=DEFAULT_DB_ALIAS):
         _volatile()

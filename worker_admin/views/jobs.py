@@ -168,8 +168,9 @@ def _tab_counts(
     if not reached:
         return {key: Estimate.exact_count(seen[key]) for key in STATE_TABS}
     sql, params = narrowed.order_by().values("pk").query.sql_with_params()
-    compute = lambda: _estimated(narrowed, alias)  # noqa: E731
-    estimated = reused(f"tabs:{sql}:{params!r}", alias, compute, wait=wait)
+    estimated = reused(
+        f"tabs:{sql}:{params!r}", alias, lambda: _estimated(narrowed, alias), wait=wait
+    )
     if estimated is None:  # being counted: asked for by the page at once (counts_pending)
         return {"all": counting(PASS_BOUND)} | {key: counting(seen[key]) for key in STATE_TABS[1:]}
     counts = {"all": at_least(estimated["all"], PASS_BOUND + 1)}
