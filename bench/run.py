@@ -63,6 +63,7 @@ class Outcome:
     status: int | str
     rows: int | None = None
     elapsed_ms: float | None = None  # the timed part, when not the whole fetch (bulk apply)
+    painted_ms: float | None = None  # over HTTP: the page alone, when its counts came after it
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,8 @@ class Measurement:
     load_average: float | None = None  # the machine's 1-minute load after the runs: noise
     peak_rss_mib: float | None = None  # the process's peak RSS so far, after this page
     first_ms: float | None = None  # over HTTP: the very first request, before the warm-ups
+    # over HTTP: that first page alone, when it came without its counts and asked for them
+    first_paint_ms: float | None = None
     # over HTTP with --after-interval: one request once the snapshot interval has passed
     after_interval_ms: float | None = None
 
@@ -262,7 +265,7 @@ def page_probe(client, name: str, path: str, headers: dict[str, str] | None = No
         except Exception as exc:  # a broken page is a result to report, not a reason to stop
             return Outcome(type(exc).__name__)
         rows = table_rows(response.content.decode(errors="replace"))
-        return Outcome(response.status_code, rows)
+        return Outcome(response.status_code, rows, painted_ms=getattr(response, "painted_ms", None))
 
     return Probe(name, path, fetch)
 
@@ -276,7 +279,7 @@ def post_probe(client, name: str, path: str, data: dict[str, str]) -> Probe:
         except Exception as exc:
             return Outcome(type(exc).__name__)
         rows = table_rows(response.content.decode(errors="replace"))
-        return Outcome(response.status_code, rows)
+        return Outcome(response.status_code, rows, painted_ms=getattr(response, "painted_ms", None))
 
     return Probe(name, f"POST {path}", fetch)
 

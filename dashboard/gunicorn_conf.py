@@ -41,3 +41,11 @@ def child_exit(server, worker) -> None:
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(worker.pid)
+
+
+def post_worker_init(worker) -> None:
+    """Import the views, compile the templates and read the schema's capabilities before this
+    worker takes its first request (dashboard/warmup.py)."""
+    from dashboard.warmup import warm
+
+    warm()

@@ -122,13 +122,12 @@ def test_queues_page__markers_and_links(console, queues):
     assert response.status_code == 200
     body = response.content.decode()
     text = _text(response)
-    assert [q.name for q in response.context["report"].queues] == ["reports", "emails", "idle"]
     assert '<tr class="row-danger">' in body and '<tr class="row-locked">' in body
     assert "Locked, but none of its jobs is" in text and "Held past the 4-hour mark" in text
     assert "Blocks the queue: the other jobs in it wait" in text
     assert "pool-7f3a9c2e1b · 5h" in text and "graphile_worker_aa · 2m" in text
     assert "3 queues · 2 locked · 1 with a suspect lock" in text
-    hrefs = re.findall(r'href="(/queues/[^"]+)"', body)  # each queue's own page
+    hrefs = re.findall(r'href="(/queues/[^"]+)"', body)  # each queue's own page, in order
     assert hrefs == ["/queues/reports/", "/queues/emails/", "/queues/idle/"]
 
 
@@ -160,11 +159,6 @@ def test_tasks_page__rows_and_links(console, queues):
     response = console.get(reverse("worker_admin:tasks"))
     assert response.status_code == 200
     body = response.content.decode()
-    assert [t.identifier for t in response.context["report"].tasks] == [
-        "generate_report",
-        "resize_image",
-        "send_email",
-    ]
     assert re.findall(r'href="(/tasks/[^"]+)"', body) == [  # each task's own page
         "/tasks/generate_report/",
         "/tasks/resize_image/",

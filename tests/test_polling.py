@@ -103,29 +103,66 @@ def test_the_first_viewer_after_the_interval__answered_from_the_last_snapshot_th
     """The overview past its interval: the page answers with the last snapshot (its "as of"
     time says when) without counting in the request, and the next snapshot is taken after the
     response, so the next viewer sees the change without counting either."""
-    from dataclasses import replace
-    from time import time
-
     from django.test.utils import CaptureQueriesContext
 
-    from worker_admin import databases
-    from worker_admin.replica import read_alias
-    from worker_admin.views.database_health import overview_snapshot
+    from tests.test_snapshots import age_every_snapshot
 
     settings.SHARED_SNAPSHOT_SECONDS = 10
     WorkerUtils().add_raw_job("poll_task", {})
     assert b"poll_task" in console.get("/").content
     WorkerUtils().add_raw_job("poll_task_two", {})
-    taken = overview_snapshot(databases.main(), settings.GRAPHILE_WORKER_SCHEMA)
-    name = f"overview:{read_alias()}:{settings.GRAPHILE_WORKER_SCHEMA}"
-    from tests.test_snapshots import _store
-
-    _store(name, replace(taken, taken_at=time() - 15))  # past the interval, within twice it
-    snapshots.forget()
+    age_every_snapshot(15)  # past the interval, within twice it
     answered = console.get("/")
     assert b"poll_task_two" not in answered.content  # the last snapshot, not a count
     snapshots.settle()  # the renewal runs on a thread of its own once the response is out
     with CaptureQueriesContext(connection) as seen:
         renewed = console.get("/")
     assert b"poll_task_two" in renewed.content
-    assert not any("_private_jobs" in q["sql"] for q in seen.captured_queries)
+    counts = [q["sql"] for q in seen.captured_queries if '_private_jobs"' in q["sql"]]
+    assert not counts, counts  # (the size check reads pg_class, not the jobs)
+
+
+@pytest.mark.parametrize(
+    ("path", "marker"),
+    [("/", "big_task"), ("/tasks/", "big_task"), ("/queues/", "big_queue"), ("/failures/", "disk")],
+)
+def test_a_large_tables_page_shows_itself_at_once_and_its_counts_right_after(
+    sharing, console, monkeypatch, path, marker
+):
+    """Nobody has watched the overview, tasks, queues or failures of a large table lately: the
+    page comes without waiting for the sample ("Counting…", aria-busy), the counts are taken
+    right after the response, and the page's first refresh (hx-trigger "load") and the next
+    viewer get them without reading the jobs again."""
+    from django.test.utils import CaptureQueriesContext
+
+    from worker_admin import stats
+    from worker_admin.utils import JobSpec, RawJobSpec
+
+    spec = JobSpec(queue_name="big_queue")
+    WorkerUtils().add_raw_jobs([RawJobSpec("big_task", {"i": i}, spec) for i in range(300)])
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE graphile_worker._private_jobs SET attempts = 1, last_error = 'disk full' "
+            "WHERE id % 3 = 0"
+        )
+        cursor.execute("ANALYZE graphile_worker._private_jobs")
+    monkeypatch.setattr(stats, "EXACT_ROW_LIMIT", 100)
+    monkeypatch.setattr(stats, "SAMPLE_ROWS", 40)
+    monkeypatch.setattr(stats, "SAMPLE_WINDOWS", 4)
+
+    def load(**headers):
+        with CaptureQueriesContext(connection) as seen:
+            response = console.get(path, headers=headers)
+        jobs_read = [q["sql"] for q in seen.captured_queries if '_private_jobs"' in q["sql"]]
+        return response, response.content.decode(), jobs_read
+
+    first, html, jobs_read = load()
+    assert first.status_code == 200 and not jobs_read, jobs_read
+    assert 'hx-trigger="load, every' in html and 'aria-busy="true"' in html
+    assert ("Counting…" in html or "Grouping…" in html) and marker not in html
+    snapshots.settle()  # taken on a thread of its own once the response was out
+    follow, html, jobs_read = load(**HTMX)
+    assert follow.status_code == 200 and marker in html and not jobs_read, jobs_read
+    _, html, jobs_read = load()
+    assert marker in html and 'aria-busy="true"' not in html and not jobs_read, jobs_read
+    assert 'hx-trigger="every' in html

@@ -102,6 +102,27 @@ def _store(name: str, snapshot: snapshots.Snapshot) -> None:
     caches[snapshots.CACHE].set(key, zlib.compress(pickle.dumps(snapshot)), timeout=60)
 
 
+def age_every_snapshot(seconds: float) -> None:
+    """Make every stored snapshot `seconds` older, as if nobody had looked since (the counts and
+    the renderings made of them alike), and drop this process's copies."""
+    import pickle
+    import zlib
+    from dataclasses import replace
+
+    from django.db import connection
+
+    cache = caches[snapshots.CACHE]
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT cache_key FROM console_snapshot_cache")
+        stored = [row[0].split(":", 2)[2] for row in cursor.fetchall()]  # ":1:<key>"
+    for key in stored:
+        found = snapshots._get(cache, key) if key.startswith("snapshot:") else None
+        if found is not None:
+            older = replace(found, taken_at=found.taken_at - seconds)
+            cache.set(key, zlib.compress(pickle.dumps(older)), timeout=60)
+    snapshots.forget()
+
+
 def test_within_the_interval_a_process_answers_from_its_own_copy_without_a_query(empty_cache):
     """Twenty polls a second in one process read the shared cache once per interval, not twenty
     times: the process keeps the snapshot it last served."""

@@ -88,6 +88,18 @@ def ready(name: str, compute: Callable[[], T], *, seconds: float) -> Snapshot[T]
     return _remember(key, found) if _answer_now(key, compute, seconds, found) else None
 
 
+def prepare(name: str, compute: Callable[[], T], *, seconds: float) -> Snapshot[T] | None:
+    """`ready()`, and when nothing is usable, the first one is taken right after this
+    request's response (outside a request: None, nothing taken). For a page that shows itself
+    at once and asks for this part as soon as it has loaded: by then the part is being taken
+    (its request waits for it, never takes a second), and a reload without JavaScript finds
+    it."""
+    found = ready(name, compute, seconds=seconds)
+    if found is None:
+        _renew_later(_key(name), compute, seconds)
+    return found
+
+
 def _answer_now(key: str, compute: Callable[[], T], seconds: float, found) -> bool:
     """`found` is young, or stale enough to answer while it is renewed after the response."""
     if found is None:
@@ -208,7 +220,14 @@ def forget() -> None:
 
 
 def _take(cache, key: str, compute: Callable[[], T], seconds: float) -> Snapshot[T]:
-    value = compute()
+    # A snapshot is never made of stale ones (a page's rendering of counts answered stale would
+    # then be kept a whole interval): while compute() runs, the snapshots it reads are renewed
+    # in its path, as outside a request.
+    pending, _request.renewals = getattr(_request, "renewals", None), None
+    try:
+        value = compute()
+    finally:
+        _request.renewals = pending
     snapshot = Snapshot(value, version_of(value), time.time())
     blob = zlib.compress(pickle.dumps(snapshot, protocol=pickle.HIGHEST_PROTOCOL), 1)
     cache.set(key, blob, timeout=max(60, int(seconds * STALE_FACTOR * 2)))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import partial
 
 from django.conf import settings
 from django.shortcuts import render
@@ -22,6 +23,7 @@ from worker_admin import databases, failures, snapshots
 from worker_admin.index_advice import FAILING, guarded
 from worker_admin.replica import read_alias
 from worker_admin.schema import read_capabilities
+from worker_admin.stats import is_large
 from worker_admin.views.polling import live_fragment
 
 AGES_KEPT_SECONDS = 60
@@ -54,8 +56,14 @@ def failure_groups(request):
         usable=True,
     )
     alias = read_alias()
+    # A full page on a large table nobody watched lately shows itself at once; its first
+    # refresh (on load) brings the groups, taken right after this response.
+    wait = bool(request.htmx) or not is_large(alias)
     with guarded(alias, FAILING, reading="the failing jobs"):
-        shared = shared_report(alias, caps.schema, task=task, state=state).value
+        found = shared_report(alias, caps.schema, task=task, state=state, wait=wait)
+    if found is None:
+        return render(request, TEMPLATE, context | {"counting": True})
+    shared = found.value
     context.update(report=shared.report, too_slow=shared.report is None)
     if request.htmx:
         return live_fragment(request, FRAGMENT, context, [shared.version])
@@ -63,20 +71,21 @@ def failure_groups(request):
 
 
 def shared_report(
-    alias: str, schema: str, *, task: str, state: failures.FailureState
-) -> snapshots.Snapshot[SharedReport]:
+    alias: str, schema: str, *, task: str, state: failures.FailureState, wait: bool = True
+) -> snapshots.Snapshot[SharedReport] | None:
     """The failure groups for this filter, shared by every viewer for one interval.
 
     The key names everything that changes the answer: the worker database (several may share
     a server, or even an alias with another schema), the alias read from (the replica's groups
-    may lag the primary's), the schema, the task and the state.
+    may lag the primary's), the schema, the task and the state. With `wait=False`, None when
+    no usable snapshot exists: it is then taken right after the response (snapshots.prepare).
     """
     key = json.dumps(["failures", databases.current().name, alias, schema, task, state.value])
-    return snapshots.shared(
-        key,
-        lambda: _take(alias, task, state),
-        seconds=settings.SHARED_SNAPSHOT_SECONDS,
-    )
+    seconds = settings.SHARED_SNAPSHOT_SECONDS
+    take = partial(_take, alias, task, state)
+    if wait or seconds <= 0:
+        return snapshots.shared(key, take, seconds=seconds)
+    return snapshots.prepare(key, take, seconds=seconds)
 
 
 def _take(alias: str, task: str, state: failures.FailureState) -> SharedReport:

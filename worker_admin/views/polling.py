@@ -33,6 +33,7 @@ from django.http import HttpResponse, HttpResponseNotModified
 from django.shortcuts import render
 from django.utils import timezone
 from django.utils.cache import patch_cache_control
+from django.utils.safestring import SafeString, mark_safe
 
 from worker_admin import databases, snapshots
 from worker_admin.roles import role_here
@@ -72,15 +73,10 @@ def shared_fragment(
     request, template: str, build_context: Callable[[], dict], name: str
 ) -> HttpResponse:
     """Answer a poll of `template` from one rendering shared per interval (see above)."""
-    viewer = [role_here(request.user), timezone.get_current_timezone_name()]
-    if databases.several():  # the overview's database rows depend on which ones one may open
-        viewer.append(
-            ",".join(d.name for d in databases.every() if databases.may_open(request.user, d))
-        )
-    key = "|".join([name, template, request.get_full_path(), *viewer])
+    key = fragment_key(request, template, name)
     shown = snapshots.shared(
         "fragment:" + key,
-        lambda: render(request, template, build_context()).content,
+        _renderer(request, template, build_context),
         seconds=settings.SHARED_SNAPSHOT_SECONDS,
     )
     digest = hashlib.sha256(key.encode() + STAMP.sub(b"", shown.value)).hexdigest()[:32]
@@ -91,6 +87,40 @@ def shared_fragment(
     patch_cache_control(response, private=True, no_cache=True)
     response["Vary"] = "HX-Request, Cookie"
     return response
+
+
+def page_fragment(
+    request, template: str, build_context: Callable[[], dict], name: str, *, slow: bool
+) -> SafeString | None:
+    """The live part of a full page: the very rendering its refreshes share (`shared_fragment`),
+    so opening a page that anyone watches renders only its frame.
+
+    With `slow` (a large table, whose counts take a sample), a page nobody has watched for two
+    intervals gets None instead of waiting for them: the page shows itself with the part marked
+    as counting, the part is taken right after the response, and the page's first refresh
+    (hx-trigger "load") fetches it."""
+    seconds = settings.SHARED_SNAPSHOT_SECONDS
+    render_it = _renderer(request, template, build_context)
+    name = "fragment:" + fragment_key(request, template, name)
+    if not slow or seconds <= 0:
+        return mark_safe(snapshots.shared(name, render_it, seconds=seconds).value.decode())
+    found = snapshots.prepare(name, render_it, seconds=seconds)
+    return mark_safe(found.value.decode()) if found is not None else None
+
+
+def fragment_key(request, template: str, name: str) -> str:
+    """What makes one rendering right for a viewer: the page, the part, the URL and what the
+    viewer's role, time zone and databases change in it."""
+    viewer = [role_here(request.user), timezone.get_current_timezone_name()]
+    if databases.several():  # the overview's database rows depend on which ones one may open
+        viewer.append(
+            ",".join(d.name for d in databases.every() if databases.may_open(request.user, d))
+        )
+    return "|".join([name, template, request.get_full_path(), *viewer])
+
+
+def _renderer(request, template: str, build_context: Callable[[], dict]) -> Callable[[], bytes]:
+    return lambda: render(request, template, build_context()).content
 
 
 def _sent_etags(request) -> set[str]:
