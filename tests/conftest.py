@@ -63,15 +63,23 @@ def _fresh_capabilities():
 
 
 @pytest.fixture(autouse=True)
-def _fresh_readings():
+def _fresh_readings(django_db_blocker):
     """Each test takes its own samples: a process's copy of a shared snapshot or reading
-    (snapshots._recent, stats.reused) holds another test's counts."""
+    (snapshots._recent, stats.reused) holds another test's counts. A snapshot taken on a
+    renewal thread (its own connection, committed) outlives the test's rolled-back transaction:
+    the shared cache is emptied after a test that started any."""
+    from django.core.cache import caches
+
     from worker_admin import snapshots
 
     snapshots.forget()
+    started = snapshots.renewals_started
     yield
     snapshots.settle()  # a renewal started by this test's requests ends with it
     snapshots.forget()
+    if snapshots.renewals_started != started:
+        with django_db_blocker.unblock():
+            caches[snapshots.CACHE].clear()
 
 
 @pytest.fixture

@@ -166,3 +166,34 @@ def test_a_large_tables_page_shows_itself_at_once_and_its_counts_right_after(
     _, html, jobs_read = load()
     assert marker in html and 'aria-busy="true"' not in html and not jobs_read, jobs_read
     assert 'hx-trigger="every' in html
+
+
+def test_the_jobs_tabs_of_a_large_table_come_right_after_the_rows(sharing, console, monkeypatch):
+    """Unfiltered, the tabs show the overview's sample: when nobody has taken it lately, the
+    first load shows the rows at once with "…" tabs, the sample is taken right after the
+    response, and the page's load refresh gets it without sampling again."""
+    from django.test.utils import CaptureQueriesContext
+
+    from tests.test_jobs import _shown
+    from worker_admin import stats
+    from worker_admin.utils import RawJobSpec
+
+    WorkerUtils().add_raw_jobs([RawJobSpec("big_task", {"i": i}) for i in range(300)])
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE graphile_worker._private_jobs")
+    monkeypatch.setattr(stats, "EXACT_ROW_LIMIT", 100)
+    monkeypatch.setattr(stats, "SAMPLE_ROWS", 40)
+    monkeypatch.setattr(stats, "SAMPLE_WINDOWS", 4)
+
+    def load(**headers):
+        with CaptureQueriesContext(connection) as seen:
+            response = console.get("/jobs/", headers=headers)
+        samples = sum("WITH s AS MATERIALIZED" in q["sql"] for q in seen.captured_queries)
+        return response.content.decode(), samples, _shown(response)
+
+    html, samples, tabs = load()
+    assert samples == 0 and set(tabs.values()) == {"…"} and "big_task" in html
+    assert 'hx-trigger="load, every' in html and "Counting…" in html
+    snapshots.settle()  # taken on a thread of its own once the response was out
+    html, samples, tabs = load(**HTMX)
+    assert samples == 0 and "…" not in tabs.values() and "Counting…" not in html

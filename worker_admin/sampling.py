@@ -10,7 +10,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from django.db import connections, transaction
-from django.db.models import BigIntegerField, Case, F, IntegerField, Max, Min, Q, Value, When
+from django.db.models import (
+    BigIntegerField,
+    BooleanField,
+    Case,
+    F,
+    Func,
+    IntegerField,
+    Max,
+    Min,
+    Value,
+    When,
+)
 from django.db.models.functions import Cast
 
 from worker_admin.estimates import Design, Estimate, Sums, draw_blocks, estimate
@@ -35,6 +46,27 @@ class Sample:
         return [key for dim, key in self.sums if dim == dimension]
 
 
+class InWindows(Func):
+    """The id lies in one of the windows [start, start + width): an OR of primary key ranges.
+
+    Written as one expression rather than 200 Q objects, which Django took ~20 ms to build and
+    compile on every sample (a fifth of the overview's cold reading at 10M jobs)."""
+
+    output_field = BooleanField()
+
+    def __init__(self, starts: list[int], width: int) -> None:
+        super().__init__(F("id"))
+        self.starts, self.width = [int(start) for start in starts], int(width)
+
+    def as_sql(self, compiler, connection, **extra):
+        column, params = compiler.compile(self.source_expressions[0])
+        if params or not self.starts:
+            raise ValueError("InWindows needs a plain column and at least one window")
+        ranges = " OR ".join(f"({column} >= %s AND {column} < %s)" for _ in self.starts)
+        bounds = [value for start in self.starts for value in (start, start + self.width)]
+        return f"({ranges})", bounds
+
+
 def _flags() -> dict:
     predicates = {state.value: q for state, q in STATE_PREDICATES.items()} | {"retrying": RETRYING}
     return {
@@ -55,13 +87,10 @@ def draw(
     if bounds["low"] is None:
         return None
     design, starts = draw_blocks(bounds["low"], bounds["high"], windows, width)
-    windows_q = Q()
-    for start in starts:
-        windows_q |= Q(id__gte=start, id__lt=start + width)
     base = narrowed if narrowed is not None else jobs
     block = Cast((F("id") - bounds["low"]) / width, BigIntegerField())
     inner = (
-        base.filter(windows_q)
+        base.filter(InWindows(starts, width))
         .annotate(s_block=block, **_flags())
         .values("s_block", "task_id", "job_queue_id", *(f"s_{n}" for n in NAMES[1:]))
         .order_by()

@@ -54,6 +54,7 @@ _request = threading.local()  # .renewals: what to renew once this thread's resp
 _renewing: set[str] = set()  # keys this process is renewing now
 _renewing_guard = threading.Lock()
 _started: list[threading.Thread] = []  # renewal threads not yet waited for (settle)
+renewals_started = 0  # how many this process has started (tests clean up after them)
 
 
 @dataclass(frozen=True)
@@ -171,6 +172,8 @@ def on_request_finished(sender, **kwargs) -> None:
             daemon=True,  # a renewal is disposable: never hold up a process that is stopping
         )
         _started[:] = [*(t for t in _started if t.is_alive()), thread]
+        global renewals_started
+        renewals_started += 1
         thread.start()
 
 

@@ -160,6 +160,9 @@ class SampledGroups:
         return self.by_queue.get(queue_id, self.unseen)
 
 
+PENDING = object()  # reused(wait=False): nobody has taken this reading lately; it is being taken
+
+
 def reused(name: str, alias: str, compute, *, wait: bool = True):
     """compute(), or the shared snapshot of it taken less than SAMPLE_REUSE_SECONDS ago (the
     console's SHARED_SNAPSHOT_SECONDS unless set) by any process (worker_admin/snapshots.py).
@@ -168,8 +171,9 @@ def reused(name: str, alias: str, compute, *, wait: bool = True):
     one sample read per interval, not twenty. The key holds the database and the sampling
     parameters, so a changed setting (or another database) never reads a stale entry. Only for
     a large table's readings (samples, and the counts taken with them); a small table is always
-    counted afresh. With `wait=False`, None instead of taking a reading nobody has taken (the
-    page shows the rest now and asks for this part right after).
+    counted afresh. With `wait=False`, PENDING instead of taking a reading nobody has taken
+    lately: it is taken right after the response (snapshots.prepare), and the page shows the
+    rest now and asks for this part at once.
     """
     seconds = SAMPLE_REUSE_SECONDS
     if seconds is None:
@@ -179,18 +183,18 @@ def reused(name: str, alias: str, compute, *, wait: bool = True):
     database = connections[alias].settings_dict.get("NAME")
     key = f"reading:{name}:{alias}:{database}:{EXACT_ROW_LIMIT}:{SAMPLE_ROWS}:{SAMPLE_WINDOWS}"
     if not wait:
-        found = snapshots.ready(key, compute, seconds=seconds)
-        return found.value if found is not None else None
+        found = snapshots.prepare(key, compute, seconds=seconds)
+        return found.value if found is not None else PENDING
     return snapshots.shared(key, compute, seconds=seconds).value
 
 
-def sampled_groups(alias: str) -> SampledGroups | None:
+def sampled_groups(alias: str, *, wait: bool = True) -> SampledGroups | None:
     """One read of the sample, grouped by task and by queue; None on a table small enough to
     count. The overview, the queues page, the tasks page and the jobs tabs share it (and its
     exact locked/failing counts), so they show the same numbers within a refresh interval."""
     if not is_large(alias):
         return None
-    return reused("groups", alias, lambda: _sampled_groups(alias))
+    return reused("groups", alias, lambda: _sampled_groups(alias), wait=wait)
 
 
 def _draw(alias: str, narrowed=None, dimensions=sampling.DIMENSIONS) -> sampling.Sample | None:
@@ -312,16 +316,16 @@ def _exact_queue_stats(jobs, alias: str) -> QueueStats:
     )
 
 
-def sampled_state_counts(alias: str, narrowed=None) -> StateCounts | None:
+def sampled_state_counts(alias: str, narrowed=None, *, wait: bool = True) -> StateCounts | None:
     """Counts per state, with intervals, from a random sample of id blocks; None on a table
     small enough to count exactly (then callers count for real). Unfiltered, they are the
     overview's (the same read, the same exact locked count). `narrowed` (a Job queryset)
     counts a filter's rows in a fresh sample."""
     if not is_large(alias):
         return None
-    if narrowed is None:
-        sampled = sampled_groups(alias)
-        return sampled.totals if sampled is not None else None
+    if narrowed is None:  # (wait=False: PENDING when the overview's sample is being taken)
+        sampled = sampled_groups(alias, wait=wait)
+        return sampled.totals if sampled is not None and sampled is not PENDING else sampled
     sample = _draw(alias, narrowed, ("all",))
     if sample is None:
         return None

@@ -54,6 +54,7 @@ from worker_admin.redaction import may_reveal, redact
 from worker_admin.replica import read_alias
 from worker_admin.schema import read_capabilities
 from worker_admin.stats import (
+    PENDING,
     available_priorities,
     database_now,
     is_large,
@@ -151,7 +152,9 @@ def _tab_counts(
     """
     large = is_large(alias)
     if not filters.active():
-        estimates = sampled_state_counts(alias) if large else None
+        estimates = sampled_state_counts(alias, wait=wait) if large else None
+        if estimates is PENDING:  # asked for by the page at once (counts_pending)
+            return {key: counting(0) for key in STATE_TABS}
         if estimates is not None:
             return {key: estimates.estimate(_name(key)) for key in STATE_TABS}
         return {key: _bounded(filter_state(narrowed, key)) for key in STATE_TABS}
@@ -171,7 +174,7 @@ def _tab_counts(
     estimated = reused(
         f"tabs:{sql}:{params!r}", alias, lambda: _estimated(narrowed, alias), wait=wait
     )
-    if estimated is None:  # being counted: asked for by the page at once (counts_pending)
+    if estimated is PENDING:  # being counted: asked for by the page at once (counts_pending)
         return {"all": counting(PASS_BOUND)} | {key: counting(seen[key]) for key in STATE_TABS[1:]}
     counts = {"all": at_least(estimated["all"], PASS_BOUND + 1)}
     for key in STATE_TABS[1:]:
