@@ -30,6 +30,26 @@ def pytest_collection_modifyitems(items) -> None:
             item._id = coerce_node_id(f"{module}::{item.name}")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _partials_report_their_context():
+    """The test client records every template a response rendered, with its context, through
+    Django's instrumented Template._render; a partial rendered on its own (a live part the full
+    page shows from the shared rendering, views/polling.py) renders through template_partials'
+    TemplateProxy instead, which would leave `response.context` without the part's values."""
+    from django.test.signals import template_rendered
+    from template_partials.templatetags.partials import TemplateProxy
+
+    usual = TemplateProxy._render
+
+    def instrumented(self, context):
+        template_rendered.send(sender=self, template=self, context=context)
+        return usual(self, context)
+
+    TemplateProxy._render = instrumented
+    yield
+    TemplateProxy._render = usual
+
+
 @pytest.fixture(scope="session")
 def django_db_setup(django_db_setup, django_db_blocker):
     with django_db_blocker.unblock():

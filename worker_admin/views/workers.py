@@ -18,6 +18,7 @@ from worker_admin.index_advice import LOCKED, guarded, hints
 from worker_admin.replica import read_alias
 from worker_admin.roles import can_run_maintenance
 from worker_admin.schema import read_capabilities
+from worker_admin.views.polling import page_fragment, shared_fragment
 from worker_admin.worker_detail import MAX_ID_LENGTH, worker_detail
 
 THRESHOLDS = [1, 2, 5, 10, 15, 30, 60]  # minutes
@@ -26,6 +27,7 @@ HEARTBEAT_RANGES = ("1h", "24h")
 # A fleet of a thousand workers is a page no one reads: each table shows the rows that need
 # attention first (stale workers, the oldest locks) up to this many, and links to the rest.
 ROWS_SHOWN = 100
+WORKERS = "worker_admin/workers.html"
 
 
 def _threshold(request) -> tuple[int, str | None]:
@@ -52,18 +54,18 @@ def workers(request):
         "can_maintain": can_run_maintenance(request.user),
         "stale_only": stale_only,
     }
-    if caps.usable:
+    if not caps.usable:
+        return render(request, WORKERS + ("#workers-body" if request.htmx else ""), context)
+    limit = None if request.GET.get("all") == "1" else ROWS_SHOWN
+
+    def build() -> dict:
         with guarded(read_alias(), LOCKED, reading="the workers and lock holders"):
             found = fleet(
-                read_alias(),
-                timedelta(minutes=minutes),
-                has_workers_table=caps.has_workers_table,
+                read_alias(), timedelta(minutes=minutes), has_workers_table=caps.has_workers_table
             )
-        limit = None if request.GET.get("all") == "1" else ROWS_SHOWN
         listed = [w for w in found.workers or [] if w.stale or not stale_only]
         holders = [h for h in found.holders if h.stale or not stale_only]
-        context |= {
-            "index_hints": [] if request.htmx else hints(read_alias(), LOCKED),  # not in a poll
+        return context | {
             "fleet": found,
             "listed_workers": listed,
             "listed_holders": holders,
@@ -71,10 +73,14 @@ def workers(request):
             "shown_holders": holders[:limit],
             "rows_shown": limit,
         }
-    template = "worker_admin/workers.html"
+
+    # One rendering of the fleet per interval for every viewer with the same role and URL (its
+    # force-unlock buttons submit a form outside it): refreshes and full pages alike.
     if request.htmx:
-        template += "#workers-body"
-    return render(request, template, context)
+        return shared_fragment(request, WORKERS + "#workers-body", build, "workers")
+    body = page_fragment(request, WORKERS + "#workers-body", build, "workers", slow=False)
+    hints_shown = hints(read_alias(), LOCKED)  # not in a poll: the note is outside the live part
+    return render(request, WORKERS, context | {"index_hints": hints_shown, "live_body": body})
 
 
 @require_safe  # a read: PUT, PATCH, DELETE and POST get 405
