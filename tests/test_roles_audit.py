@@ -75,6 +75,20 @@ def test_audit__entries_for_a_job(db):
     assert list(AuditEntry.objects.for_job(7)) == [first]
 
 
+def test_audit__a_jobs_entries_are_found_through_the_id_indexes(db):
+    """A job's page looks its entries up in the GIN indexes on the id lists, not by reading
+    every entry (the planner is told to avoid the scan it would pick on a table this small)."""
+    from django.db import connection, transaction
+
+    _entry(requested_ids=[7, 8], changed_ids=[7])
+    sql, params = AuditEntry.objects.for_job(7).order_by("-id")[:11].query.sql_with_params()
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute("EXPLAIN " + sql, params)
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "wa_audit_requested_ids" in plan and "wa_audit_changed_ids" in plan, plan
+
+
 def test_audit_page__needs_the_view_permission(client, db, django_user_model, member):
     nobody = django_user_model.objects.create_user("nobody", password="pw-123456789")
     client.force_login(nobody)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
+from django.contrib.postgres.indexes import GinIndex
 from django.core.exceptions import ObjectDoesNotExist
 from django.db import models
 
@@ -55,6 +56,9 @@ EXPORT_FIELDS = (
     "missing_ids",
     "undo_of_id",
 )
+
+
+PATH = "jsonb_path_ops"  # the GIN operator class for @> (containment) alone: smaller, faster
 
 
 def current_database_name() -> str:
@@ -110,6 +114,13 @@ class AuditEntry(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        # A job's page lists the entries that named it (for_job): without these, every entry's
+        # id lists were read and detoasted on each view (33 ms at 829 entries of bulk actions,
+        # and growing with the log); with them, a lookup of the entries that contain the id.
+        indexes = [
+            GinIndex(fields=["requested_ids"], name="wa_audit_requested_ids", opclasses=[PATH]),
+            GinIndex(fields=["changed_ids"], name="wa_audit_changed_ids", opclasses=[PATH]),
+        ]
         permissions = [
             ("act_on_jobs", "Can add, complete, fail, reschedule and remove jobs"),
             ("run_maintenance", "Can sweep, force-unlock, clean up and migrate"),
