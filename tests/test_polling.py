@@ -122,19 +122,9 @@ def test_the_first_viewer_after_the_interval__answered_from_the_last_snapshot_th
     assert not counts, counts  # (the size check reads pg_class, not the jobs)
 
 
-@pytest.mark.parametrize(
-    ("path", "marker"),
-    [("/", "big_task"), ("/tasks/", "big_task"), ("/queues/", "big_queue"), ("/failures/", "disk")],
-)
-def test_a_large_tables_page_shows_itself_at_once_and_its_counts_right_after(
-    sharing, console, monkeypatch, path, marker
-):
-    """Nobody has watched the overview, tasks, queues or failures of a large table lately: the
-    page comes without waiting for the sample ("Counting…", aria-busy), the counts are taken
-    right after the response, and the page's first refresh (hx-trigger "load") and the next
-    viewer get them without reading the jobs again."""
-    from django.test.utils import CaptureQueriesContext
-
+def _a_large_table(monkeypatch) -> None:
+    """300 committed jobs of task big_task in queue big_queue, a third failing ("disk full"),
+    in a table the console treats as large (over 100 rows: sampled, 4 windows of 10)."""
     from worker_admin import stats
     from worker_admin.utils import JobSpec, RawJobSpec
 
@@ -149,6 +139,22 @@ def test_a_large_tables_page_shows_itself_at_once_and_its_counts_right_after(
     monkeypatch.setattr(stats, "EXACT_ROW_LIMIT", 100)
     monkeypatch.setattr(stats, "SAMPLE_ROWS", 40)
     monkeypatch.setattr(stats, "SAMPLE_WINDOWS", 4)
+
+
+@pytest.mark.parametrize(
+    ("path", "marker"),
+    [("/", "big_task"), ("/tasks/", "big_task"), ("/queues/", "big_queue"), ("/failures/", "disk")],
+)
+def test_a_large_tables_page_shows_itself_at_once_and_its_counts_right_after(
+    sharing, console, monkeypatch, path, marker
+):
+    """Nobody has watched the overview, tasks, queues or failures of a large table lately: the
+    page comes without waiting for the sample ("Counting…", aria-busy), the counts are taken
+    right after the response, and the page's first refresh (hx-trigger "load") and the next
+    viewer get them without reading the jobs again."""
+    from django.test.utils import CaptureQueriesContext
+
+    _a_large_table(monkeypatch)
 
     def load(**headers):
         with CaptureQueriesContext(connection) as seen:
@@ -175,15 +181,8 @@ def test_the_jobs_tabs_of_a_large_table_come_right_after_the_rows(sharing, conso
     from django.test.utils import CaptureQueriesContext
 
     from tests.test_jobs import _shown
-    from worker_admin import stats
-    from worker_admin.utils import RawJobSpec
 
-    WorkerUtils().add_raw_jobs([RawJobSpec("big_task", {"i": i}) for i in range(300)])
-    with connection.cursor() as cursor:
-        cursor.execute("ANALYZE graphile_worker._private_jobs")
-    monkeypatch.setattr(stats, "EXACT_ROW_LIMIT", 100)
-    monkeypatch.setattr(stats, "SAMPLE_ROWS", 40)
-    monkeypatch.setattr(stats, "SAMPLE_WINDOWS", 4)
+    _a_large_table(monkeypatch)
 
     def load(**headers):
         with CaptureQueriesContext(connection) as seen:
