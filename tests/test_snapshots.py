@@ -216,3 +216,47 @@ def test_a_renewal_that_fails_is_logged_and_never_reaches_the_viewer(empty_cache
     with pytest.raises(RuntimeError):  # still stale: the next request past the window asks
         _stale("stale", first, age=10 * snapshots.REVALIDATE_FACTOR + 1)
         snapshots.shared("stale", broken, seconds=10)
+
+
+def test_prepare__nothing_usable_is_taken_right_after_the_response_and_found_by_the_next(
+    empty_cache,
+):
+    """A page that shows itself without a part asks for it at once: prepare() answers None
+    without computing, the part is taken once the response is out, and the next request (the
+    page's load refresh, or a reload) finds it. Outside a request nothing is scheduled."""
+    calls: list = []
+    compute = _counting_compute(calls, delay=0)
+    assert snapshots.prepare("part", compute, seconds=10) is None  # a command: no "after"
+    snapshots.settle()
+    assert calls == []
+    snapshots.on_request_started(None)
+    assert snapshots.prepare("part", compute, seconds=10) is None and calls == []
+    snapshots.on_request_finished(None)
+    snapshots.settle()
+    assert len(calls) == 1
+    snapshots.forget()
+    assert snapshots.prepare("part", compute, seconds=10).value == {"ready": 1}
+    assert len(calls) == 1
+
+
+def test_a_process_runs_at_most_max_renewals_at_once(empty_cache, monkeypatch):
+    """Many new parts at once (a script opening many filters without running the pages): a
+    few are taken after the response, the rest by whoever asks next, in its own request."""
+    monkeypatch.setattr(snapshots, "MAX_RENEWALS", 2)
+    release = threading.Event()
+    calls: list = []
+
+    def slow():
+        calls.append(1)
+        release.wait(10)
+        return {"ready": 1}
+
+    snapshots.on_request_started(None)
+    for n in range(5):
+        assert snapshots.prepare(f"part-{n}", slow, seconds=10) is None
+    snapshots.on_request_finished(None)
+    time.sleep(0.2)
+    assert len(calls) == 2  # two threads taking theirs; three left for later
+    release.set()
+    snapshots.settle()
+    assert len(calls) == 2

@@ -20,7 +20,12 @@ by the process that noticed (on a thread of its own, with its own database conne
 the same advisory lock: the viewer who happens to arrive
 first in an interval does not wait for the count, and what any page shows is at most
 REVALIDATE_FACTOR intervals old (the pages say "as of" when). Outside a request (commands, the
-Python API) there is no "after", so a stale snapshot is renewed at once as before.
+Python API) there is no "after", so a stale snapshot is renewed at once as before. A page that
+can show itself without a part asks `prepare()`: with nothing usable, the part is taken the same
+way, right after the response, and the page's own refresh (or a reload) finds it. One process
+runs at most MAX_RENEWALS of these threads at once; past that, whoever asks next takes the
+snapshot in its request. A snapshot is never made of stale ones: while compute() runs, the
+snapshots it reads are renewed in its path.
 
 The version is a digest of the value, so a queue where nothing moved keeps it: a polled page's
 ETag is built from the versions of the snapshots it shows, and a refresh of unchanged data is
@@ -49,6 +54,7 @@ CACHE = "snapshots"
 STALE_FACTOR = 5  # a snapshot this many intervals old is recomputed by whoever asks
 REVALIDATE_FACTOR = 2  # younger than this many intervals: answered now, renewed after
 RECENT_LIMIT = 256  # snapshots this process keeps in memory (one per page, filter and role)
+MAX_RENEWALS = 4  # renewal threads one process runs at once (each holds a connection)
 _recent: dict[str, Snapshot] = {}
 _request = threading.local()  # .renewals: what to renew once this thread's response is out
 _renewing: set[str] = set()  # keys this process is renewing now
@@ -164,6 +170,11 @@ def on_request_finished(sender, **kwargs) -> None:
         with _renewing_guard:
             if key in _renewing:
                 continue  # this process is already renewing it
+            if len(_renewing) >= MAX_RENEWALS:
+                # A burst of new filters (a script opening many URLs): the rest are taken by
+                # whoever asks next, in its own request, as without renewals.
+                logger.info("Skipped renewing a snapshot: %d renewals running.", len(_renewing))
+                continue
             _renewing.add(key)
         thread = threading.Thread(
             target=_renew_apart,
