@@ -62,7 +62,7 @@ def test_viewers_with_other_roles_get_other_etags(sharing, console, django_user_
     assert mine["ETag"] != theirs["ETag"]
 
 
-def test_a_full_page_load_is_never_answered_from_the_shared_rendering(sharing, console):
+def test_a_full_page_is_its_own_response_with_its_frame__no_etag(sharing, console):
     page = console.get("/")
     assert page.status_code == 200 and "ETag" not in page
     assert "csrfmiddlewaretoken" in page.content.decode() or "logout" in page.content.decode()

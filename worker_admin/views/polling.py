@@ -11,7 +11,9 @@ such a poll from the shared snapshots the part shows (worker_admin/snapshots.py)
   people watching the same page get one rendering per interval between them.
 
 Only live parts qualify: they carry no CSRF token, user name or flash message (a full page does),
-so one rendering is right for everyone with the same role and filters.
+so one rendering is right for everyone with the same role and filters. A full page is its own
+response (no ETag: it has the frame, the token and the messages), but `page_fragment()` puts the
+very rendering its refreshes share into it, so opening a watched page renders only the frame.
 
 `shared_fragment()` goes one step further for parts whose data is not a snapshot of its own (the
 jobs list): the rendering itself is the shared snapshot, taken once per
