@@ -124,7 +124,8 @@ def test_the_first_viewer_after_the_interval__answered_from_the_last_snapshot_th
 
 def _a_large_table(monkeypatch) -> None:
     """300 committed jobs of task big_task in queue big_queue, a third failing ("disk full"),
-    in a table the console treats as large (over 100 rows: sampled, 4 windows of 10)."""
+    in a table the console treats as large (over 100 rows: sampled, 4 windows of 10). The test
+    asks for worker_rows, which truncates them afterwards."""
     from worker_admin import stats
     from worker_admin.utils import JobSpec, RawJobSpec
 
@@ -146,7 +147,7 @@ def _a_large_table(monkeypatch) -> None:
     [("/", "big_task"), ("/tasks/", "big_task"), ("/queues/", "big_queue"), ("/failures/", "disk")],
 )
 def test_a_large_tables_page_shows_itself_at_once_and_its_counts_right_after(
-    sharing, console, monkeypatch, path, marker
+    sharing, console, worker_rows, monkeypatch, path, marker
 ):
     """Nobody has watched the overview, tasks, queues or failures of a large table lately: the
     page comes without waiting for the sample ("Counting…", aria-busy), the counts are taken
@@ -174,7 +175,9 @@ def test_a_large_tables_page_shows_itself_at_once_and_its_counts_right_after(
     assert 'hx-trigger="every' in html
 
 
-def test_the_jobs_tabs_of_a_large_table_come_right_after_the_rows(sharing, console, monkeypatch):
+def test_the_jobs_tabs_of_a_large_table_come_right_after_the_rows(
+    sharing, console, worker_rows, monkeypatch
+):
     """Unfiltered, the tabs show the overview's sample: when nobody has taken it lately, the
     first load shows the rows at once with "…" tabs, the sample is taken right after the
     response, and the page's load refresh gets it without sampling again."""
