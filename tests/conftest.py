@@ -56,11 +56,14 @@ def django_db_setup(django_db_setup, django_db_blocker):
         WorkerUtils().migrate(recovery=True)
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="session")
 def _account_audit_off():
     """The account audit (worker_admin/account_audit.py) would add entries for every user a
     fixture creates, and most tests count the job entries of the audit log: it is off unless a
-    test asks for the `account_audit_on` fixture (tests/test_account_audit.py)."""
+    test asks for the `account_audit_on` fixture (tests/test_account_audit.py). Off for the
+    whole session, not per test: a transactional test's flush, at its teardown, re-creates the
+    roles (post_migrate), and with the audit switched back on first that wrote 13 entries the
+    next test on the same worker found in its log."""
     account_audit.disconnect()
     yield
     account_audit.connect()
