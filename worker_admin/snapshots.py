@@ -100,7 +100,9 @@ def prepare(name: str, compute: Callable[[], T], *, seconds: float) -> Snapshot[
     request's response (outside a request: None, nothing taken). For a page that shows itself
     at once and asks for this part as soon as it has loaded: by then the part is being taken
     (its request waits for it, never takes a second), and a reload without JavaScript finds
-    it."""
+    it. With `seconds <= 0` nothing is shared, so there is nothing to wait for: taken now."""
+    if seconds <= 0:
+        return shared(name, compute, seconds=seconds)
     found = ready(name, compute, seconds=seconds)
     if found is None:
         _renew_later(_key(name), compute, seconds)

@@ -323,9 +323,11 @@ def sampled_state_counts(alias: str, narrowed=None, *, wait: bool = True) -> Sta
     counts a filter's rows in a fresh sample."""
     if not is_large(alias):
         return None
-    if narrowed is None:  # (wait=False: PENDING when the overview's sample is being taken)
+    if narrowed is None:
         sampled = sampled_groups(alias, wait=wait)
-        return sampled.totals if sampled is not None and sampled is not PENDING else sampled
+        if sampled is None or sampled is PENDING:  # PENDING: being taken (wait=False)
+            return sampled
+        return sampled.totals
     sample = _draw(alias, narrowed, ("all",))
     if sample is None:
         return None

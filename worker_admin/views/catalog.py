@@ -13,7 +13,7 @@ from worker_admin import catalog
 from worker_admin.replica import read_alias
 from worker_admin.schema import read_capabilities
 from worker_admin.stats import is_large
-from worker_admin.views.polling import page_fragment, shared_fragment
+from worker_admin.views.polling import live_page
 
 QUEUES = "worker_admin/queues.html"
 TASKS = "worker_admin/tasks.html"
@@ -34,7 +34,8 @@ def queue_list(request):
     def build() -> dict:
         return context | {"report": catalog.queue_report(alias, name_contains=name)}
 
-    return _live_page(request, QUEUES, "queue-table", build, context)
+    slow = not request.htmx and is_large(alias)  # (a refresh reads no catalog)
+    return live_page(request, QUEUES, "queue-table", build, context, slow=slow)
 
 
 @require_safe  # a read: PUT, PATCH, DELETE and POST get 405
@@ -48,13 +49,5 @@ def task_list(request):
     def build() -> dict:
         return context | {"report": catalog.task_report(alias)}
 
-    return _live_page(request, TASKS, "task-table", build, context)
-
-
-def _live_page(request, template: str, part: str, build, context: dict):
-    """A refresh of `part`, or the full page around its shared rendering (see above)."""
-    fragment = f"{template}#{part}"
-    if request.htmx:
-        return shared_fragment(request, fragment, build, part)
-    body = page_fragment(request, fragment, build, part, slow=is_large(read_alias()))
-    return render(request, template, context | {"live_body": body, "counting": body is None})
+    slow = not request.htmx and is_large(alias)
+    return live_page(request, TASKS, "task-table", build, context, slow=slow)

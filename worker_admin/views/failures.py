@@ -81,11 +81,8 @@ def shared_report(
     no usable snapshot exists: it is then taken right after the response (snapshots.prepare).
     """
     key = json.dumps(["failures", databases.current().name, alias, schema, task, state.value])
-    seconds = settings.SHARED_SNAPSHOT_SECONDS
-    take = partial(_take, alias, task, state)
-    if wait or seconds <= 0:
-        return snapshots.shared(key, take, seconds=seconds)
-    return snapshots.prepare(key, take, seconds=seconds)
+    fetch = snapshots.shared if wait else snapshots.prepare
+    return fetch(key, partial(_take, alias, task, state), seconds=settings.SHARED_SNAPSHOT_SECONDS)
 
 
 def _take(alias: str, task: str, state: failures.FailureState) -> SharedReport:

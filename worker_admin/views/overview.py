@@ -16,10 +16,9 @@ from worker_admin.schema import read_capabilities
 from worker_admin.states import JobState
 from worker_admin.stats import is_large
 from worker_admin.views.database_health import database_rows, overview_snapshot
-from worker_admin.views.polling import page_fragment, shared_fragment
+from worker_admin.views.polling import live_page
 
 TEMPLATE = "worker_admin/overview.html"
-BODY = TEMPLATE + "#overview-body"
 
 
 @require_safe  # a read: PUT, PATCH, DELETE and POST get 405
@@ -28,16 +27,12 @@ def overview(request):
     if not caps.usable:
         context = _context(request, caps)
         return render(request, TEMPLATE + ("#overview-body" if request.htmx else ""), context)
+    # One rendering of the counts per interval for every viewer: a refresh gets it (304 when
+    # what it shows did not change), and so does the full page, which on a large table nobody
+    # has watched for a while shows itself at once and brings the counts with its first refresh.
     build = partial(_context, request, caps)
-    if request.htmx:
-        # The refresh: one rendering per interval for every viewer, 304 when what it shows
-        # did not change (views/polling.py).
-        return shared_fragment(request, BODY, build, "overview")
-    # The full page shows the same rendering its refreshes share; on a large table nobody has
-    # watched for a while, it shows itself at once and its first refresh brings the counts.
-    body = page_fragment(request, BODY, build, "overview", slow=is_large(read_alias()))
-    context = _page(caps) | {"live_body": body, "counting": body is None}
-    return render(request, TEMPLATE, context)
+    slow = not request.htmx and is_large(read_alias())  # (a refresh reads no catalog)
+    return live_page(request, TEMPLATE, "overview-body", build, _page(caps), slow=slow)
 
 
 def _page(caps) -> dict:

@@ -101,13 +101,27 @@ def page_fragment(
     intervals gets None instead of waiting for them: the page shows itself with the part marked
     as counting, the part is taken right after the response, and the page's first refresh
     (hx-trigger "load") fetches it."""
-    seconds = settings.SHARED_SNAPSHOT_SECONDS
-    render_it = _renderer(request, template, build_context)
-    name = "fragment:" + fragment_key(request, template, name)
-    if not slow or seconds <= 0:
-        return mark_safe(snapshots.shared(name, render_it, seconds=seconds).value.decode())
-    found = snapshots.prepare(name, render_it, seconds=seconds)
+    take = snapshots.prepare if slow else snapshots.shared
+    found = take(
+        "fragment:" + fragment_key(request, template, name),
+        _renderer(request, template, build_context),
+        seconds=settings.SHARED_SNAPSHOT_SECONDS,
+    )
     return mark_safe(found.value.decode()) if found is not None else None
+
+
+def live_page(
+    request, template: str, part: str, build_context: Callable[[], dict], page: dict, *, slow: bool
+) -> HttpResponse:
+    """A page whose live part (`template#part`, its element id) is one shared rendering: a
+    refresh gets `shared_fragment`, a full page is `page` around `page_fragment` (the template
+    shows `live_body`, or a placeholder asking for the part on load while `counting`). `slow`
+    matters for full pages only (see `page_fragment`)."""
+    fragment = f"{template}#{part}"
+    if request.htmx:
+        return shared_fragment(request, fragment, build_context, part)
+    body = page_fragment(request, fragment, build_context, part, slow=slow)
+    return render(request, template, page | {"live_body": body, "counting": body is None})
 
 
 def fragment_key(request, template: str, name: str) -> str:

@@ -18,7 +18,7 @@ from worker_admin.index_advice import LOCKED, guarded, hints
 from worker_admin.replica import read_alias
 from worker_admin.roles import can_run_maintenance
 from worker_admin.schema import read_capabilities
-from worker_admin.views.polling import page_fragment, shared_fragment
+from worker_admin.views.polling import live_page
 from worker_admin.worker_detail import MAX_ID_LENGTH, worker_detail
 
 THRESHOLDS = [1, 2, 5, 10, 15, 30, 60]  # minutes
@@ -75,12 +75,10 @@ def workers(request):
         }
 
     # One rendering of the fleet per interval for every viewer with the same role and URL (its
-    # force-unlock buttons submit a form outside it): refreshes and full pages alike.
-    if request.htmx:
-        return shared_fragment(request, WORKERS + "#workers-body", build, "workers")
-    body = page_fragment(request, WORKERS + "#workers-body", build, "workers", slow=False)
-    hints_shown = hints(read_alias(), LOCKED)  # not in a poll: the note is outside the live part
-    return render(request, WORKERS, context | {"index_hints": hints_shown, "live_body": body})
+    # force-unlock buttons submit a form outside it): refreshes and full pages alike. The index
+    # note is outside the live part: not looked up for a refresh.
+    page = context if request.htmx else context | {"index_hints": hints(read_alias(), LOCKED)}
+    return live_page(request, WORKERS, "workers-body", build, page, slow=False)
 
 
 @require_safe  # a read: PUT, PATCH, DELETE and POST get 405
